@@ -1,0 +1,341 @@
+// Package config loads the typed configuration of every process from the environment (and an
+// optional .env file), validates it and reports every problem at once, naming the variable.
+package config
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the configuration of the api, worker and scheduler processes. Defaults are given
+// in the table of Vars.
+type Config struct {
+	Env      string // APP_ENV: development or production
+	Port     int    // PORT: the api's HTTP port
+	LogLevel string // LOG_LEVEL: debug, info, warn, error
+
+	DatabaseURL   string        // DATABASE_URL
+	DBPoolSize    int           // DB_POOL_SIZE: 1..100
+	RedisURL      string        // REDIS_URL: redis://, rediss://, redis-sentinel:// or redis-cluster://
+	CacheRedisURL string        // CACHE_REDIS_URL: defaults to REDIS_URL
+	RedisTTL      time.Duration // REDIS_TTL: seconds, >= 60
+	RedisTimeout  time.Duration // REDIS_TIMEOUT: per cache call; predict falls back to inference past it
+
+	SecretKey      string   // SECRET_KEY: >= 32 characters; signs pagination cursors
+	APIKeys        []string // API_KEYS: comma-separated, each "name:key" or "key"
+	AllowedOrigins []string // ALLOWED_ORIGINS: comma-separated origins for CORS
+	RateLimit      float64  // RATE_LIMIT: requests per second per API key; 0 turns it off
+	RateBurst      int      // RATE_BURST
+	BodyLimit      int64    // BODY_LIMIT: bytes of a JSON request body
+
+	ModelPath    string // MODEL_PATH
+	MaxBatchSize int    // MAX_BATCH_SIZE: samples of one inline batch predict
+
+	WorkerConcurrency    int // WORKER_CONCURRENCY
+	WorkerMetricsPort    int // WORKER_METRICS_PORT
+	SchedulerMetricsPort int // SCHEDULER_METRICS_PORT
+
+	WebhookSecret       string // WEBHOOK_SECRET: whsec_ + base64
+	WebhookAllowPrivate bool   // WEBHOOK_ALLOW_PRIVATE
+	AlertWebhookURL     string // ALERT_WEBHOOK_URL
+
+	OTLPEndpoint string // OTEL_EXPORTER_OTLP_ENDPOINT
+}
+
+// Var documents one environment variable.
+type Var struct {
+	Name    string
+	Default string
+	Doc     string
+}
+
+// Vars lists every variable the processes read, with defaults and meaning. Tests of the
+// deployment files check every variable they set against this list.
+var Vars = []Var{
+	{"APP_ENV", "development", "development or production; production refuses a missing SECRET_KEY"},
+	{"PORT", "8080", "HTTP port of the api"},
+	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"DATABASE_URL", "postgres://postgres@127.0.0.1:5432/predq?sslmode=disable", "Postgres connection URL"},
+	{"DB_POOL_SIZE", "10", "Postgres pool size per process (1..100)"},
+	{"REDIS_URL", "redis://127.0.0.1:6379/0", "queue Redis: redis://, rediss://, redis-sentinel://[:pw@]h1:p,h2:p/db?master=NAME, redis-cluster://h1:p,h2:p"},
+	{"CACHE_REDIS_URL", "", "cache Redis (defaults to REDIS_URL)"},
+	{"REDIS_TTL", "3600", "seconds a cached prediction lives (>= 60)"},
+	{"REDIS_TIMEOUT", "100ms", "timeout of one cache call; past it predict answers by inference"},
+	{"SECRET_KEY", "", "at least 32 characters; signs pagination cursors (random per process when unset in development)"},
+	{"API_KEYS", "", "comma-separated static API keys, each name:key or key"},
+	{"ALLOWED_ORIGINS", "", "comma-separated origins allowed by CORS (none when empty)"},
+	{"RATE_LIMIT", "0", "requests per second per API key (0: off)"},
+	{"RATE_BURST", "0", "burst of the rate limit (default 2 x RATE_LIMIT)"},
+	{"BODY_LIMIT", "4194304", "bytes of a JSON request body"},
+	{"MODEL_PATH", "./models", "directory of model artifacts"},
+	{"MAX_BATCH_SIZE", "1000", "samples of one inline batch predict"},
+	{"WORKER_CONCURRENCY", "16", "tasks a worker runs at once"},
+	{"WORKER_METRICS_PORT", "9091", "worker's /health and /metrics port"},
+	{"SCHEDULER_METRICS_PORT", "9092", "scheduler's /health and /metrics port"},
+	{"WEBHOOK_SECRET", "", "whsec_<base64> secret that signs job webhooks"},
+	{"WEBHOOK_ALLOW_PRIVATE", "false", "allow webhook URLs on private/loopback addresses (tests, local development)"},
+	{"ALERT_WEBHOOK_URL", "", "URL that receives low-confidence alerts (off when empty)"},
+	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "OTLP/HTTP endpoint for traces (off when empty)"},
+}
+
+// Known reports whether name is a variable of Vars.
+func Known(name string) bool {
+	return slices.ContainsFunc(Vars, func(v Var) bool { return v.Name == name })
+}
+
+// Load reads the configuration through getenv, with the defaults of Vars, and validates it.
+// All problems are returned together, each naming its variable.
+func Load(getenv func(string) string) (Config, error) {
+	l := loader{getenv: getenv}
+	var c Config
+	c.Env = l.oneOf("APP_ENV", "development", "production")
+	c.Port = l.intRange("PORT", 1, 65535)
+	c.LogLevel = l.oneOf("LOG_LEVEL", "debug", "info", "warn", "error")
+	c.DatabaseURL = l.url("DATABASE_URL", "postgres", "postgresql")
+	c.DBPoolSize = l.intRange("DB_POOL_SIZE", 1, 100)
+	c.RedisURL = l.url("REDIS_URL", "redis", "rediss", "redis-sentinel", "redis-cluster")
+	if l.get("CACHE_REDIS_URL") == "" {
+		c.CacheRedisURL = c.RedisURL
+	} else {
+		c.CacheRedisURL = l.url("CACHE_REDIS_URL", "redis", "rediss", "redis-sentinel", "redis-cluster")
+	}
+	c.RedisTTL = time.Duration(l.intRange("REDIS_TTL", 60, 30*24*3600)) * time.Second
+	c.RedisTimeout = l.duration("REDIS_TIMEOUT", time.Millisecond, time.Minute)
+	c.SecretKey = l.get("SECRET_KEY")
+	if c.SecretKey != "" && len(c.SecretKey) < 32 {
+		l.fail("SECRET_KEY", "must be at least 32 characters, got %d", len(c.SecretKey))
+	} else if c.SecretKey == "" && c.Env == "production" {
+		l.fail("SECRET_KEY", "is required when APP_ENV=production")
+	}
+	c.APIKeys = l.list("API_KEYS")
+	for _, k := range c.APIKeys {
+		_, key, ok := strings.Cut(k, ":")
+		if !ok {
+			key = k
+		}
+		if len(key) < 16 {
+			l.fail("API_KEYS", "every key must be at least 16 characters")
+			break
+		}
+	}
+	c.AllowedOrigins = l.list("ALLOWED_ORIGINS")
+	for _, o := range c.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			l.fail("ALLOWED_ORIGINS", "%q is not an origin like https://app.example.com", o)
+		}
+	}
+	c.RateLimit = l.floatRange("RATE_LIMIT", 0, 1e6)
+	c.RateBurst = l.intRange("RATE_BURST", 0, 1e7)
+	if c.RateBurst == 0 && c.RateLimit > 0 {
+		c.RateBurst = max(1, int(2*c.RateLimit))
+	}
+	c.BodyLimit = int64(l.intRange("BODY_LIMIT", 1024, 1<<30))
+	c.ModelPath = l.get("MODEL_PATH")
+	c.MaxBatchSize = l.intRange("MAX_BATCH_SIZE", 1, 100_000)
+	c.WorkerConcurrency = l.intRange("WORKER_CONCURRENCY", 1, 1024)
+	c.WorkerMetricsPort = l.intRange("WORKER_METRICS_PORT", 0, 65535)
+	c.SchedulerMetricsPort = l.intRange("SCHEDULER_METRICS_PORT", 0, 65535)
+	c.WebhookSecret = l.get("WEBHOOK_SECRET")
+	if c.WebhookSecret != "" && !strings.HasPrefix(c.WebhookSecret, "whsec_") {
+		l.fail("WEBHOOK_SECRET", "must start with whsec_")
+	}
+	c.WebhookAllowPrivate = l.boolean("WEBHOOK_ALLOW_PRIVATE")
+	if l.get("ALERT_WEBHOOK_URL") != "" {
+		c.AlertWebhookURL = l.url("ALERT_WEBHOOK_URL", "http", "https")
+	}
+	if l.get("OTEL_EXPORTER_OTLP_ENDPOINT") != "" {
+		c.OTLPEndpoint = l.url("OTEL_EXPORTER_OTLP_ENDPOINT", "http", "https")
+	}
+	return c, errors.Join(l.errs...)
+}
+
+// Redacted returns the configuration as key/value pairs for the startup log line, secrets
+// masked and passwords removed from URLs.
+func (c Config) Redacted() []any {
+	return []any{
+		"app_env", c.Env, "port", c.Port, "log_level", c.LogLevel,
+		"database_url", redactURL(c.DatabaseURL), "db_pool_size", c.DBPoolSize,
+		"redis_url", redactURL(c.RedisURL), "cache_redis_url", redactURL(c.CacheRedisURL),
+		"redis_ttl", c.RedisTTL.String(), "secret_key", mask(c.SecretKey),
+		"api_keys", len(c.APIKeys), "allowed_origins", c.AllowedOrigins,
+		"rate_limit", c.RateLimit, "model_path", c.ModelPath, "max_batch_size", c.MaxBatchSize,
+		"worker_concurrency", c.WorkerConcurrency, "webhook_secret", mask(c.WebhookSecret),
+		"webhook_allow_private", c.WebhookAllowPrivate, "otlp_endpoint", c.OTLPEndpoint,
+	}
+}
+
+func mask(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "***"
+}
+
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
+}
+
+// ReadDotEnv reads KEY=VALUE lines (comments with #, optional quotes, optional "export ")
+// from r. Values already set in the real environment win over the file: getenv below
+// returns the first non-empty of the two.
+func ReadDotEnv(r io.Reader) (map[string]string, error) {
+	vals := map[string]string{}
+	sc := bufio.NewScanner(r)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.TrimPrefix(line, "export ")
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf(".env line %d: want KEY=VALUE", n)
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' && v[len(v)-1] == '"' || v[0] == '\'' && v[len(v)-1] == '\'') {
+			v = v[1 : len(v)-1]
+		}
+		vals[k] = v
+	}
+	return vals, sc.Err()
+}
+
+// WithDotEnv returns a getenv that falls back to the .env file at path when it exists.
+func WithDotEnv(getenv func(string) string, path string) (func(string) string, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return getenv, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	vals, err := ReadDotEnv(f)
+	if err != nil {
+		return nil, err
+	}
+	return func(k string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return vals[k]
+	}, nil
+}
+
+type loader struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (l *loader) fail(name, format string, args ...any) {
+	l.errs = append(l.errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
+}
+
+// get returns the variable's value or its default.
+func (l *loader) get(name string) string {
+	if v := strings.TrimSpace(l.getenv(name)); v != "" {
+		return v
+	}
+	for _, v := range Vars {
+		if v.Name == name {
+			return v.Default
+		}
+	}
+	panic("config: unknown variable " + name) // a programming error: every variable is in Vars
+}
+
+func (l *loader) intRange(name string, lo, hi int) int {
+	s := l.get(name)
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		l.fail(name, "must be a whole number, got %q", s)
+		return 0
+	}
+	if n < lo || n > hi {
+		l.fail(name, "must be between %d and %d, got %d", lo, hi, n)
+	}
+	return n
+}
+
+func (l *loader) floatRange(name string, lo, hi float64) float64 {
+	s := l.get(name)
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		l.fail(name, "must be a number, got %q", s)
+		return 0
+	}
+	if !(f >= lo && f <= hi) {
+		l.fail(name, "must be between %g and %g, got %g", lo, hi, f)
+	}
+	return f
+}
+
+func (l *loader) duration(name string, lo, hi time.Duration) time.Duration {
+	s := l.get(name)
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		l.fail(name, "must be a duration like 100ms or 2s, got %q", s)
+		return 0
+	}
+	if d < lo || d > hi {
+		l.fail(name, "must be between %s and %s, got %s", lo, hi, d)
+	}
+	return d
+}
+
+func (l *loader) boolean(name string) bool {
+	s := l.get(name)
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		l.fail(name, "must be true or false, got %q", s)
+	}
+	return b
+}
+
+func (l *loader) oneOf(name string, allowed ...string) string {
+	s := strings.ToLower(l.get(name))
+	if !slices.Contains(allowed, s) {
+		l.fail(name, "must be one of %s, got %q", strings.Join(allowed, ", "), s)
+	}
+	return s
+}
+
+func (l *loader) url(name string, schemes ...string) string {
+	s := l.get(name)
+	u, err := url.Parse(s)
+	if err != nil {
+		l.fail(name, "is not a URL")
+		return s
+	}
+	if !slices.Contains(schemes, u.Scheme) {
+		l.fail(name, "must use scheme %s, got %q", strings.Join(schemes, ", "), u.Scheme)
+	}
+	return s
+}
+
+func (l *loader) list(name string) []string {
+	var out []string
+	for _, p := range strings.Split(l.get(name), ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,94 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestLoadDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(nil))
+	require.NoError(t, err)
+	require.Equal(t, 8080, c.Port)
+	require.Equal(t, c.RedisURL, c.CacheRedisURL)
+	require.Equal(t, time.Hour, c.RedisTTL)
+	require.Equal(t, "./models", c.ModelPath)
+	require.Equal(t, 1000, c.MaxBatchSize)
+}
+
+func TestLoadRejectsBadValues(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct {
+		env  map[string]string
+		want string // the variable the message must name
+	}{
+		"port not a number":      {map[string]string{"PORT": "http"}, "PORT: must be a whole number"},
+		"port out of range":      {map[string]string{"PORT": "70000"}, "PORT: must be between"},
+		"ttl below 60":           {map[string]string{"REDIS_TTL": "59"}, "REDIS_TTL: must be between 60"},
+		"pool size 0":            {map[string]string{"DB_POOL_SIZE": "0"}, "DB_POOL_SIZE"},
+		"pool size 101":          {map[string]string{"DB_POOL_SIZE": "101"}, "DB_POOL_SIZE"},
+		"short secret":           {map[string]string{"SECRET_KEY": "short"}, "SECRET_KEY: must be at least 32"},
+		"production no secret":   {map[string]string{"APP_ENV": "production"}, "SECRET_KEY: is required"},
+		"bad database scheme":    {map[string]string{"DATABASE_URL": "mysql://x"}, "DATABASE_URL: must use scheme"},
+		"bad redis scheme":       {map[string]string{"REDIS_URL": "http://x"}, "REDIS_URL"},
+		"bad log level":          {map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		"short api key":          {map[string]string{"API_KEYS": "a:b"}, "API_KEYS"},
+		"bad origin":             {map[string]string{"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS"},
+		"bad webhook secret":     {map[string]string{"WEBHOOK_SECRET": "secret"}, "WEBHOOK_SECRET"},
+		"bad bool":               {map[string]string{"WEBHOOK_ALLOW_PRIVATE": "maybe"}, "WEBHOOK_ALLOW_PRIVATE"},
+		"bad duration":           {map[string]string{"REDIS_TIMEOUT": "fast"}, "REDIS_TIMEOUT"},
+		"negative rate":          {map[string]string{"RATE_LIMIT": "-1"}, "RATE_LIMIT"},
+		"batch size over limit":  {map[string]string{"MAX_BATCH_SIZE": "1000000"}, "MAX_BATCH_SIZE"},
+		"worker concurrency 0":   {map[string]string{"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY"},
+		"otlp endpoint not http": {map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "grpc://x"}, "OTEL_EXPORTER_OTLP_ENDPOINT"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Load(env(tt.env))
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tt.want)
+		})
+	}
+}
+
+func TestLoadReportsEveryProblem(t *testing.T) {
+	t.Parallel()
+	_, err := Load(env(map[string]string{"PORT": "x", "REDIS_TTL": "1", "SECRET_KEY": "s"}))
+	require.Error(t, err)
+	for _, name := range []string{"PORT", "REDIS_TTL", "SECRET_KEY"} {
+		require.Contains(t, err.Error(), name+":")
+	}
+}
+
+func TestRedactedHidesSecrets(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(map[string]string{
+		"DATABASE_URL": "postgres://u:hunter2hunter2@db/x",
+		"SECRET_KEY":   strings.Repeat("s", 40),
+		"API_KEYS":     "ops:abcdefghijklmnopqrstu",
+	}))
+	require.NoError(t, err)
+	line := fmt.Sprint(c.Redacted()...)
+	require.NotContains(t, line, "hunter2")
+	require.NotContains(t, line, strings.Repeat("s", 40))
+	require.NotContains(t, line, "abcdefghijklmnop")
+}
+
+func TestDotEnv(t *testing.T) {
+	t.Parallel()
+	vals, err := ReadDotEnv(strings.NewReader("# comment\nexport PORT=9000\nSECRET_KEY=\"" + strings.Repeat("k", 32) + "\"\n\n"))
+	require.NoError(t, err)
+	require.Equal(t, "9000", vals["PORT"])
+	require.Equal(t, strings.Repeat("k", 32), vals["SECRET_KEY"])
+	_, err = ReadDotEnv(strings.NewReader("NOEQUALS\n"))
+	require.ErrorContains(t, err, "line 1")
+}

@@ -1,0 +1,234 @@
+// Package localsvc starts throwaway PostgreSQL and Redis servers from the binaries installed
+// on the machine, for tests and for `make run` when no configured server answers.
+//
+// A server started here lives as long as the process that started it, however that process
+// ends: it runs under a small shell guard that reads the parent's end of a pipe and stops the
+// server (and removes its data directory) when the pipe closes.
+package localsvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Server is a running throwaway server.
+type Server struct {
+	URL  string // connection URL
+	Port int
+	Dir  string // data directory, removed when the server stops
+
+	cmd   *exec.Cmd
+	guard io.WriteCloser
+}
+
+// Stop stops the server and removes its data directory. It waits for the guard to finish.
+func (s *Server) Stop() error {
+	if s == nil || s.guard == nil {
+		return nil
+	}
+	_ = s.guard.Close()
+	err := s.cmd.Wait()
+	s.guard = nil
+	return err
+}
+
+// FreePort asks the kernel for a free TCP port on 127.0.0.1.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// guardScript runs the server in the background, waits for stdin to close (the parent ended or
+// called Stop), then stops the server with the given command and removes the directory.
+const guardScript = `
+set -u
+"$@" &
+pid=$!
+cleanup() { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$GUARD_DIR"; }
+trap cleanup EXIT
+trap 'exit 0' TERM INT
+cat >/dev/null
+`
+
+func startGuarded(dir string, logFile string, argv ...string) (*exec.Cmd, io.WriteCloser, error) {
+	cmd := exec.Command("bash", append([]string{"-c", guardScript, "guard"}, argv...)...)
+	cmd.Env = append(os.Environ(), "GUARD_DIR="+dir)
+	log, err := os.Create(logFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd.Stdout, cmd.Stderr = log, log
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	log.Close()
+	return cmd, stdin, nil
+}
+
+// waitTCP waits until addr accepts connections or ctx ends.
+func waitTCP(ctx context.Context, addr string) error {
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", addr, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// StartRedis starts redis-server on a free loopback port with nothing kept on disk.
+func StartRedis(ctx context.Context) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redis-server not installed: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "predq-redis-")
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		cmd, guard, err := startGuarded(dir, filepath.Join(dir, "redis.log"), bin,
+			"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+			"--dir", dir, "--maxmemory-policy", "noeviction", "--protected-mode", "yes")
+		if err != nil {
+			return nil, err
+		}
+		s := &Server{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), Port: port, Dir: dir, cmd: cmd, guard: guard}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = waitTCP(wctx, fmt.Sprintf("127.0.0.1:%d", port))
+		cancel()
+		if err == nil {
+			return s, nil
+		}
+		_ = s.Stop()
+		if attempt == 2 {
+			return nil, fmt.Errorf("redis-server did not start: %w", err)
+		}
+		if dir, err = os.MkdirTemp("", "predq-redis-"); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// PostgresBinDir finds the directory holding initdb and postgres.
+func PostgresBinDir() (string, error) {
+	if p, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	return "", errors.New("initdb not found on PATH nor in /usr/lib/postgresql/*/bin")
+}
+
+func versionOf(binDir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return n
+}
+
+// StartPostgres initialises a cluster in a temporary directory and starts it on a free
+// loopback port with trust authentication for the user postgres. Durability is traded for
+// speed (fsync off): it is for tests and local development only.
+func StartPostgres(ctx context.Context) (*Server, error) {
+	binDir, err := PostgresBinDir()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "predq-pg-")
+	if err != nil {
+		return nil, err
+	}
+	data := filepath.Join(dir, "data")
+	initdb := exec.CommandContext(ctx, filepath.Join(binDir, "initdb"), "-D", data, "-U", "postgres",
+		"--auth=trust", "--encoding=UTF8", "--no-sync")
+	if os.Geteuid() == 0 {
+		// postgres refuses to run as root: hand the directory to the postgres user.
+		if err := chownToPostgres(dir); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		initdb = exec.CommandContext(ctx, "runuser", "-u", "postgres", "--", filepath.Join(binDir, "initdb"),
+			"-D", data, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync")
+	}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("initdb: %w: %s", err, lastLines(out, 5))
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	argv := []string{filepath.Join(binDir, "postgres"), "-D", data, "-p", strconv.Itoa(port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + dir,
+		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+		"-c", "max_connections=300"}
+	if os.Geteuid() == 0 {
+		argv = append([]string{"runuser", "-u", "postgres", "--"}, argv...)
+	}
+	cmd, guard, err := startGuarded(dir, filepath.Join(dir, "postgres.log"), argv...)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{URL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), Port: port, Dir: dir, cmd: cmd, guard: guard}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := waitTCP(wctx, fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
+		_ = s.Stop()
+		return nil, fmt.Errorf("postgres did not start: %w: %s", err, lastLines(log, 5))
+	}
+	return s, nil
+}
+
+func chownToPostgres(dir string) error {
+	out, err := exec.Command("id", "-u", "postgres").Output()
+	if err != nil {
+		return fmt.Errorf("running as root needs a postgres user: %w", err)
+	}
+	uid, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	out, err = exec.Command("id", "-g", "postgres").Output()
+	if err != nil {
+		return err
+	}
+	gid, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return os.Chown(dir, uid, gid)
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
