@@ -39,6 +39,11 @@ type Config struct {
 	ModelPath    string // MODEL_PATH
 	MaxBatchSize int    // MAX_BATCH_SIZE: samples of one inline batch predict
 
+	MaxJobSamples int           // MAX_JOB_SAMPLES: samples of a JSON job submission
+	MaxJobRows    int           // MAX_JOB_ROWS: rows of an NDJSON or CSV job submission
+	JobChunkSize  int           // JOB_CHUNK_SIZE: rows per job:chunk task
+	JobTimeout    time.Duration // JOB_TIMEOUT: a job not finished this long after submission fails
+
 	WorkerConcurrency    int // WORKER_CONCURRENCY
 	WorkerMetricsPort    int // WORKER_METRICS_PORT
 	SchedulerMetricsPort int // SCHEDULER_METRICS_PORT
@@ -48,6 +53,11 @@ type Config struct {
 	AlertWebhookURL     string // ALERT_WEBHOOK_URL
 
 	OTLPEndpoint string // OTEL_EXPORTER_OTLP_ENDPOINT
+
+	MonitoringUser       string // MONITORING_USER
+	MonitoringPassword   string // MONITORING_PASSWORD
+	MonitoringPrometheus string // MONITORING_PROMETHEUS_URL
+	MonitoringReadOnly   bool   // MONITORING_READ_ONLY
 }
 
 // Var documents one environment variable.
@@ -77,13 +87,25 @@ var Vars = []Var{
 	{"BODY_LIMIT", "4194304", "bytes of a JSON request body"},
 	{"MODEL_PATH", "./models", "directory of model artifacts"},
 	{"MAX_BATCH_SIZE", "1000", "samples of one inline batch predict"},
+	{"MAX_JOB_SAMPLES", "100000", "samples of a JSON job submission"},
+	{"MAX_JOB_ROWS", "5000000", "rows of an NDJSON or CSV job submission"},
+	{"JOB_CHUNK_SIZE", "5000", "rows per job:chunk task"},
+	{"JOB_TIMEOUT", "1h", "a job not finished this long after submission fails"},
 	{"WORKER_CONCURRENCY", "16", "tasks a worker runs at once"},
 	{"WORKER_METRICS_PORT", "9091", "worker's /health and /metrics port"},
+	{"WORKER_QUEUES", "critical=6,default=3,batch=2,low=1", "worker's queue weights, every queue listed"},
+	{"WORKER_SHUTDOWN_TIMEOUT", "20s", "how long a stopping worker waits for active tasks before pushing them back to their queues"},
+	{"PERSIST_GROUP_MAX_SIZE", "500", "prediction records aggregated into one prediction:persist task at most (1..5000)"},
+	{"PERSIST_GROUP_MAX_DELAY", "2s", "longest wait of a prediction record in its group before it is written (>= 1s)"},
 	{"SCHEDULER_METRICS_PORT", "9092", "scheduler's /health and /metrics port"},
 	{"WEBHOOK_SECRET", "", "whsec_<base64> secret that signs job webhooks"},
 	{"WEBHOOK_ALLOW_PRIVATE", "false", "allow webhook URLs on private/loopback addresses (tests, local development)"},
 	{"ALERT_WEBHOOK_URL", "", "URL that receives low-confidence alerts (off when empty)"},
 	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "OTLP/HTTP endpoint for traces (off when empty)"},
+	{"MONITORING_USER", "", "HTTP Basic user of the asynqmon dashboard at /monitoring/ (off unless user and password are set)"},
+	{"MONITORING_PASSWORD", "", "HTTP Basic password of the dashboard (at least 12 characters)"},
+	{"MONITORING_PROMETHEUS_URL", "", "Prometheus URL the dashboard's charts query (charts off when empty)"},
+	{"MONITORING_READ_ONLY", "false", "dashboard in view-only mode"},
 }
 
 // Known reports whether name is a variable of Vars.
@@ -143,6 +165,10 @@ func Load(getenv func(string) string) (Config, error) {
 	c.BodyLimit = int64(l.intRange("BODY_LIMIT", 1024, 1<<30))
 	c.ModelPath = l.get("MODEL_PATH")
 	c.MaxBatchSize = l.intRange("MAX_BATCH_SIZE", 1, 100_000)
+	c.MaxJobSamples = l.intRange("MAX_JOB_SAMPLES", 1, 10_000_000)
+	c.MaxJobRows = l.intRange("MAX_JOB_ROWS", 1, 100_000_000)
+	c.JobChunkSize = l.intRange("JOB_CHUNK_SIZE", 10, 100_000)
+	c.JobTimeout = l.duration("JOB_TIMEOUT", time.Second, 7*24*time.Hour)
 	c.WorkerConcurrency = l.intRange("WORKER_CONCURRENCY", 1, 1024)
 	c.WorkerMetricsPort = l.intRange("WORKER_METRICS_PORT", 0, 65535)
 	c.SchedulerMetricsPort = l.intRange("SCHEDULER_METRICS_PORT", 0, 65535)
@@ -157,6 +183,17 @@ func Load(getenv func(string) string) (Config, error) {
 	if l.get("OTEL_EXPORTER_OTLP_ENDPOINT") != "" {
 		c.OTLPEndpoint = l.url("OTEL_EXPORTER_OTLP_ENDPOINT", "http", "https")
 	}
+	c.MonitoringUser = l.get("MONITORING_USER")
+	c.MonitoringPassword = l.get("MONITORING_PASSWORD")
+	if (c.MonitoringUser == "") != (c.MonitoringPassword == "") {
+		l.fail("MONITORING_PASSWORD", "MONITORING_USER and MONITORING_PASSWORD go together")
+	} else if c.MonitoringPassword != "" && len(c.MonitoringPassword) < 12 {
+		l.fail("MONITORING_PASSWORD", "must be at least 12 characters")
+	}
+	if l.get("MONITORING_PROMETHEUS_URL") != "" {
+		c.MonitoringPrometheus = l.url("MONITORING_PROMETHEUS_URL", "http", "https")
+	}
+	c.MonitoringReadOnly = l.boolean("MONITORING_READ_ONLY")
 	return c, errors.Join(l.errs...)
 }
 
@@ -172,6 +209,7 @@ func (c Config) Redacted() []any {
 		"rate_limit", c.RateLimit, "model_path", c.ModelPath, "max_batch_size", c.MaxBatchSize,
 		"worker_concurrency", c.WorkerConcurrency, "webhook_secret", mask(c.WebhookSecret),
 		"webhook_allow_private", c.WebhookAllowPrivate, "otlp_endpoint", c.OTLPEndpoint,
+		"monitoring", c.MonitoringUser != "", "monitoring_password", mask(c.MonitoringPassword),
 	}
 }
 

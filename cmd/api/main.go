@@ -1,0 +1,421 @@
+// Command api is the HTTP front door: synchronous predictions, batch job submission and the
+// read API. Subcommands:
+//
+//	api [serve]                      serve HTTP on PORT
+//	api migrate                      apply the database migrations (creating the database if missing)
+//	api keys create --name NAME      store a new API key and print it once
+//	api promote VERSION [--alias NAME]   point an alias (default latest) at a version, in every process
+//	api healthcheck [--url URL]      exit 0 when the api answers /health/live (container health check)
+//	api version                      print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hibiken/asynqmon"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/predq/predq/internal/auth"
+	"github.com/predq/predq/internal/config"
+	"github.com/predq/predq/internal/health"
+	"github.com/predq/predq/internal/httpapi"
+	"github.com/predq/predq/internal/idempotency"
+	"github.com/predq/predq/internal/job"
+	"github.com/predq/predq/internal/modelreg"
+	"github.com/predq/predq/internal/postgres"
+	"github.com/predq/predq/internal/prediction"
+	"github.com/predq/predq/internal/predstore"
+	"github.com/predq/predq/internal/redisdb"
+	"github.com/predq/predq/internal/tasks"
+	"github.com/predq/predq/internal/telemetry"
+	"github.com/predq/predq/internal/webhook"
+	"github.com/predq/predq/migrations"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	if err := run(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "api:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd := "serve"
+	if len(args) > 1 {
+		cmd = args[1]
+	}
+	rest := []string{}
+	if len(args) > 2 {
+		rest = args[2:]
+	}
+	switch cmd {
+	case "serve":
+		cfg, err := loadConfig(getenv)
+		if err != nil {
+			return err
+		}
+		return serve(ctx, cfg, stdout)
+	case "migrate":
+		cfg, err := loadConfig(getenv)
+		if err != nil {
+			return err
+		}
+		return migrate(ctx, cfg, stdout)
+	case "keys":
+		cfg, err := loadConfig(getenv)
+		if err != nil {
+			return err
+		}
+		return keys(ctx, cfg, rest, stdout, stderr)
+	case "promote":
+		cfg, err := loadConfig(getenv)
+		if err != nil {
+			return err
+		}
+		return promote(ctx, cfg, rest, stdout, stderr)
+	case "healthcheck":
+		return healthcheck(ctx, getenv, rest, stderr)
+	case "version":
+		fmt.Fprintln(stdout, version)
+		return nil
+	case "-h", "--help", "help":
+		fmt.Fprintln(stdout, "usage: api [serve | migrate | keys create --name NAME | promote VERSION [--alias NAME] | healthcheck [--url URL] | version]")
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q (want serve, migrate, keys, promote, healthcheck or version)", cmd)
+	}
+}
+
+func loadConfig(getenv func(string) string) (config.Config, error) {
+	getenv, err := config.WithDotEnv(getenv, ".env")
+	if err != nil {
+		return config.Config{}, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return config.Config{}, fmt.Errorf("config:\n%w", err)
+	}
+	return cfg, nil
+}
+
+func serve(ctx context.Context, cfg config.Config, stdout io.Writer) error {
+	logger := telemetry.NewLogger(stdout, cfg.LogLevel, "api")
+	logger.InfoContext(ctx, "starting", append([]any{"version", version}, cfg.Redacted()...)...)
+
+	tp, shutdownTracing, err := telemetry.TracerProvider(ctx, "predq-api", version, cfg.OTLPEndpoint)
+	if err != nil {
+		return err
+	}
+	defer shutdownTracing(context.WithoutCancel(ctx)) //nolint:errcheck
+	telemetry.SetGlobal(tp)
+	reg := telemetry.NewRegistry()
+
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL, cfg.DBPoolSize)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	queueRedis, err := redisdb.Open(cfg.RedisURL, 0)
+	if err != nil {
+		return fmt.Errorf("REDIS_URL: %w", err)
+	}
+	defer queueRedis.Close()
+	cacheRedis, err := redisdb.Open(cfg.CacheRedisURL, cfg.RedisTimeout)
+	if err != nil {
+		return fmt.Errorf("CACHE_REDIS_URL: %w", err)
+	}
+	defer cacheRedis.Close()
+
+	redisOpts, err := redisdb.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("REDIS_URL: %w", err)
+	}
+	recorder, err := tasks.NewRecorder(tasks.RecorderConfig{
+		Redis:      redisOpts,
+		Store:      predstore.New(pool),
+		Registerer: reg,
+		Logger:     logger,
+		Tracer:     tp.Tracer("predq/tasks"),
+	})
+	if err != nil {
+		return err
+	}
+	defer recorder.Close()
+
+	registry := modelreg.New(cfg.ModelPath, pool, logger)
+	if err := registry.Load(ctx); err != nil {
+		logger.WarnContext(ctx, "model registry not synced with Postgres; serving the local artifacts", "error", err)
+	}
+	if registry.Loaded() == 0 {
+		logger.ErrorContext(ctx, "no model loaded: predictions will answer 503", "model_path", cfg.ModelPath)
+	}
+
+	svc, err := prediction.NewService(prediction.ServiceConfig{
+		Models:     registry,
+		Cache:      prediction.NewCache(cacheRedis, cfg.RedisTTL, cfg.RedisTimeout, reg, logger),
+		Recorder:   recorder,
+		Registerer: reg,
+		Tracer:     tp.Tracer("predq/prediction"),
+		Logger:     logger,
+	})
+	if err != nil {
+		return err
+	}
+	jobs, err := job.NewService(job.Config{
+		Pool:     pool,
+		Models:   registry,
+		Notifier: webhook.NewStore(pool, nil),
+		CheckURL: func(ctx context.Context, raw string) error {
+			return webhook.ValidateURL(ctx, raw, cfg.WebhookAllowPrivate)
+		},
+		MaxSamples: cfg.MaxJobSamples,
+		MaxRows:    cfg.MaxJobRows,
+		ChunkSize:  cfg.JobChunkSize,
+		Timeout:    cfg.JobTimeout,
+		Registerer: reg,
+		Logger:     logger,
+	})
+	if err != nil {
+		return err
+	}
+	checker := &health.Checker{
+		Postgres: func(ctx context.Context) error { return postgres.Ping(ctx, pool) },
+		Redis:    func(ctx context.Context) error { return queueRedis.Ping(ctx).Err() },
+		Models:   func() ([]string, []modelreg.LoadFailure) { return registry.Versions(), registry.Failures() },
+	}
+	var monitoring http.Handler
+	if cfg.MonitoringUser != "" {
+		mon := asynqmon.New(asynqmon.Options{
+			RootPath:          "/monitoring",
+			RedisConnOpt:      tasks.RedisConnOpt(redisOpts, 0),
+			PrometheusAddress: cfg.MonitoringPrometheus,
+			ReadOnly:          cfg.MonitoringReadOnly,
+		})
+		defer mon.Close()
+		monitoring = mon
+	}
+	srv, err := httpapi.New(httpapi.Config{
+		Version:            version,
+		AllowedOrigins:     cfg.AllowedOrigins,
+		BodyLimit:          cfg.BodyLimit,
+		MaxBatchSize:       cfg.MaxBatchSize,
+		RateLimit:          cfg.RateLimit,
+		RateBurst:          cfg.RateBurst,
+		Logger:             logger,
+		Registerer:         reg,
+		MetricsHandler:     telemetry.MetricsHandler(reg),
+		Monitoring:         monitoring,
+		MonitoringUser:     cfg.MonitoringUser,
+		MonitoringPassword: cfg.MonitoringPassword,
+	}, httpapi.Deps{
+		Predictor:   svc,
+		Models:      registry,
+		Auth:        auth.NewKeys(cfg.APIKeys, pool),
+		Readiness:   checker,
+		Promoter:    promoter{registry, queueRedis},
+		Jobs:        jobs,
+		Idempotency: idempotency.NewStore(pool),
+	})
+	if err != nil {
+		return err
+	}
+
+	// Promotions and new artifacts reach this process through pub/sub, and every 30 s in any
+	// case.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go registry.Watch(watchCtx, queueRedis, 30*time.Second)
+
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	httpSrv := httpapi.NewHTTPServer(ln.Addr().String(), srv.Handler())
+	errc := make(chan error, 1)
+	go func() { errc <- httpSrv.Serve(ln) }()
+	logger.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "models", registry.Versions())
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: draining HTTP requests")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	defer cancel()
+	if err := httpSrv.Shutdown(sctx); err != nil {
+		logger.Error("http shutdown", "error", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// migrate applies the migrations, creating the database first when it does not exist.
+func migrate(ctx context.Context, cfg config.Config, stdout io.Writer) error {
+	logger := telemetry.NewLogger(stdout, cfg.LogLevel, "api")
+	if err := ensureDatabase(ctx, cfg.DatabaseURL); err != nil {
+		return err
+	}
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL, 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := postgres.Migrate(ctx, pool, migrations.FS, logger); err != nil {
+		return err
+	}
+	logger.InfoContext(ctx, "migrations up to date")
+	return nil
+}
+
+func ensureDatabase(ctx context.Context, url string) error {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(cctx, cfg)
+	if err == nil {
+		return conn.Close(ctx)
+	}
+	if !postgres.IsCode(err, "3D000") { // invalid_catalog_name: the database does not exist
+		return fmt.Errorf("connect: %w", err)
+	}
+	name := cfg.Database
+	cfg.Database = "postgres"
+	conn, err = pgx.ConnectConfig(cctx, cfg)
+	if err != nil {
+		return fmt.Errorf("connect to create database %s: %w", name, err)
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(cctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	if err != nil && !postgres.IsCode(err, "42P04") && !postgres.IsCode(err, postgres.CodeUniqueViolation) { // created meanwhile
+		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	return nil
+}
+
+func keys(ctx context.Context, cfg config.Config, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "create" {
+		return errors.New("usage: api keys create --name NAME")
+	}
+	fs := flag.NewFlagSet("keys create", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	name := fs.String("name", "", "name of the key (recorded as user id of its predictions)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	key, err := auth.Create(ctx, pool, *name)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, key)
+	return nil
+}
+
+func healthcheck(ctx context.Context, getenv func(string) string, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	port := getenv("PORT")
+	if port == "" {
+		port = "8080"
+	}
+	url := fs.String("url", "http://127.0.0.1:"+port+"/health/live", "URL to check")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: %s answered %d", *url, resp.StatusCode)
+	}
+	return nil
+}
+
+// promoter moves an alias and announces it to every process.
+type promoter struct {
+	registry *modelreg.Registry
+	rdb      redis.UniversalClient
+}
+
+func (p promoter) Promote(ctx context.Context, version, alias string) error {
+	if err := p.registry.Promote(ctx, version, alias); err != nil {
+		return err
+	}
+	// The other processes also refresh on their own within 30 s if the announcement is lost.
+	_ = modelreg.Announce(ctx, p.rdb, "promote "+version+" to "+alias)
+	return nil
+}
+
+func promote(ctx context.Context, cfg config.Config, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("promote", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	alias := fs.String("alias", "latest", "alias to move")
+	var version string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		version, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if version == "" && fs.NArg() > 0 {
+		version = fs.Arg(0)
+	}
+	if version == "" {
+		return errors.New("usage: api promote VERSION [--alias NAME]")
+	}
+	logger := telemetry.NewLogger(stderr, "warn", "api")
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL, 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	rdb, err := redisdb.Open(cfg.RedisURL, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	registry := modelreg.New(cfg.ModelPath, pool, logger)
+	if err := (promoter{registry, rdb}).Promote(ctx, version, *alias); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s now points at %s\n", *alias, version)
+	return nil
+}

@@ -1,0 +1,377 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/predq/predq/internal/localsvc"
+	"github.com/predq/predq/internal/pgtest"
+	"github.com/predq/predq/internal/redistest"
+)
+
+const testKey = "test-key-0123456789abcdef"
+
+// api is a running api process (run() in this test process) and its client.
+type api struct {
+	base string
+	t    *testing.T
+}
+
+type testWriter struct {
+	t  *testing.T
+	mu sync.Mutex
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// startAPI runs the api with env on top of a fresh database, a throwaway Redis and the
+// shipped models, and waits until it answers.
+func startAPI(t *testing.T, env map[string]string) *api {
+	t.Helper()
+	port, err := localsvc.FreePort()
+	require.NoError(t, err)
+	vars := map[string]string{
+		"PORT":       strconv.Itoa(port),
+		"MODEL_PATH": "../../models",
+		"API_KEYS":   "tester:" + testKey,
+		"LOG_LEVEL":  "warn",
+	}
+	if env["DATABASE_URL"] == "" {
+		vars["DATABASE_URL"] = pgtest.NewURL(t)
+	}
+	if env["REDIS_URL"] == "" {
+		vars["REDIS_URL"] = redistest.New(t).URL
+	}
+	for k, v := range env {
+		vars[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	w := &testWriter{t: t}
+	go func() { done <- run(ctx, []string{"api"}, func(k string) string { return vars[k] }, w, w) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			t.Error("api did not stop within 30s")
+		}
+	})
+	a := &api{base: fmt.Sprintf("http://127.0.0.1:%d", port), t: t}
+	require.Eventually(t, func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("api exited: %v", err)
+		default:
+		}
+		resp, err := http.Get(a.base + "/health/live")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 20*time.Second, 20*time.Millisecond)
+	return a
+}
+
+func (a *api) do(method, path string, body any, out any) int {
+	a.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		require.NoError(a.t, err)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, a.base+path, rd)
+	require.NoError(a.t, err)
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(a.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(a.t, err)
+	if out != nil {
+		require.NoError(a.t, json.Unmarshal(b, out), string(b))
+	}
+	return resp.StatusCode
+}
+
+type output struct {
+	Prediction      float64 `json:"prediction"`
+	Confidence      float64 `json:"confidence"`
+	ModelVersion    string  `json:"model_version"`
+	PredictionClass string  `json:"prediction_class"`
+	Cached          bool    `json:"cached"`
+	RequestID       string  `json:"request_id"`
+	Timestamp       string  `json:"timestamp"`
+}
+
+// sonar reads the shipped data set: features and whether each row is a mine (positive).
+func sonar(t *testing.T) ([][]float64, []bool) {
+	t.Helper()
+	f, err := os.Open("../../data/sonar.csv")
+	require.NoError(t, err)
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	require.NoError(t, err)
+	var xs [][]float64
+	var ys []bool
+	for _, r := range rows {
+		x := make([]float64, 60)
+		for i := range x {
+			x[i], err = strconv.ParseFloat(r[i], 64)
+			require.NoError(t, err)
+		}
+		xs = append(xs, x)
+		ys = append(ys, r[60] == "M")
+	}
+	return xs, ys
+}
+
+func TestAPIPredictsWithCacheAndBatch(t *testing.T) {
+	t.Parallel()
+	a := startAPI(t, nil)
+	xs, ys := sonar(t)
+
+	t.Run("second identical predict is a cache hit with the same numbers", func(t *testing.T) {
+		var first, second output
+		require.Equal(t, http.StatusOK, a.do("POST", "/api/v1/predict", map[string]any{"features": xs[0]}, &first))
+		require.Equal(t, http.StatusOK, a.do("POST", "/api/v1/predict", map[string]any{"features": xs[0]}, &second))
+		require.False(t, first.Cached)
+		require.True(t, second.Cached)
+		require.Equal(t, first.Prediction, second.Prediction)
+		require.Equal(t, first.Confidence, second.Confidence)
+		require.Equal(t, "v2.0.0", first.ModelVersion, "latest resolves to the highest version")
+		require.NotEqual(t, first.RequestID, second.RequestID)
+		_, err := time.Parse(time.RFC3339, first.Timestamp)
+		require.NoError(t, err)
+	})
+
+	t.Run("batch of all 208 rows is accurate and equals single predictions", func(t *testing.T) {
+		samples := make([]map[string]any, len(xs))
+		for i, x := range xs {
+			samples[i] = map[string]any{"features": x, "model_version": "v2.0.0"}
+		}
+		var resp struct {
+			Predictions []output `json:"predictions"`
+			Total       int      `json:"total"`
+		}
+		require.Equal(t, http.StatusOK, a.do("POST", "/api/v1/predict/batch", map[string]any{"samples": samples, "parallel": true}, &resp))
+		require.Equal(t, len(xs), resp.Total)
+		require.Len(t, resp.Predictions, len(xs))
+		correct := 0
+		for i, p := range resp.Predictions {
+			if (p.PredictionClass == "positive") == ys[i] {
+				correct++
+			}
+		}
+		acc := float64(correct) / float64(len(xs))
+		t.Logf("v2.0.0 accuracy on the 208 rows: %.4f", acc)
+		require.GreaterOrEqual(t, acc, 0.85)
+		for _, i := range []int{0, 1, 50, 97, 150, 207} {
+			var single output
+			require.Equal(t, http.StatusOK, a.do("POST", "/api/v1/predict", map[string]any{"features": xs[i], "model_version": "v2.0.0"}, &single))
+			require.InDelta(t, single.Prediction, resp.Predictions[i].Prediction, 1e-12, "row %d", i)
+		}
+	})
+
+	t.Run("every variant answers", func(t *testing.T) {
+		for _, c := range []struct{ version, prep string }{
+			{"v1.0.0", "standard"}, {"v1.0.0", "minmax"}, {"latest", "robust"}, {"v2.0.0", "minmax"},
+		} {
+			var out output
+			require.Equal(t, http.StatusOK, a.do("POST", "/api/v1/predict", map[string]any{"features": xs[3], "model_version": c.version, "preprocessing": c.prep}, &out), c)
+			require.True(t, out.Prediction >= 0 && out.Prediction <= 1)
+		}
+	})
+
+	t.Run("models are listed with metrics and aliases", func(t *testing.T) {
+		var list []struct {
+			Version string   `json:"version"`
+			Aliases []string `json:"aliases"`
+		}
+		var wrapped struct {
+			Models []struct {
+				Version string   `json:"version"`
+				Aliases []string `json:"aliases"`
+			} `json:"models"`
+		}
+		var raw json.RawMessage
+		require.Equal(t, http.StatusOK, a.do("GET", "/api/v1/models", nil, &raw))
+		if json.Unmarshal(raw, &list) != nil {
+			require.NoError(t, json.Unmarshal(raw, &wrapped))
+			for _, m := range wrapped.Models {
+				list = append(list, struct {
+					Version string   `json:"version"`
+					Aliases []string `json:"aliases"`
+				}{m.Version, m.Aliases})
+			}
+		}
+		require.Len(t, list, 2)
+		require.Equal(t, "v2.0.0", list[1].Version)
+		require.Contains(t, list[1].Aliases, "latest")
+		require.Equal(t, http.StatusNotFound, a.do("GET", "/api/v1/models/v9.9.9", nil, nil))
+	})
+
+	t.Run("unknown model version is a 404 problem", func(t *testing.T) {
+		require.Equal(t, http.StatusNotFound, a.do("POST", "/api/v1/predict", map[string]any{"features": xs[0], "model_version": "v9.0.0"}, nil))
+	})
+}
+
+func TestAPIAnswersWithoutRedis(t *testing.T) {
+	t.Parallel()
+	port, err := localsvc.FreePort() // nothing listens there
+	require.NoError(t, err)
+	a := startAPI(t, map[string]string{"REDIS_URL": fmt.Sprintf("redis://127.0.0.1:%d/0", port)})
+	xs, _ := sonar(t)
+	for range 2 {
+		var out output
+		require.Equal(t, http.StatusOK, a.do("POST", "/api/v1/predict", map[string]any{"features": xs[10]}, &out))
+		require.False(t, out.Cached)
+	}
+	var ready struct {
+		Status string `json:"status"`
+		Checks map[string]struct {
+			Status string `json:"status"`
+		} `json:"checks"`
+	}
+	require.Equal(t, http.StatusOK, a.do("GET", "/health/ready", nil, &ready), "one store down must not fail readiness")
+	require.Equal(t, "degraded", ready.Status)
+	require.Equal(t, "down", ready.Checks["redis"].Status)
+}
+
+func TestAPISkipsACorruptArtifact(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, name := range []string{"v1.0.0.json", "v2.0.0.json"} {
+		b, err := os.ReadFile(filepath.Join("../../models", name))
+		require.NoError(t, err)
+		if name == "v2.0.0.json" {
+			b = bytes.Replace(b, []byte(`"bias": `), []byte(`"bias": 1`), 1) // any change breaks the checksum
+			if bytes.Equal(b, mustRead(t, "../../models/v2.0.0.json")) {
+				b[len(b)/2] ^= 1
+			}
+		}
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), b, 0o644))
+	}
+	a := startAPI(t, map[string]string{"MODEL_PATH": dir})
+	xs, _ := sonar(t)
+	var out output
+	require.Equal(t, http.StatusOK, a.do("POST", "/api/v1/predict", map[string]any{"features": xs[0]}, &out))
+	require.Equal(t, "v1.0.0", out.ModelVersion, "latest falls back to the highest loaded version")
+	require.Equal(t, http.StatusNotFound, a.do("POST", "/api/v1/predict", map[string]any{"features": xs[0], "model_version": "v2.0.0"}, nil))
+
+	var ready map[string]any
+	require.Equal(t, http.StatusOK, a.do("GET", "/health/ready", nil, &ready))
+	b, _ := json.Marshal(ready)
+	require.Contains(t, string(b), "v2.0.0.json", "readiness names the refused artifact")
+	require.Contains(t, string(b), "checksum")
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	return b
+}
+
+func TestMigrateTwiceAtOnce(t *testing.T) {
+	t.Parallel()
+	admin := pgtest.AdminURL(t)
+	name := "predq_migrate_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	u := strings.Replace(admin, "/postgres?", "/"+name+"?", 1)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, admin)
+		if err == nil {
+			_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			conn.Close(ctx)
+		}
+	})
+	env := func(k string) string {
+		switch k {
+		case "DATABASE_URL":
+			return u
+		case "LOG_LEVEL":
+			return "warn"
+		}
+		return ""
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = run(context.Background(), []string{"api", "migrate"}, env, io.Discard, io.Discard)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	require.NoError(t, run(context.Background(), []string{"api", "migrate"}, env, io.Discard, io.Discard), "migrate is idempotent")
+}
+
+func TestConfigErrorNamesTheVariable(t *testing.T) {
+	t.Parallel()
+	err := run(context.Background(), []string{"api"}, func(k string) string {
+		if k == "REDIS_TTL" {
+			return "5"
+		}
+		return ""
+	}, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "REDIS_TTL")
+}
+
+func TestPromotionReachesEveryAPIProcess(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"DATABASE_URL": pgtest.NewURL(t), "REDIS_URL": redistest.New(t).URL}
+	a := startAPI(t, env)
+	b := startAPI(t, env)
+	xs, _ := sonar(t)
+	latestOn := func(x *api) string {
+		var out output
+		require.Equal(t, http.StatusOK, x.do("POST", "/api/v1/predict", map[string]any{"features": xs[7]}, &out))
+		return out.ModelVersion
+	}
+	require.Equal(t, "v2.0.0", latestOn(b))
+
+	var info struct {
+		Version string   `json:"version"`
+		Aliases []string `json:"aliases"`
+	}
+	require.Equal(t, http.StatusOK, a.do("POST", "/api/v1/models/v1.0.0/promote", nil, &info))
+	require.Equal(t, "v1.0.0", info.Version)
+	require.Contains(t, info.Aliases, "latest")
+	require.Equal(t, "v1.0.0", latestOn(a))
+	require.Eventually(t, func() bool { return latestOn(b) == "v1.0.0" }, 5*time.Second, 50*time.Millisecond,
+		"the other process switches through pub/sub, without a restart")
+
+	require.Equal(t, http.StatusNotFound, a.do("POST", "/api/v1/models/v7.0.0/promote", nil, nil))
+	require.Equal(t, http.StatusUnprocessableEntity, a.do("POST", "/api/v1/models/v1.0.0/promote?alias=NO%20WAY", nil, nil))
+}

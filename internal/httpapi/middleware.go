@@ -1,0 +1,301 @@
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/predq/predq/internal/auth"
+)
+
+// headerRequestID carries the request id both ways.
+const headerRequestID = "X-Request-ID"
+
+type ctxKey int
+
+const (
+	ctxKeyRequestID ctxKey = iota
+	ctxKeyPrincipal
+)
+
+// requestIDFrom returns the request id that the requestID middleware put in ctx.
+func requestIDFrom(ctx context.Context) string {
+	id, _ := ctx.Value(ctxKeyRequestID).(string)
+	return id
+}
+
+// principalFrom returns the principal that the authenticate middleware put in ctx.
+func principalFrom(ctx context.Context) (auth.Principal, bool) {
+	p, ok := ctx.Value(ctxKeyPrincipal).(auth.Principal)
+	return p, ok
+}
+
+// saneRequestID reports whether a client's X-Request-ID may be kept: 1 to 128 characters of
+// [A-Za-z0-9._:-], so that it is safe in logs, headers and database keys.
+func saneRequestID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// requestID takes X-Request-ID from the request when it is sane, else makes a UUIDv4; puts
+// it in the request context and on the response.
+func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		id := req.Header.Get(headerRequestID)
+		if !saneRequestID(id) {
+			id = uuid.NewString()
+		}
+		c.Response().Header().Set(headerRequestID, id)
+		c.SetRequest(req.WithContext(context.WithValue(req.Context(), ctxKeyRequestID, id)))
+		return next(c)
+	}
+}
+
+// observe calls the error handler for an error returned by the chain (so that the status is
+// known here), then writes one access-log line and records the HTTP metrics. The log line
+// holds no header and no query string: API keys never reach it.
+func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		s.metrics.inFlight.Inc()
+		defer s.metrics.inFlight.Dec()
+
+		if err := next(c); err != nil {
+			c.Error(err)
+		}
+
+		req, res := c.Request(), c.Response()
+		elapsed := time.Since(start)
+		route := c.Path()
+		if !s.routeSet[req.Method+" "+route] {
+			route = "unmatched" // 404, 405: keep the label's values bounded and honest
+		}
+		status := res.Status
+		s.metrics.observe(req.Method, route, status, elapsed)
+
+		level := slog.LevelInfo
+		if status >= 500 {
+			level = slog.LevelWarn // the error itself is logged once, at ERROR, by handleError
+		}
+		s.log.LogAttrs(req.Context(), level, "http request",
+			slog.String("method", req.Method),
+			slog.String("path", req.URL.Path),
+			slog.String("route", route),
+			slog.Int("status", status),
+			slog.Float64("latency_ms", float64(elapsed.Microseconds())/1000),
+			slog.Int64("bytes", res.Size),
+			slog.String("request_id", requestIDFrom(req.Context())),
+			slog.String("remote_ip", c.RealIP()),
+		)
+		return nil
+	}
+}
+
+// panicError is a handler panic turned into an error; the error handler logs its stack.
+type panicError struct {
+	value any
+	stack string
+}
+
+func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.value) }
+
+// recoverPanics turns a panic in a handler into a 500 problem. http.ErrAbortHandler keeps
+// its meaning (abort the response silently).
+func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				err = &panicError{value: r, stack: string(debug.Stack())}
+			}
+		}()
+		return next(c)
+	}
+}
+
+// bodyLimit refuses request bodies larger than limit bytes with 413: at once when
+// Content-Length says so, else when the handler reads past the limit (*http.MaxBytesError,
+// which also makes the server close the connection instead of draining it).
+func bodyLimit(limit int64, skip func(echo.Context) bool) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if skip(c) {
+				return next(c) // the route applies its own limit
+			}
+			req := c.Request()
+			if req.ContentLength > limit {
+				return &http.MaxBytesError{Limit: limit}
+			}
+			if req.Body != nil && req.Body != http.NoBody {
+				req.Body = http.MaxBytesReader(c.Response().Writer, req.Body, limit)
+			}
+			return next(c)
+		}
+	}
+}
+
+// gzip compresses responses for clients that accept it, except short ones and those that
+// skipCompression names.
+func gzip() echo.MiddlewareFunc {
+	return middleware.GzipWithConfig(middleware.GzipConfig{MinLength: 1024, Skipper: skipCompression})
+}
+
+// skipCompression names the responses gzip must leave alone: /metrics (the Prometheus
+// handler negotiates its own compression) and streams, which must reach the client as they
+// are written — any path ending in /events, and any request that asks for text/event-stream
+// or application/x-ndjson.
+func skipCompression(c echo.Context) bool {
+	req := c.Request()
+	p := req.URL.Path
+	if strings.HasSuffix(p, "/events") || p == "/metrics" {
+		return true
+	}
+	accept := req.Header.Get(echo.HeaderAccept)
+	return strings.Contains(accept, "text/event-stream") || strings.Contains(accept, "application/x-ndjson")
+}
+
+// originSet holds the CORS origins, normalized ("https://app.example.com"); any means "*".
+type originSet struct {
+	any     bool
+	origins map[string]bool
+}
+
+func (o originSet) empty() bool { return !o.any && len(o.origins) == 0 }
+
+func (o originSet) allows(origin string) bool {
+	if o.any {
+		return true
+	}
+	n, ok := normalizeOrigin(origin)
+	return ok && o.origins[n]
+}
+
+// parseOrigins checks and normalizes the configured CORS origins.
+func parseOrigins(list []string) (originSet, error) {
+	set := originSet{origins: map[string]bool{}}
+	for _, raw := range list {
+		raw = strings.TrimSpace(raw)
+		if raw == "" {
+			continue
+		}
+		if raw == "*" {
+			set.any = true
+			continue
+		}
+		n, ok := normalizeOrigin(raw)
+		if !ok {
+			return originSet{}, fmt.Errorf("httpapi: AllowedOrigins: %q is not an origin like https://app.example.com", raw)
+		}
+		set.origins[n] = true
+	}
+	return set, nil
+}
+
+// normalizeOrigin returns scheme://host[:port] in lower case, or false when s is not an
+// http(s) origin.
+func normalizeOrigin(s string) (string, bool) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", false
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Host), true
+}
+
+// cors returns the CORS middleware for the configured origins, or nil when none are. The
+// allowed origin is echoed back (never "*" with credentials: credentials are not allowed at
+// all, API keys travel in headers that the preflight allows).
+func (s *Server) cors() echo.MiddlewareFunc {
+	if s.origins.empty() {
+		return nil
+	}
+	origins := s.origins
+	return middleware.CORSWithConfig(middleware.CORSConfig{
+		AllowOriginFunc: func(origin string) (bool, error) { return origins.allows(origin), nil },
+		AllowMethods:    []string{http.MethodGet, http.MethodHead, http.MethodPost},
+		AllowHeaders: []string{echo.HeaderAuthorization, "X-API-Key", echo.HeaderContentType,
+			headerRequestID, "Idempotency-Key"},
+		ExposeHeaders:    []string{headerRequestID, "Retry-After", echo.HeaderLocation, echo.HeaderWWWAuthenticate},
+		AllowCredentials: false,
+		MaxAge:           600,
+	})
+}
+
+// maxAPIKeyLen bounds the key handed to the Authenticator.
+const maxAPIKeyLen = 512
+
+// apiKeyFrom returns the API key of a request: Authorization: Bearer <key>, else
+// X-API-Key: <key>.
+func apiKeyFrom(h http.Header) string {
+	if a := h.Get(echo.HeaderAuthorization); a != "" {
+		scheme, key, ok := strings.Cut(a, " ")
+		if ok && strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(key)
+		}
+	}
+	return strings.TrimSpace(h.Get("X-API-Key"))
+}
+
+// authenticate requires an API key and puts its principal in the request context.
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		key := apiKeyFrom(req.Header)
+		if key == "" || len(key) > maxAPIKeyLen {
+			return auth.ErrUnauthorized
+		}
+		p, err := s.deps.Auth.Authenticate(req.Context(), key)
+		if err != nil {
+			return fmt.Errorf("authenticate: %w", err)
+		}
+		c.SetRequest(req.WithContext(context.WithValue(req.Context(), ctxKeyPrincipal, p)))
+		return next(c)
+	}
+}
+
+// rateLimit applies the per-key token bucket (a no-op when rate limiting is off). It runs
+// after authenticate, so it limits keys, not addresses.
+func (s *Server) rateLimit(next echo.HandlerFunc) echo.HandlerFunc {
+	if s.limiter == nil {
+		return next
+	}
+	return func(c echo.Context) error {
+		p, _ := principalFrom(c.Request().Context())
+		key := p.KeyID
+		if key == "" {
+			key = "name:" + p.Name
+		}
+		if ok, wait := s.limiter.allow(key); !ok {
+			return &problemError{
+				status: http.StatusTooManyRequests,
+				slug:   slugRateLimited,
+				title:  "Too many requests",
+				detail: "The API key's request rate limit is exceeded; retry after the Retry-After delay.",
+				header: retryAfter(wait),
+			}
+		}
+		return next(c)
+	}
+}

@@ -1,0 +1,210 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/predq/predq/internal/prediction"
+)
+
+// jobPaths documents the /api/v1/jobs routes.
+func (s *Server) jobPaths() map[string]map[string]operation {
+	jobIDParam := parameter{Name: "id", In: "path", Required: true, Description: "The job id.",
+		Schema: &schema{Type: "string", Format: "uuid"}}
+	reads := map[string]response{
+		"401": respRef("Unauthorized"),
+		"404": respRef("JobNotFound"),
+		"429": respRef("TooManyRequests"),
+		"500": respRef("InternalError"),
+		"503": respRef("Unavailable"),
+	}
+	with := func(r map[string]response, extra map[string]response) map[string]response {
+		out := map[string]response{}
+		for k, v := range extra {
+			out[k] = v
+		}
+		for k, v := range r {
+			out[k] = v
+		}
+		return out
+	}
+	q := func(name, desc string, sc *schema) parameter {
+		return parameter{Name: name, In: "query", Description: desc, Schema: sc}
+	}
+	optionParams := []parameter{
+		q("model_version", `NDJSON and CSV bodies: "latest" or vMAJOR.MINOR.PATCH.`, &schema{Type: "string", Default: prediction.LatestAlias}),
+		q("preprocessing", "NDJSON and CSV bodies: standard, minmax or robust (robust needs latest).", &schema{Type: "string", Default: prediction.DefaultPreprocessing}),
+		q("confidence_threshold", "NDJSON and CSV bodies: items less confident than this are flagged.", &schema{Type: "number", Default: prediction.DefaultThreshold}),
+		q("webhook_url", "NDJSON and CSV bodies: receives the signed job.* event when the job ends.", &schema{Type: "string", Format: "uri"}),
+		q("metadata", "NDJSON and CSV bodies: key=value, repeatable (at most 16).", &schema{Type: "string"}),
+		{Name: "Idempotency-Key", In: "header", Description: "The same key and body return the first answer; another body is 422; " +
+			"while the first is in flight, 409. Kept 24 hours, per API key.", Schema: &schema{Type: "string", MaxLength: ptr(255)}},
+	}
+	return map[string]map[string]operation{
+		"/api/v1/jobs": {
+			"post": {
+				OperationID: "submitJob", Summary: "Submit a batch job",
+				Description: "The body is streamed into the job store: application/json ({\"samples\": [...]} with the options), " +
+					"application/x-ndjson (one {\"features\": [...]} or bare array per line) or text/csv (one sample per row, " +
+					"optional header), with the options as query parameters. Every row is validated like a predict; a bad row " +
+					"refuses the whole submission (422 naming the first bad rows) and nothing is stored. Answers 202 at once.",
+				Tags: []string{"jobs"}, Parameters: append(optionParams, requestIDParam...), Security: apiKeySecurity,
+				RequestBody: &requestBody{Required: true, Content: map[string]mediaType{
+					"application/json":     {Schema: ref("JobRequest"), Example: map[string]any{"samples": []any{map[string]any{"features": exampleInput()["features"]}}, "model_version": "latest"}},
+					"application/x-ndjson": {Schema: &schema{Type: "string", Description: "One sample per line."}},
+					"text/csv":             {Schema: &schema{Type: "string", Description: "One sample per row."}},
+				}},
+				Responses: with(map[string]response{
+					"202": {Description: "The job was stored and queued.", Headers: map[string]header{
+						"Location":     {Description: "The job's URL.", Schema: &schema{Type: "string"}},
+						"X-Request-ID": {Ref: "#/components/headers/X-Request-ID"},
+					}, Content: jsonContent(ref("Job"), nil)},
+					"400": respRef("BadRequest"),
+					"404": respRef("ModelNotFound"),
+					"409": respRef("Conflict"),
+					"413": respRef("PayloadTooLarge"),
+					"415": respRef("UnsupportedMediaType"),
+					"422": respRef("UnprocessableEntity"),
+				}, reads),
+			},
+			"get": {
+				OperationID: "listJobs", Summary: "The API key's jobs, newest first", Tags: []string{"jobs"},
+				Parameters: append([]parameter{
+					q("status", "Only jobs in this status.", &schema{Type: "string", Enum: []any{"queued", "running", "succeeded", "failed", "cancelled"}}),
+					q("limit", "Page size, 1 to 100.", &schema{Type: "integer", Default: 20}),
+					q("cursor", "next_cursor of the previous page.", &schema{Type: "string"}),
+				}, requestIDParam...),
+				Security: apiKeySecurity,
+				Responses: with(map[string]response{
+					"200": okResponse("A page of jobs.", ref("JobList"), nil),
+					"422": respRef("UnprocessableEntity"),
+				}, reads),
+			},
+		},
+		"/api/v1/jobs/{id}": {"get": {
+			OperationID: "getJob", Summary: "A job: status, counts, progress, timings, webhook state", Tags: []string{"jobs"},
+			Parameters: append([]parameter{jobIDParam}, requestIDParam...), Security: apiKeySecurity,
+			Responses: with(map[string]response{"200": okResponse("The job.", ref("Job"), nil)}, reads),
+		}},
+		"/api/v1/jobs/{id}/results": {"get": {
+			OperationID: "getJobResults", Summary: "A job's results in item order",
+			Description: "A page of results (JSON), or with Accept: application/x-ndjson or text/csv every result streamed. " +
+				"Results of a running or cancelled job are those finished so far.",
+			Tags: []string{"jobs"},
+			Parameters: append([]parameter{jobIDParam,
+				q("limit", "Page size, 1 to 10000.", &schema{Type: "integer", Default: 1000}),
+				q("cursor", "next_cursor of the previous page.", &schema{Type: "string"}),
+			}, requestIDParam...),
+			Security: apiKeySecurity,
+			Responses: with(map[string]response{
+				"200": {Description: "Results.", Headers: requestIDHeader, Content: map[string]mediaType{
+					"application/json":     {Schema: ref("ResultPage")},
+					"application/x-ndjson": {Schema: &schema{Type: "string", Description: "One JobResult per line."}},
+					"text/csv":             {Schema: &schema{Type: "string"}},
+				}},
+				"422": respRef("UnprocessableEntity"),
+			}, reads),
+		}},
+		"/api/v1/jobs/{id}/events": {"get": {
+			OperationID: "streamJobEvents", Summary: "Server-Sent Events: progress, then the final status",
+			Description: "`event: progress` whenever the counts or status change, with `id:` the number of items done " +
+				"(Last-Event-ID resumes); a final `event: status` at a terminal state, then the stream ends.",
+			Tags: []string{"jobs"}, Parameters: append([]parameter{jobIDParam,
+				{Name: "Last-Event-ID", In: "header", Description: "Resume after this event id.", Schema: &schema{Type: "string"}},
+			}, requestIDParam...), Security: apiKeySecurity,
+			Responses: with(map[string]response{"200": {Description: "The event stream.", Headers: requestIDHeader,
+				Content: map[string]mediaType{"text/event-stream": {Schema: &schema{Type: "string"}}}}}, reads),
+		}},
+		"/api/v1/jobs/{id}/cancel": {"post": {
+			OperationID: "cancelJob", Summary: "Cancel a queued or running job",
+			Description: "Chunks not yet started do nothing; finished results stay readable. A terminal job is a 409.",
+			Tags:        []string{"jobs"}, Parameters: append([]parameter{jobIDParam}, requestIDParam...), Security: apiKeySecurity,
+			Responses: with(map[string]response{
+				"200": okResponse("The cancelled job.", ref("Job"), nil),
+				"409": respRef("Conflict"),
+			}, reads),
+		}},
+	}
+}
+
+// jobSchemas are the job route schemas.
+func jobSchemas() map[string]*schema {
+	nullable := func(t string) any { return []string{t, "null"} }
+	return map[string]*schema{
+		"JobRequest": {
+			Type: "object", Required: []string{"samples"}, AdditionalProperties: false,
+			Properties: map[string]*schema{
+				"samples": {Type: "array", MinItems: ptr(1), Items: &schema{Type: "object", Required: []string{"features"},
+					AdditionalProperties: false, Properties: map[string]*schema{"features": {Type: "array", Items: &schema{Type: "number"}}}}},
+				"model_version":        {Type: nullable("string"), Default: prediction.LatestAlias},
+				"preprocessing":        {Type: nullable("string"), Default: prediction.DefaultPreprocessing},
+				"confidence_threshold": {Type: nullable("number"), Default: prediction.DefaultThreshold},
+				"webhook_url":          {Type: nullable("string"), Format: "uri"},
+				"metadata":             {Type: nullable("object"), AdditionalProperties: &schema{Type: "string", MaxLength: ptr(512)}},
+			},
+		},
+		"Job": {
+			Type: "object",
+			Required: []string{"id", "status", "model_version", "total", "processed", "failed", "progress",
+				"created_at", "started_at", "finished_at", "error", "webhook", "metadata"},
+			Properties: map[string]*schema{
+				"id":                   {Type: "string", Format: "uuid"},
+				"status":               {Type: "string", Enum: []any{"queued", "running", "succeeded", "failed", "cancelled"}},
+				"model_version":        {Type: "string"},
+				"preprocessing":        {Type: "string"},
+				"confidence_threshold": {Type: "number"},
+				"total":                {Type: "integer"},
+				"processed":            {Type: "integer"},
+				"failed":               {Type: "integer"},
+				"low_confidence":       {Type: "integer"},
+				"progress":             {Type: "number", Description: "(processed + failed) / total."},
+				"chunks_total":         {Type: "integer"},
+				"chunks_done":          {Type: "integer"},
+				"input_format":         {Type: "string", Enum: []any{"json", "ndjson", "csv"}},
+				"created_at":           {Type: "string", Format: "date-time"},
+				"started_at":           {Type: nullable("string"), Format: "date-time"},
+				"finished_at":          {Type: nullable("string"), Format: "date-time"},
+				"deadline_at":          {Type: "string", Format: "date-time"},
+				"error":                {Type: nullable("string")},
+				"webhook": {Type: nullable("object"), Properties: map[string]*schema{
+					"url":          {Type: "string"},
+					"status":       {Type: "string", Enum: []any{"none", "pending", "delivered", "failed"}},
+					"attempts":     {Type: "integer"},
+					"last_status":  {Type: "integer"},
+					"last_error":   {Type: "string"},
+					"delivered_at": {Type: "string", Format: "date-time"},
+				}},
+				"metadata": {Type: "object", AdditionalProperties: &schema{Type: "string"}},
+			},
+		},
+		"JobList": {Type: "object", Required: []string{"jobs"}, Properties: map[string]*schema{
+			"jobs": {Type: "array", Items: ref("Job")}, "next_cursor": {Type: "string"},
+		}},
+		"JobResult": {Type: "object", Required: []string{"index", "prediction", "confidence", "low_confidence", "model_version"},
+			Properties: map[string]*schema{
+				"index":            {Type: "integer"},
+				"prediction":       {Type: nullable("number")},
+				"confidence":       {Type: nullable("number")},
+				"prediction_class": {Type: "string", Enum: []any{prediction.ClassPositive, prediction.ClassNegative}},
+				"low_confidence":   {Type: "boolean"},
+				"model_version":    {Type: "string"},
+				"error":            {Type: "string"},
+			}},
+		"ResultPage": {Type: "object", Required: []string{"results"}, Properties: map[string]*schema{
+			"results": {Type: "array", Items: ref("JobResult")}, "next_cursor": {Type: "string"},
+		}},
+	}
+}
+
+// jobResponses are the problem responses only the job routes have.
+func jobResponses() map[string]response {
+	return map[string]response{
+		"JobNotFound": problemResponse("No job with this id belongs to the API key.", http.StatusNotFound, slugJobNotFound,
+			"Job not found", "No job with this id belongs to the API key.", nil, nil),
+		"Conflict": problemResponse("The job's state, or an Idempotency-Key in flight, does not allow the request.",
+			http.StatusConflict, slugConflict, "Conflict", "The job is already finished: job is succeeded.", nil, nil),
+		"Unavailable": problemResponse("A store the request needs cannot be reached; nothing was recorded.",
+			http.StatusServiceUnavailable, slugUnavailable, "Service unavailable",
+			"A store the request needs cannot be reached; nothing was recorded. Retry shortly.", nil,
+			map[string]header{"Retry-After": {Description: "Seconds to wait before retrying.", Schema: &schema{Type: "integer"}}}),
+	}
+}

@@ -1,0 +1,32 @@
+package job
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	submitted prometheus.Counter
+	finished  *prometheus.CounterVec
+	items     *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		submitted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ml_jobs_submitted_total", Help: "Batch jobs accepted.",
+		}),
+		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ml_jobs_finished_total", Help: "Batch jobs that reached a terminal status, by status.",
+		}, []string{"status"}),
+		items: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ml_job_items_total", Help: "Job items by stage (submitted, processed, failed).",
+		}, []string{"stage"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "ml_job_duration_seconds", Help: "Time from submission to terminal status, by status.",
+			Buckets: prometheus.ExponentialBuckets(0.1, 2, 16),
+		}, []string{"status"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.submitted, m.finished, m.items, m.duration)
+	}
+	return m
+}

@@ -1,0 +1,299 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/predq/predq/internal/postgres"
+)
+
+// Start marks a queued job running and returns the indexes of its chunks still pending, for
+// the caller to enqueue. A job already running returns its pending chunks again (job:run
+// delivered twice, or re-driven by the reconciler); a terminal job returns none.
+func (s *Service) Start(ctx context.Context, id uuid.UUID) ([]int, error) {
+	var status string
+	err := s.cfg.Pool.QueryRow(ctx, `UPDATE jobs SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END,
+			started_at = COALESCE(started_at, now()), updated_at = now()
+		WHERE id = $1 RETURNING status`, id).Scan(&status)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("start job %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("start job %s: %w", id, err)
+	}
+	if Terminal(status) {
+		return nil, nil
+	}
+	rows, err := s.cfg.Pool.Query(ctx, `SELECT chunk_index FROM job_chunks WHERE job_id = $1 AND status = 'pending' ORDER BY chunk_index`, id)
+	if err != nil {
+		return nil, fmt.Errorf("start job %s: %w", id, err)
+	}
+	chunks, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		return nil, fmt.Errorf("start job %s: %w", id, err)
+	}
+	return chunks, nil
+}
+
+// Enqueue starts a job and enqueues its pending chunks (the job:run handler).
+func (s *Service) Enqueue(ctx context.Context, id uuid.UUID) error {
+	chunks, err := s.Start(ctx, id)
+	if err != nil {
+		return err
+	}
+	if len(chunks) == 0 {
+		// A job whose chunks are all done but that is not terminal (a crash between the
+		// last chunk and ... cannot happen: the last chunk finishes the job in its own
+		// transaction). Nothing to do.
+		return nil
+	}
+	if s.cfg.Enqueuer == nil {
+		return nil
+	}
+	return s.cfg.Enqueuer.EnqueueChunks(ctx, id, chunks)
+}
+
+// chunkJob is what a chunk needs of its job.
+type chunkJob struct {
+	status, version, prep string
+	threshold             float64
+	deadline              time.Time
+}
+
+// ProcessChunk runs one chunk: it infers its rows as one batch, then in one transaction,
+// only if the chunk is still pending and the job still active, writes the results, marks the
+// chunk done and adds its counts to the job; the last chunk finishes the job. A chunk that
+// was already done, or whose job was cancelled or finished, does nothing. It returns an
+// error only when it should be retried.
+func (s *Service) ProcessChunk(ctx context.Context, id uuid.UUID, chunk int) error {
+	var j chunkJob
+	err := s.cfg.Pool.QueryRow(ctx, `SELECT status, model_version, preprocessing, confidence_threshold, deadline_at FROM jobs WHERE id = $1`, id).
+		Scan(&j.status, &j.version, &j.prep, &j.threshold, &j.deadline)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil // deleted (retention) or never existed: nothing to do
+	}
+	if err != nil {
+		return fmt.Errorf("chunk %s/%d: load job: %w", id, chunk, err)
+	}
+	if Terminal(j.status) {
+		return nil
+	}
+	if time.Now().After(j.deadline) {
+		return s.Fail(ctx, id, "the job exceeded its deadline (JOB_TIMEOUT) before finishing")
+	}
+	var status string
+	var start, n int
+	var blob []byte
+	err = s.cfg.Pool.QueryRow(ctx, `SELECT status, start_index, rows, features FROM job_chunks WHERE job_id = $1 AND chunk_index = $2`, id, chunk).
+		Scan(&status, &start, &n, &blob)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("chunk %s/%d: load: %w", id, chunk, err)
+	}
+	if status != "pending" {
+		return nil
+	}
+	model, err := s.cfg.Models.Resolve(j.version)
+	if err != nil {
+		return fmt.Errorf("chunk %s/%d: model %s not loaded in this worker: %w", id, chunk, j.version, err)
+	}
+	rows, err := decodeChunk(blob, n)
+	if err != nil {
+		return s.FailChunk(ctx, id, chunk, err.Error())
+	}
+	probs := make([]float64, n)
+	if err := model.PredictBatch(rows, j.prep, probs); err != nil {
+		return s.FailChunk(ctx, id, chunk, err.Error())
+	}
+	low := 0
+	results := make([][]any, n)
+	for i, p := range probs {
+		conf := max(p, 1-p)
+		isLow := conf < j.threshold
+		if isLow {
+			low++
+		}
+		results[i] = []any{id, start + i, p, conf, isLow}
+	}
+	return s.commitChunk(ctx, id, chunk, func(tx pgx.Tx) error {
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{"job_results"}, []string{"job_id", "item_index", "prediction", "confidence", "low_confidence"}, pgx.CopyFromRows(results))
+		return err
+	}, n, 0, low)
+}
+
+// FailChunk records every item of a chunk as failed with reason (the chunk can never
+// succeed: its task ran out of retries, or its data is unreadable), exactly once.
+func (s *Service) FailChunk(ctx context.Context, id uuid.UUID, chunk int, reason string) error {
+	var start, n int
+	err := s.cfg.Pool.QueryRow(ctx, `SELECT start_index, rows FROM job_chunks WHERE job_id = $1 AND chunk_index = $2`, id, chunk).Scan(&start, &n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("fail chunk %s/%d: %w", id, chunk, err)
+	}
+	return s.commitChunk(ctx, id, chunk, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO job_results (job_id, item_index, error)
+			SELECT $1, g, $4 FROM generate_series($2::int, $3::int) g ON CONFLICT DO NOTHING`, id, start, start+n-1, reason)
+		return err
+	}, 0, n, 0)
+}
+
+// commitChunk is the exactly-once step: under the chunk's row lock, if it is still pending
+// and its job still active, write (the results), mark it done and count it.
+func (s *Service) commitChunk(ctx context.Context, id uuid.UUID, chunk int, write func(pgx.Tx) error, ok, failed, low int) error {
+	var finished *Job
+	err := postgres.WithTx(ctx, s.cfg.Pool, func(tx pgx.Tx) error {
+		// Lock the job first, then the chunk: the order Cancel and Fail use too.
+		var jobStatus string
+		err := tx.QueryRow(ctx, `SELECT status FROM jobs WHERE id = $1 FOR UPDATE`, id).Scan(&jobStatus)
+		if errors.Is(err, pgx.ErrNoRows) || (err == nil && Terminal(jobStatus)) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `UPDATE job_chunks SET status = 'done', done_at = now(), features = ''::bytea
+			WHERE job_id = $1 AND chunk_index = $2 AND status = 'pending'`, id, chunk)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return nil // done by an earlier delivery of this chunk
+		}
+		if err := write(tx); err != nil {
+			return err
+		}
+		var done, total int
+		if err := tx.QueryRow(ctx, `UPDATE jobs SET processed = processed + $2, failed = failed + $3, low_confidence = low_confidence + $4,
+				chunks_done = chunks_done + 1, status = 'running', started_at = COALESCE(started_at, now()), updated_at = now()
+			WHERE id = $1 RETURNING chunks_done, chunks_total`, id, ok, failed, low).Scan(&done, &total); err != nil {
+			return err
+		}
+		if done < total {
+			return nil
+		}
+		j, err := s.finish(ctx, tx, id, "", "")
+		finished = j
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("chunk %s/%d: %w", id, chunk, err)
+	}
+	s.metrics.items.WithLabelValues("processed").Add(float64(ok))
+	s.metrics.items.WithLabelValues("failed").Add(float64(failed))
+	if finished != nil {
+		s.afterFinish(ctx, *finished)
+	}
+	return nil
+}
+
+// finish moves a job to its terminal status inside tx: status (succeeded, or failed when
+// items failed) unless forced, finished_at, and the webhook delivery. It returns the job.
+func (s *Service) finish(ctx context.Context, tx pgx.Tx, id uuid.UUID, forceStatus, reason string) (*Job, error) {
+	if _, err := tx.Exec(ctx, `UPDATE jobs SET
+			status = CASE WHEN $2 <> '' THEN $2 WHEN failed > 0 THEN 'failed' ELSE 'succeeded' END,
+			error = CASE WHEN $3 <> '' THEN $3 WHEN $2 = '' AND failed > 0 THEN failed || ' of ' || total || ' items failed' ELSE error END,
+			finished_at = now(), updated_at = now()
+		WHERE id = $1`, id, forceStatus, reason); err != nil {
+		return nil, err
+	}
+	if forceStatus != "" {
+		if _, err := tx.Exec(ctx, `UPDATE job_chunks SET status = 'skipped', features = ''::bytea WHERE job_id = $1 AND status = 'pending'`, id); err != nil {
+			return nil, err
+		}
+	}
+	j, err := s.get(ctx, tx, "", id)
+	if err != nil {
+		return nil, err
+	}
+	if j.Webhook != nil && s.cfg.Notifier != nil {
+		payload, err := MarshalEvent(j, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		did, err := s.cfg.Notifier.CreateDelivery(ctx, tx, id, EventType(j.Status), j.Webhook.URL, payload)
+		if err != nil {
+			return nil, fmt.Errorf("record webhook: %w", err)
+		}
+		j.deliveryID = did
+	}
+	return &j, nil
+}
+
+// afterFinish hands the follow-ups of a terminal job to the queues. Both are recorded in
+// Postgres already (the delivery row; the job's low_confidence count), so a failed enqueue is
+// re-driven by the reconciler.
+func (s *Service) afterFinish(ctx context.Context, j Job) {
+	s.metrics.finished.WithLabelValues(j.Status).Inc()
+	if j.StartedAt != nil && j.FinishedAt != nil {
+		s.metrics.duration.WithLabelValues(j.Status).Observe(j.FinishedAt.Sub(j.CreatedAt).Seconds())
+	}
+	s.logger.InfoContext(ctx, "job finished", "job_id", j.ID, "status", j.Status, "total", j.Total,
+		"processed", j.Processed, "failed", j.Failed, "low_confidence", j.LowConfidence)
+	if s.cfg.Enqueuer == nil {
+		return
+	}
+	if j.deliveryID != uuid.Nil {
+		if err := s.cfg.Enqueuer.EnqueueWebhook(ctx, j.deliveryID); err != nil {
+			s.logger.WarnContext(ctx, "webhook recorded but not enqueued; the reconciler will", "job_id", j.ID, "error", err)
+		}
+	}
+	if j.LowConfidence > 0 {
+		if err := s.cfg.Enqueuer.EnqueueJobAlert(ctx, Summary{JobID: j.ID, ModelVersion: j.ModelVersion,
+			Threshold: j.ConfidenceThreshold, Total: j.Total, LowConfidence: j.LowConfidence}); err != nil {
+			s.logger.WarnContext(ctx, "low-confidence summary not enqueued", "job_id", j.ID, "error", err)
+		}
+	}
+}
+
+// Fail moves an active job to failed with reason (deadline passed, unrecoverable error).
+// A terminal job is left as it is.
+func (s *Service) Fail(ctx context.Context, id uuid.UUID, reason string) error {
+	return s.terminate(ctx, "", id, StatusFailed, reason)
+}
+
+// Cancel moves a queued or running job of owner to cancelled: chunks not yet started do
+// nothing, finished results stay readable. Errors: ErrNotFound, ErrConflict (terminal).
+func (s *Service) Cancel(ctx context.Context, owner Owner, id uuid.UUID) (Job, error) {
+	if err := s.terminate(ctx, owner.ID, id, StatusCancelled, ""); err != nil {
+		return Job{}, err
+	}
+	return s.Get(ctx, owner, id)
+}
+
+func (s *Service) terminate(ctx context.Context, owner string, id uuid.UUID, status, reason string) error {
+	var finished *Job
+	err := postgres.WithTx(ctx, s.cfg.Pool, func(tx pgx.Tx) error {
+		var cur string
+		err := tx.QueryRow(ctx, `SELECT status FROM jobs WHERE id = $1 AND ($2 = '' OR owner = $2) FOR UPDATE`, id, owner).Scan(&cur)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return classify(err)
+		}
+		if Terminal(cur) {
+			if owner == "" {
+				return nil
+			}
+			return fmt.Errorf("%w: job is %s", ErrConflict, cur)
+		}
+		finished, err = s.finish(ctx, tx, id, status, reason)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if finished != nil {
+		s.afterFinish(ctx, *finished)
+	}
+	return nil
+}

@@ -1,0 +1,235 @@
+package job
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/predq/predq/internal/postgres"
+	"github.com/predq/predq/internal/prediction"
+)
+
+const jobColumns = `j.id, j.owner, j.status, j.model_version, j.preprocessing, j.confidence_threshold, j.total, j.processed,
+	j.failed, j.low_confidence, j.chunks_total, j.chunks_done, j.input_format, j.created_at, j.started_at, j.finished_at,
+	j.deadline_at, j.error, j.metadata, j.webhook_url,
+	d.id, d.status, d.attempts, d.last_status, d.last_error, d.delivered_at`
+
+// jobFrom joins the latest webhook delivery of the job.
+const jobFrom = `FROM jobs j LEFT JOIN LATERAL (
+	SELECT id, status, attempts, last_status, last_error, delivered_at FROM webhook_deliveries
+	WHERE job_id = j.id ORDER BY created_at DESC LIMIT 1) d ON true`
+
+func scanJob(row pgx.Row) (Job, error) {
+	var j Job
+	var webhookURL, dStatus, dError *string
+	var dID *uuid.UUID
+	var dAttempts, dLast *int
+	var dAt *time.Time
+	err := row.Scan(&j.ID, &j.owner, &j.Status, &j.ModelVersion, &j.Preprocessing, &j.ConfidenceThreshold, &j.Total,
+		&j.Processed, &j.Failed, &j.LowConfidence, &j.ChunksTotal, &j.ChunksDone, &j.InputFormat, &j.CreatedAt,
+		&j.StartedAt, &j.FinishedAt, &j.DeadlineAt, &j.Error, &j.Metadata, &webhookURL,
+		&dID, &dStatus, &dAttempts, &dLast, &dError, &dAt)
+	if err != nil {
+		return Job{}, err
+	}
+	if j.Total > 0 {
+		j.Progress = float64(j.Processed+j.Failed) / float64(j.Total)
+	}
+	if j.Metadata == nil {
+		j.Metadata = map[string]string{}
+	}
+	if webhookURL != nil {
+		j.Webhook = &Webhook{URL: *webhookURL, Status: "none"}
+		if dStatus != nil {
+			j.Webhook.Status = *dStatus
+			j.Webhook.Attempts = *dAttempts
+			j.Webhook.LastStatus = dLast
+			j.Webhook.DeliveredAt = dAt
+			if dError != nil {
+				j.Webhook.LastError = *dError
+			}
+		}
+	}
+	return j, nil
+}
+
+// Get returns the job id of owner. Errors: ErrNotFound (also for another owner's job),
+// ErrUnavailable.
+func (s *Service) Get(ctx context.Context, owner Owner, id uuid.UUID) (Job, error) {
+	return s.get(ctx, s.cfg.Pool, owner.ID, id)
+}
+
+func (s *Service) get(ctx context.Context, db postgres.DBTX, owner string, id uuid.UUID) (Job, error) {
+	j, err := scanJob(db.QueryRow(ctx, `SELECT `+jobColumns+` `+jobFrom+` WHERE j.id = $1 AND ($2 = '' OR j.owner = $2)`, id, owner))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Job{}, ErrNotFound
+	}
+	if err != nil {
+		return Job{}, classify(err)
+	}
+	return j, nil
+}
+
+// ListFilter selects a page of jobs.
+type ListFilter struct {
+	Status string // "" for all
+	Limit  int    // 1..100, default 20
+	Cursor string // from the previous page
+}
+
+// List returns owner's jobs, newest first, and the cursor of the next page ("" at the end).
+// A cursor that does not decode is a *validate.Error-like ErrBadCursor.
+func (s *Service) List(ctx context.Context, owner Owner, f ListFilter) ([]Job, string, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 20
+	}
+	var after time.Time
+	var afterID uuid.UUID
+	if f.Cursor != "" {
+		var err error
+		if after, afterID, err = decodeCursor(f.Cursor); err != nil {
+			return nil, "", err
+		}
+	}
+	rows, err := s.cfg.Pool.Query(ctx, `SELECT `+jobColumns+` `+jobFrom+`
+		WHERE j.owner = $1 AND ($2 = '' OR j.status = $2)
+		  AND ($3::timestamptz IS NULL OR (j.created_at, j.id) < ($3, $4))
+		ORDER BY j.created_at DESC, j.id DESC LIMIT $5`,
+		owner.ID, f.Status, nullTime(after), afterID, limit+1)
+	if err != nil {
+		return nil, "", classify(err)
+	}
+	defer rows.Close()
+	var out []Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", classify(err)
+	}
+	next := ""
+	if len(out) > limit {
+		out = out[:limit]
+		last := out[limit-1]
+		next = encodeCursor(last.CreatedAt, last.ID)
+	}
+	return out, next, nil
+}
+
+// ErrBadCursor: a pagination cursor that this service did not make.
+var ErrBadCursor = errors.New("invalid cursor")
+
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func encodeCursor(t time.Time, id uuid.UUID) string {
+	b := binary.BigEndian.AppendUint64(nil, uint64(t.UnixMicro()))
+	b = append(b, id[:]...)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(c string) (time.Time, uuid.UUID, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || len(b) != 24 {
+		return time.Time{}, uuid.Nil, ErrBadCursor
+	}
+	id, _ := uuid.FromBytes(b[8:])
+	return time.UnixMicro(int64(binary.BigEndian.Uint64(b[:8]))), id, nil
+}
+
+// Results returns up to limit results of the job from item index after+1 on (after = -1 for
+// the first page), in item order, with the index to pass for the next page (-1 at the end of
+// what exists now). Results of a running job are the ones finished so far.
+func (s *Service) Results(ctx context.Context, owner Owner, id uuid.UUID, after, limit int) ([]Result, int, error) {
+	j, err := s.Get(ctx, owner, id)
+	if err != nil {
+		return nil, -1, err
+	}
+	var out []Result
+	err = s.eachResult(ctx, j, after, limit+1, func(r Result) error {
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		return nil, -1, err
+	}
+	next := -1
+	if len(out) > limit {
+		out = out[:limit]
+		next = out[limit-1].Index
+	}
+	return out, next, nil
+}
+
+// StreamResults calls fn for every result of the job in item order, reading them in
+// batches so that a job of millions of results is streamed with bounded memory.
+func (s *Service) StreamResults(ctx context.Context, owner Owner, id uuid.UUID, fn func(Result) error) error {
+	j, err := s.Get(ctx, owner, id)
+	if err != nil {
+		return err
+	}
+	const batch = 10_000
+	after := -1
+	for {
+		n := 0
+		err := s.eachResult(ctx, j, after, batch, func(r Result) error {
+			n++
+			after = r.Index
+			return fn(r)
+		})
+		if err != nil {
+			return err
+		}
+		if n < batch {
+			return nil
+		}
+	}
+}
+
+func (s *Service) eachResult(ctx context.Context, j Job, after, limit int, fn func(Result) error) error {
+	rows, err := s.cfg.Pool.Query(ctx, `SELECT item_index, prediction, confidence, low_confidence, error FROM job_results
+		WHERE job_id = $1 AND item_index > $2 ORDER BY item_index LIMIT $3`, j.ID, after, limit)
+	if err != nil {
+		return classify(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r Result
+		var errText *string
+		if err := rows.Scan(&r.Index, &r.Prediction, &r.Confidence, &r.LowConfidence, &errText); err != nil {
+			return err
+		}
+		r.ModelVersion = j.ModelVersion
+		if r.Prediction != nil {
+			r.PredictionClass = prediction.ClassNegative
+			if *r.Prediction > 0.5 {
+				r.PredictionClass = prediction.ClassPositive
+			}
+		}
+		if errText != nil {
+			r.Error = *errText
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("results: %w", classify(err))
+	}
+	return nil
+}

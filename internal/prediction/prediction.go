@@ -1,0 +1,145 @@
+// Package prediction is the synchronous predict feature: its input and output, the seed's
+// validation rules, the cache in front of inference, and the service that ties them together.
+package prediction
+
+import (
+	"errors"
+	"math"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/predq/predq/internal/validate"
+)
+
+// Limits and defaults of a prediction input (the seed's rules).
+const (
+	MaxFeatures          = 100
+	MaxAbsFeature        = 1000.0
+	DefaultThreshold     = 0.5
+	DefaultPreprocessing = "standard"
+	LatestAlias          = "latest"
+)
+
+// Preprocessing names accepted by the API.
+var preprocessings = []string{"standard", "minmax", "robust"}
+
+var versionRE = regexp.MustCompile(`^v(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$`)
+
+// Sentinel errors of the feature.
+var (
+	// ErrModelNotFound: the requested version or alias is not registered or not loaded.
+	ErrModelNotFound = errors.New("model version not found")
+	// ErrNoModels: no model is loaded at all; the process cannot predict.
+	ErrNoModels = errors.New("no model loaded")
+)
+
+// Input is one prediction request. Empty ModelVersion and Preprocessing mean "use the
+// default" and Normalize fills them. ConfidenceThreshold has no zero default (0 is out of
+// range): the decoder sets DefaultThreshold when the client left it out.
+type Input struct {
+	Features            []float64 `json:"features"`
+	ModelVersion        string    `json:"model_version,omitempty"`
+	ConfidenceThreshold float64   `json:"confidence_threshold,omitempty"`
+	Preprocessing       string    `json:"preprocessing,omitempty"`
+}
+
+// Normalize trims the strings and fills defaults.
+func (in *Input) Normalize() {
+	in.ModelVersion = strings.TrimSpace(in.ModelVersion)
+	in.Preprocessing = strings.ToLower(strings.TrimSpace(in.Preprocessing))
+	if in.ModelVersion == "" {
+		in.ModelVersion = LatestAlias
+	}
+	if in.Preprocessing == "" {
+		in.Preprocessing = DefaultPreprocessing
+	}
+}
+
+// Validate checks the seed's model-independent rules on a normalized input. The
+// model-dependent rules (input size, preprocessing supported by the version) are checked by
+// the Service once the version is resolved.
+func (in *Input) Validate() *validate.Error {
+	v := &validate.Error{}
+	ValidateFeatures(v, "features", in.Features)
+	if in.ModelVersion != LatestAlias && !versionRE.MatchString(in.ModelVersion) {
+		v.Add("model_version", `must be "latest" or vMAJOR.MINOR.PATCH, got %q`, truncate(in.ModelVersion, 40))
+	}
+	if !(in.ConfidenceThreshold > 0 && in.ConfidenceThreshold <= 1) {
+		v.Add("confidence_threshold", "must be in (0, 1], got %g", in.ConfidenceThreshold)
+	}
+	if !validPreprocessing(in.Preprocessing) {
+		v.Add("preprocessing", "must be one of standard, minmax, robust; got %q", truncate(in.Preprocessing, 40))
+	} else if in.Preprocessing == "robust" && in.ModelVersion != LatestAlias {
+		v.Add("preprocessing", `robust is only available with model_version "latest"`)
+	}
+	return v
+}
+
+// ValidateFeatures checks the seed's rules on a feature vector (1 to 100 finite numbers, each
+// within ±1000) and records problems under field.
+func ValidateFeatures(v *validate.Error, field string, features []float64) {
+	switch n := len(features); {
+	case features == nil:
+		v.Add(field, "is required")
+	case n == 0:
+		v.Add(field, "must hold at least 1 number")
+	case n > MaxFeatures:
+		v.Add(field, "must hold at most %d numbers, got %d", MaxFeatures, n)
+	default:
+		for i, x := range features {
+			switch {
+			case math.IsNaN(x) || math.IsInf(x, 0):
+				v.Add(fieldIndex(field, i), "must be a finite number")
+			case math.Abs(x) > MaxAbsFeature:
+				v.Add(fieldIndex(field, i), "must be within [-%g, %g], got %g", MaxAbsFeature, MaxAbsFeature, x)
+			}
+		}
+	}
+}
+
+func validPreprocessing(p string) bool {
+	for _, q := range preprocessings {
+		if p == q {
+			return true
+		}
+	}
+	return false
+}
+
+func fieldIndex(name string, i int) string {
+	return name + "[" + strconv.Itoa(i) + "]"
+}
+
+func truncate(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n]) + "…"
+}
+
+// Output is one answered prediction (DESIGN section 3).
+type Output struct {
+	Prediction      float64   `json:"prediction"`
+	Confidence      float64   `json:"confidence"`
+	ModelVersion    string    `json:"model_version"`
+	LatencyMS       float64   `json:"latency_ms"`
+	Timestamp       time.Time `json:"timestamp"`
+	PredictionClass string    `json:"prediction_class"`
+	Cached          bool      `json:"cached"`
+	RequestID       string    `json:"request_id"`
+}
+
+// Class names of PredictionClass.
+const (
+	ClassPositive = "positive"
+	ClassNegative = "negative"
+)
+
+// Meta describes who asked, for persistence and logs.
+type Meta struct {
+	RequestID string // unique per prediction; a batch derives one per sample
+	UserID    string // the API key's name
+}

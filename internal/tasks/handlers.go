@@ -1,0 +1,188 @@
+package tasks
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/predq/predq/internal/prediction"
+)
+
+// HandlePredictionPersist returns the handler of prediction:persist. It decodes the records
+// (one, or the array of an aggregated task), leaves out and logs records that cannot be stored
+// (no request id, no features…), and writes the rest with one store.Insert; request ids
+// already stored are skipped, so a replayed task writes nothing twice. A payload that does
+// not decode returns an error wrapping asynq.SkipRetry (archived, never retried). When
+// Postgres refuses the batch for its data (SQLSTATE class 22 or 23), the records are written
+// one at a time so that one bad record does not hold back the others.
+//
+// m and logger may be nil (not counted, not logged).
+func HandlePredictionPersist(store Inserter, m *WorkerMetrics, logger *slog.Logger) asynq.HandlerFunc {
+	if m == nil {
+		m = NewWorkerMetrics(nil)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return func(ctx context.Context, t *asynq.Task) error {
+		recs, err := ParsePersistPayload(t.Payload())
+		if err != nil {
+			return fmt.Errorf("%s: %w: %w", TypePredictionPersist, err, asynq.SkipRetry)
+		}
+		valid := recs[:0:0]
+		for _, r := range recs {
+			if err := checkRecord(r); err != nil {
+				m.persisted.WithLabelValues("invalid").Inc()
+				logger.ErrorContext(ctx, "prediction record left out", "request_id", r.RequestID, "error", err.Error())
+				continue
+			}
+			valid = append(valid, r)
+		}
+		if len(valid) == 0 {
+			if len(recs) > 0 {
+				return fmt.Errorf("%s: no storable record among %d: %w", TypePredictionPersist, len(recs), asynq.SkipRetry)
+			}
+			return nil
+		}
+		m.batch.Observe(float64(len(valid)))
+		n, err := store.Insert(ctx, valid)
+		if err != nil && isDataError(err) && len(valid) > 1 {
+			return persistOneByOne(ctx, store, valid, m, logger)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %d records: %w", TypePredictionPersist, len(valid), err)
+		}
+		m.persisted.WithLabelValues("inserted").Add(float64(n))
+		m.persisted.WithLabelValues("duplicate").Add(float64(int64(len(valid)) - n))
+		return nil
+	}
+}
+
+// persistOneByOne writes recs one at a time, logging and leaving out the ones Postgres
+// refuses for their data. Any other error stops it (the task is retried; the records already
+// written are skipped then).
+func persistOneByOne(ctx context.Context, store Inserter, recs []prediction.Record, m *WorkerMetrics, logger *slog.Logger) error {
+	for _, r := range recs {
+		n, err := store.Insert(ctx, []prediction.Record{r})
+		switch {
+		case err == nil:
+			m.persisted.WithLabelValues("inserted").Add(float64(n))
+			m.persisted.WithLabelValues("duplicate").Add(float64(1 - n))
+		case isDataError(err):
+			m.persisted.WithLabelValues("invalid").Inc()
+			logger.ErrorContext(ctx, "prediction record refused by Postgres", "request_id", r.RequestID, "error", err.Error())
+		default:
+			return fmt.Errorf("%s: one by one: %w", TypePredictionPersist, err)
+		}
+	}
+	return nil
+}
+
+// isDataError reports whether Postgres refused a statement for the data it carried (class 22:
+// data exception; class 23: integrity constraint violation).
+func isDataError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && len(pgErr.Code) == 5 && (pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23")
+}
+
+// AlertConfig configures the alert:low_confidence handler.
+type AlertConfig struct {
+	// WebhookURL receives a POST of each alert (ALERT_WEBHOOK_URL; empty: no webhook). It is
+	// the operator's own endpoint, so it is not checked against private addresses.
+	WebhookURL string
+	// Client sends the webhook (nil: a client with a 5 s timeout).
+	Client *http.Client
+	// Timeout bounds one POST (default 5 s).
+	Timeout time.Duration
+	// Metrics counts alerts and webhook attempts (nil: not counted).
+	Metrics *WorkerMetrics
+	// Logger receives the warnings (nil: discarded).
+	Logger *slog.Logger
+}
+
+// AlertWebhookBody is the JSON body POSTed to the alert webhook.
+type AlertWebhookBody struct {
+	Type      string       `json:"type"` // "prediction.low_confidence"
+	Timestamp time.Time    `json:"timestamp"`
+	Data      AlertPayload `json:"data"`
+}
+
+// HandleAlertLowConfidence returns the handler of alert:low_confidence. On the first attempt
+// it logs a structured warning (request_id, model_version, confidence, threshold) and counts
+// ml_low_confidence_total{model_version}; retries (of a failed webhook) neither log nor count
+// again. With a webhook URL it POSTs an AlertWebhookBody (header Idempotency-Key: the request
+// id, so that the receiver can drop repeats); a network error or a non-2xx status is returned
+// so that asynq retries. A payload that does not decode wraps asynq.SkipRetry.
+func HandleAlertLowConfidence(cfg AlertConfig) asynq.HandlerFunc {
+	client := cfg.Client
+	if client == nil {
+		client = &http.Client{Timeout: 5 * time.Second}
+	}
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewWorkerMetrics(nil)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return func(ctx context.Context, t *asynq.Task) error {
+		var p AlertPayload
+		if err := json.Unmarshal(t.Payload(), &p); err != nil || p.RequestID == "" {
+			return fmt.Errorf("%s: %w: %v: %w", TypeAlertLowConfidence, ErrBadPayload, err, asynq.SkipRetry)
+		}
+		if retried, _ := asynq.GetRetryCount(ctx); retried == 0 {
+			if p.JobID != "" {
+				cfg.Metrics.lowConfidence.WithLabelValues(p.ModelVersion).Add(float64(p.LowConfidenceItems))
+				cfg.Logger.WarnContext(ctx, "low-confidence items in a batch job",
+					"job_id", p.JobID, "model_version", p.ModelVersion, "threshold", p.Threshold,
+					"items", p.Items, "low_confidence_items", p.LowConfidenceItems)
+			} else {
+				cfg.Metrics.lowConfidence.WithLabelValues(p.ModelVersion).Inc()
+				cfg.Logger.WarnContext(ctx, "low-confidence prediction",
+					"request_id", p.RequestID, "model_version", p.ModelVersion,
+					"confidence", p.Confidence, "threshold", p.Threshold, "prediction", p.Prediction)
+			}
+		}
+		if cfg.WebhookURL == "" {
+			return nil
+		}
+		body, err := json.Marshal(AlertWebhookBody{Type: "prediction.low_confidence", Timestamp: time.Now().UTC(), Data: p})
+		if err != nil {
+			return fmt.Errorf("%s: encode webhook: %w: %w", TypeAlertLowConfidence, err, asynq.SkipRetry)
+		}
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.WebhookURL, bytes.NewReader(body))
+		if err != nil {
+			return fmt.Errorf("%s: webhook request: %w: %w", TypeAlertLowConfidence, err, asynq.SkipRetry)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("User-Agent", "predq-worker")
+		req.Header.Set("Idempotency-Key", AlertTaskID(p.RequestID))
+		resp, err := client.Do(req)
+		if err != nil {
+			cfg.Metrics.webhook.WithLabelValues("error").Inc()
+			return fmt.Errorf("%s: webhook: %w", TypeAlertLowConfidence, err)
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			cfg.Metrics.webhook.WithLabelValues("error").Inc()
+			return fmt.Errorf("%s: webhook answered %d", TypeAlertLowConfidence, resp.StatusCode)
+		}
+		cfg.Metrics.webhook.WithLabelValues("delivered").Inc()
+		return nil
+	}
+}

@@ -1,0 +1,267 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel/propagation"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/predq/predq/internal/job"
+	"github.com/predq/predq/internal/webhook"
+)
+
+// Limits of the job and webhook tasks.
+const (
+	JobRunMaxRetry   = 10
+	JobRunTimeout    = 5 * time.Minute
+	JobChunkMaxRetry = 5
+	JobChunkTimeout  = 5 * time.Minute
+	// WebhookMaxRetry gives a receiver about a day of exponential back-off (capped at 10 min).
+	WebhookMaxRetry = 20
+	WebhookTimeout  = 30 * time.Second
+)
+
+// JobRunTaskID is the TaskID of a job's job:run task: the job id, so that a second enqueue
+// (the reconciler's) is a harmless conflict.
+func JobRunTaskID(id uuid.UUID) string { return TypeJobRun + ":" + id.String() }
+
+// JobChunkTaskID is the TaskID of one chunk task.
+func JobChunkTaskID(id uuid.UUID, chunk int) string {
+	return fmt.Sprintf("%s:%s:%d", TypeJobChunk, id, chunk)
+}
+
+// WebhookTaskID is the TaskID of a delivery's task.
+func WebhookTaskID(id uuid.UUID) string { return TypeWebhookDeliver + ":" + id.String() }
+
+// JobPayload is the payload of job:run and job:chunk: ids and a range, never the rows.
+type JobPayload struct {
+	JobID uuid.UUID `json:"job_id"`
+	Chunk int       `json:"chunk,omitempty"`
+}
+
+// WebhookPayload is the payload of webhook:deliver.
+type WebhookPayload struct {
+	DeliveryID uuid.UUID `json:"delivery_id"`
+}
+
+// JobClient enqueues the tasks of batch jobs; it implements job.Enqueuer. Every enqueue uses
+// a deterministic TaskID, and a conflict (the task exists already) counts as success.
+type JobClient struct {
+	client     *asynq.Client
+	inspector  *asynq.Inspector
+	deliveries *webhook.Store // nil: deliveries are not marked enqueued
+	propagator propagation.TextMapPropagator
+	logger     *slog.Logger
+}
+
+var _ job.Enqueuer = (*JobClient)(nil)
+
+// NewJobClient returns a JobClient on the queue Redis.
+func NewJobClient(opt asynq.RedisConnOpt, deliveries *webhook.Store, logger *slog.Logger) *JobClient {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &JobClient{client: asynq.NewClient(opt), inspector: asynq.NewInspector(opt), deliveries: deliveries,
+		propagator: propagation.TraceContext{}, logger: logger}
+}
+
+// Close closes the Redis connections.
+func (c *JobClient) Close() error {
+	return errors.Join(c.client.Close(), c.inspector.Close())
+}
+
+func (c *JobClient) headers(ctx context.Context) map[string]string {
+	h := map[string]string{}
+	c.propagator.Inject(ctx, propagation.MapCarrier(h))
+	return h
+}
+
+// enqueue enqueues t; a TaskID conflict is success. An archived task of the same id (a task
+// that ran out of retries while its work is still pending in Postgres) is deleted and the
+// task enqueued again, so that the reconciler can re-drive it.
+func (c *JobClient) enqueue(ctx context.Context, t *asynq.Task, queue, id string) error {
+	_, err := c.client.EnqueueContext(ctx, t)
+	if errors.Is(err, asynq.ErrTaskIDConflict) || errors.Is(err, asynq.ErrDuplicateTask) {
+		info, ierr := c.inspector.GetTaskInfo(queue, id)
+		if ierr != nil || info.State != asynq.TaskStateArchived {
+			return nil // live (pending, active, scheduled, retry): nothing to do
+		}
+		if derr := c.inspector.DeleteTask(queue, id); derr != nil {
+			return fmt.Errorf("delete archived %s: %w", id, derr)
+		}
+		_, err = c.client.EnqueueContext(ctx, t)
+		if errors.Is(err, asynq.ErrTaskIDConflict) {
+			return nil
+		}
+	}
+	return err
+}
+
+// EnqueueJobRun enqueues the job:run task of a job.
+func (c *JobClient) EnqueueJobRun(ctx context.Context, id uuid.UUID) error {
+	b, _ := json.Marshal(JobPayload{JobID: id})
+	tid := JobRunTaskID(id)
+	t := asynq.NewTaskWithHeaders(TypeJobRun, b, c.headers(ctx), asynq.Queue(QueueBatch), asynq.TaskID(tid),
+		asynq.MaxRetry(JobRunMaxRetry), asynq.Timeout(JobRunTimeout))
+	return c.enqueue(ctx, t, QueueBatch, tid)
+}
+
+// EnqueueChunks enqueues one job:chunk task per chunk, a few at a time.
+func (c *JobClient) EnqueueChunks(ctx context.Context, id uuid.UUID, chunks []int) error {
+	headers := c.headers(ctx)
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for _, chunk := range chunks {
+		g.Go(func() error {
+			b, _ := json.Marshal(JobPayload{JobID: id, Chunk: chunk})
+			tid := JobChunkTaskID(id, chunk)
+			t := asynq.NewTaskWithHeaders(TypeJobChunk, b, headers, asynq.Queue(QueueBatch), asynq.TaskID(tid),
+				asynq.MaxRetry(JobChunkMaxRetry), asynq.Timeout(JobChunkTimeout))
+			return c.enqueue(ctx, t, QueueBatch, tid)
+		})
+	}
+	return g.Wait()
+}
+
+// EnqueueWebhook enqueues the webhook:deliver task of a delivery and marks it enqueued.
+func (c *JobClient) EnqueueWebhook(ctx context.Context, id uuid.UUID) error {
+	b, _ := json.Marshal(WebhookPayload{DeliveryID: id})
+	tid := WebhookTaskID(id)
+	t := asynq.NewTaskWithHeaders(TypeWebhookDeliver, b, c.headers(ctx), asynq.Queue(QueueCritical), asynq.TaskID(tid),
+		asynq.MaxRetry(WebhookMaxRetry), asynq.Timeout(WebhookTimeout))
+	if err := c.enqueue(ctx, t, QueueCritical, tid); err != nil {
+		return err
+	}
+	if c.deliveries != nil {
+		if err := c.deliveries.MarkEnqueued(ctx, id); err != nil {
+			c.logger.WarnContext(ctx, "delivery enqueued but not marked", "delivery_id", id, "error", err)
+		}
+	}
+	return nil
+}
+
+// EnqueueJobAlert enqueues the one low-confidence summary of a finished job.
+func (c *JobClient) EnqueueJobAlert(ctx context.Context, s job.Summary) error {
+	p := AlertPayload{
+		RequestID: "job:" + s.JobID.String(), JobID: s.JobID.String(), ModelVersion: s.ModelVersion,
+		Threshold: s.Threshold, Items: s.Total, LowConfidenceItems: s.LowConfidence, CreatedAt: time.Now().UTC(),
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	tid := AlertTaskID(p.RequestID)
+	t := asynq.NewTaskWithHeaders(TypeAlertLowConfidence, b, c.headers(ctx), asynq.Queue(QueueCritical),
+		asynq.TaskID(tid), asynq.MaxRetry(AlertMaxRetry), asynq.Timeout(AlertTimeout))
+	return c.enqueue(ctx, t, QueueCritical, tid)
+}
+
+// JobRunner is what the job handlers need of the job feature (*job.Service).
+type JobRunner interface {
+	Enqueue(ctx context.Context, id uuid.UUID) error
+	ProcessChunk(ctx context.Context, id uuid.UUID, chunk int) error
+	FailChunk(ctx context.Context, id uuid.UUID, chunk int, reason string) error
+}
+
+func parseJobPayload(t *asynq.Task) (JobPayload, error) {
+	var p JobPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.JobID == uuid.Nil || p.Chunk < 0 {
+		return p, fmt.Errorf("%s: %w: %v: %w", t.Type(), ErrBadPayload, err, asynq.SkipRetry)
+	}
+	return p, nil
+}
+
+// HandleJobRun returns the job:run handler: it marks the job running and enqueues its pending
+// chunks (again, harmlessly, when delivered twice).
+func HandleJobRun(jobs JobRunner) asynq.HandlerFunc {
+	return func(ctx context.Context, t *asynq.Task) error {
+		p, err := parseJobPayload(t)
+		if err != nil {
+			return err
+		}
+		if err := jobs.Enqueue(ctx, p.JobID); err != nil {
+			if errors.Is(err, job.ErrNotFound) {
+				return fmt.Errorf("%s %s: %w: %w", TypeJobRun, p.JobID, err, asynq.SkipRetry)
+			}
+			return err
+		}
+		return nil
+	}
+}
+
+// isFinalAttempt reports whether the running task has no retry left.
+func isFinalAttempt(ctx context.Context) bool {
+	retried, ok1 := asynq.GetRetryCount(ctx)
+	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
+	return ok1 && ok2 && retried >= maxRetry
+}
+
+// HandleJobChunk returns the job:chunk handler. A chunk that fails on its last attempt (an
+// error or a panic) has its items recorded as failed, so that the job still ends with
+// processed + failed == total; the job then fails with the reason.
+func HandleJobChunk(jobs JobRunner, logger *slog.Logger) asynq.HandlerFunc {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return func(ctx context.Context, t *asynq.Task) (err error) {
+		p, err := parseJobPayload(t)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("panic: %v", r)
+				logger.ErrorContext(ctx, "job chunk panicked", "job_id", p.JobID, "chunk", p.Chunk, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			}
+			if err != nil && isFinalAttempt(ctx) {
+				reason := fmt.Sprintf("chunk %d failed after its last retry: %v", p.Chunk, err)
+				if ferr := jobs.FailChunk(context.WithoutCancel(ctx), p.JobID, p.Chunk, reason); ferr != nil {
+					err = errors.Join(err, ferr)
+					return
+				}
+				err = nil // recorded: nothing left to retry
+			}
+		}()
+		return jobs.ProcessChunk(ctx, p.JobID, p.Chunk)
+	}
+}
+
+// Deliverer is what the webhook handler needs (*webhook.Deliverer).
+type Deliverer interface {
+	Deliver(ctx context.Context, id uuid.UUID, attempt int, final bool) error
+}
+
+// HandleWebhookDeliver returns the webhook:deliver handler: one signed attempt per delivery
+// of the task; a retryable failure is returned so that asynq retries it with
+// WebhookRetryDelay.
+func HandleWebhookDeliver(d Deliverer) asynq.HandlerFunc {
+	return func(ctx context.Context, t *asynq.Task) error {
+		var p WebhookPayload
+		if err := json.Unmarshal(t.Payload(), &p); err != nil || p.DeliveryID == uuid.Nil {
+			return fmt.Errorf("%s: %w: %v: %w", TypeWebhookDeliver, ErrBadPayload, err, asynq.SkipRetry)
+		}
+		retried, _ := asynq.GetRetryCount(ctx)
+		err := d.Deliver(ctx, p.DeliveryID, retried+1, isFinalAttempt(ctx))
+		if errors.Is(err, webhook.ErrNotFound) {
+			return fmt.Errorf("%s %s: %w: %w", TypeWebhookDeliver, p.DeliveryID, err, asynq.SkipRetry)
+		}
+		return err
+	}
+}
+
+// RetryDelay is the worker's RetryDelayFunc: webhook deliveries back off exponentially with
+// full jitter (honouring a receiver's Retry-After); other tasks use asynq's default.
+func RetryDelay(n int, err error, t *asynq.Task) time.Duration {
+	if t.Type() == TypeWebhookDeliver {
+		return webhook.RetryDelay(n, err)
+	}
+	return asynq.DefaultRetryDelayFunc(n, err, t)
+}

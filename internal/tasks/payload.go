@@ -1,0 +1,150 @@
+package tasks
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/predq/predq/internal/prediction"
+)
+
+// Options of the task types.
+const (
+	// PersistMaxRetry: a persist task that keeps failing (Postgres down for a long time) is
+	// retried with asynq's exponential backoff for days before it is archived.
+	PersistMaxRetry = 25
+	// PersistTimeout bounds one persist task (one batch insert).
+	PersistTimeout = time.Minute
+	// AlertMaxRetry bounds the retries of an alert whose webhook fails.
+	AlertMaxRetry = 10
+	// AlertTimeout bounds one alert task (the webhook POST has its own 5 s timeout).
+	AlertTimeout = 15 * time.Second
+)
+
+// Header keys of task headers besides the W3C trace context (traceparent, tracestate).
+const (
+	// HeaderTraceLinks holds up to MaxTraceLinks traceparent values, comma-separated, of the
+	// other requests whose records an aggregated task carries; the consumer span links them.
+	HeaderTraceLinks = "predq-trace-links"
+	// MaxTraceLinks bounds HeaderTraceLinks.
+	MaxTraceLinks = 32
+)
+
+// PersistTaskID returns the TaskID of the prediction:persist task of a request id: enqueuing
+// the same record twice while the first is still waiting in its group is refused by asynq
+// with ErrTaskIDConflict, which the Recorder treats as success.
+func PersistTaskID(requestID string) string { return TypePredictionPersist + ":" + requestID }
+
+// AlertTaskID returns the TaskID of the alert:low_confidence task of a request id.
+func AlertTaskID(requestID string) string { return TypeAlertLowConfidence + ":" + requestID }
+
+// NewPredictionPersistTask returns the prediction:persist task of one record, for the group
+// named group of the default queue. Its payload is the record as a JSON object; headers carry
+// the trace context. It fails only when the record cannot be encoded (a NaN or infinity).
+func NewPredictionPersistTask(rec prediction.Record, group string, headers map[string]string) (*asynq.Task, error) {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s payload: %w", TypePredictionPersist, err)
+	}
+	return asynq.NewTaskWithHeaders(TypePredictionPersist, b, headers,
+		asynq.Queue(QueueDefault), asynq.Group(group), asynq.TaskID(PersistTaskID(rec.RequestID)),
+		asynq.MaxRetry(PersistMaxRetry), asynq.Timeout(PersistTimeout)), nil
+}
+
+// NewPredictionPersistBatchTask returns the prediction:persist task of several records whose
+// JSON array is payload (as built by the group aggregator). asynq enqueues an aggregated task
+// to the queue of its group and gives it a random TaskID; replays are harmless because the
+// insert skips stored request ids.
+func NewPredictionPersistBatchTask(payload []byte, headers map[string]string) *asynq.Task {
+	return asynq.NewTaskWithHeaders(TypePredictionPersist, payload, headers,
+		asynq.Queue(QueueDefault), asynq.MaxRetry(PersistMaxRetry), asynq.Timeout(PersistTimeout))
+}
+
+// ErrBadPayload: a task payload that cannot be decoded; handlers wrap it with asynq.SkipRetry.
+var ErrBadPayload = errors.New("bad task payload")
+
+// ParsePersistPayload decodes a prediction:persist payload: a JSON object (one record, as
+// enqueued by the Recorder) or a JSON array of records (an aggregated task). Errors wrap
+// ErrBadPayload.
+func ParsePersistPayload(b []byte) ([]prediction.Record, error) {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty", ErrBadPayload)
+	}
+	switch b[0] {
+	case '{':
+		var r prediction.Record
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
+		}
+		return []prediction.Record{r}, nil
+	case '[':
+		var rs []prediction.Record
+		if err := json.Unmarshal(b, &rs); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
+		}
+		return rs, nil
+	default:
+		return nil, fmt.Errorf("%w: want a JSON object or array", ErrBadPayload)
+	}
+}
+
+// checkRecord reports why a decoded record cannot be stored, or nil.
+func checkRecord(r prediction.Record) error {
+	switch {
+	case r.RequestID == "":
+		return errors.New("request_id is empty")
+	case len(r.RequestID) > 1000:
+		return errors.New("request_id is longer than 1000 bytes")
+	case len(r.Features) == 0:
+		return errors.New("features are empty")
+	case r.ModelVersion == "":
+		return errors.New("model_version is empty")
+	case r.PredictionClass == "":
+		return errors.New("prediction_class is empty")
+	}
+	return nil
+}
+
+// AlertPayload is the payload of alert:low_confidence, and the "data" of the alert webhook.
+type AlertPayload struct {
+	RequestID       string    `json:"request_id"`
+	UserID          string    `json:"user_id,omitempty"`
+	ModelVersion    string    `json:"model_version"`
+	Prediction      float64   `json:"prediction"`
+	PredictionClass string    `json:"prediction_class"`
+	Confidence      float64   `json:"confidence"`
+	Threshold       float64   `json:"threshold"`
+	CreatedAt       time.Time `json:"created_at"`
+	// A finished batch job raises one summary instead of one alert per item: JobID is set,
+	// RequestID is "job:<id>", Items is the job's total and LowConfidenceItems how many of
+	// them were below Threshold.
+	JobID              string `json:"job_id,omitempty"`
+	Items              int    `json:"items,omitempty"`
+	LowConfidenceItems int    `json:"low_confidence_items,omitempty"`
+}
+
+// AlertFromRecord returns the alert payload of a record.
+func AlertFromRecord(r prediction.Record) AlertPayload {
+	return AlertPayload{
+		RequestID: r.RequestID, UserID: r.UserID, ModelVersion: r.ModelVersion, Prediction: r.Prediction,
+		PredictionClass: r.PredictionClass, Confidence: r.Confidence, Threshold: r.ConfidenceThreshold,
+		CreatedAt: r.CreatedAt,
+	}
+}
+
+// NewAlertLowConfidenceTask returns the alert:low_confidence task of a record, on the
+// critical queue, with a TaskID derived from the request id.
+func NewAlertLowConfidenceTask(rec prediction.Record, headers map[string]string) (*asynq.Task, error) {
+	b, err := json.Marshal(AlertFromRecord(rec))
+	if err != nil {
+		return nil, fmt.Errorf("encode %s payload: %w", TypeAlertLowConfidence, err)
+	}
+	return asynq.NewTaskWithHeaders(TypeAlertLowConfidence, b, headers,
+		asynq.Queue(QueueCritical), asynq.TaskID(AlertTaskID(rec.RequestID)),
+		asynq.MaxRetry(AlertMaxRetry), asynq.Timeout(AlertTimeout)), nil
+}

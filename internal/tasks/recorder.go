@@ -1,0 +1,361 @@
+package tasks
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/predq/predq/internal/prediction"
+	"github.com/predq/predq/internal/redisdb"
+)
+
+// Inserter writes prediction records idempotently (ON CONFLICT (request_id) DO NOTHING) and
+// returns how many rows it inserted. *predstore.Store implements it.
+type Inserter interface {
+	Insert(ctx context.Context, recs []prediction.Record) (int64, error)
+}
+
+// Defaults of RecorderConfig. EnqueueWorkers: asynq has no batch enqueue, so each record is
+// one Lua script call; measured (BenchmarkRecordBatch, 1,000 records of 60 features, 2 cores)
+// a batch takes 55-70 ms whatever the concurrency from 1 to 64, bound by Redis's single
+// thread: about 15-18k records/s per queue Redis.
+const (
+	DefaultEnqueueTimeout  = 500 * time.Millisecond
+	DefaultFallbackTimeout = 5 * time.Second
+	DefaultBreakerCooldown = 2 * time.Second
+	DefaultEnqueueWorkers  = 8
+	DefaultGroupShards     = 32
+)
+
+// RecorderConfig configures a Recorder. Redis and Store are required.
+type RecorderConfig struct {
+	// Redis is the queue Redis (REDIS_URL).
+	Redis redisdb.Options
+	// Store takes the records when they cannot be enqueued.
+	Store Inserter
+	// Registerer receives the Recorder's metrics (nil: not registered).
+	Registerer prometheus.Registerer
+	// Logger logs fallbacks and the low-confidence warnings of records that got no alert task.
+	Logger *slog.Logger
+	// Tracer starts the producer span of each Record call (nil: no spans of its own; the
+	// caller's trace context still travels in the task headers).
+	Tracer trace.Tracer
+	// Propagator writes the trace context into task headers (nil: W3C trace context).
+	Propagator propagation.TextMapPropagator
+	// EnqueueTimeout bounds one enqueue (and the Redis client's dial, read and write).
+	EnqueueTimeout time.Duration
+	// FallbackTimeout bounds the direct Postgres write of the fallback.
+	FallbackTimeout time.Duration
+	// BreakerCooldown: after an enqueue fails, Record writes to Postgres directly, without
+	// trying Redis, for this long; the first call after it tries Redis again.
+	BreakerCooldown time.Duration
+	// EnqueueWorkers bounds the concurrent enqueues of one Record call (a batch predict).
+	EnqueueWorkers int
+	// GroupShards is the number of asynq groups the records are spread over (by a hash of the
+	// request id); each group yields at most GroupMaxSize records per aggregation run (1 s).
+	GroupShards int
+}
+
+// Recorder implements prediction.Recorder with asynq: each record becomes one
+// prediction:persist task in a group of the default queue, and each low-confidence record one
+// alert:low_confidence task on the critical queue. When Redis cannot take a record, the
+// Recorder writes it to Postgres itself (counted in ml_persist_fallback_total) and, since
+// that record gets no alert task, logs the low-confidence warning itself (counted in
+// ml_alert_fallback_total): the worker's alert webhook is not called for it. When Postgres
+// cannot take it either, Record returns an error wrapping prediction.ErrUnavailable.
+type Recorder struct {
+	client     *asynq.Client
+	rdb        redis.UniversalClient
+	store      Inserter
+	logger     *slog.Logger
+	tracer     trace.Tracer
+	propagator propagation.TextMapPropagator
+	metrics    *recorderMetrics
+
+	enqueueTimeout  time.Duration
+	fallbackTimeout time.Duration
+	cooldown        time.Duration
+	workers         int
+	shards          uint32
+
+	openUntil atomic.Int64 // breaker: unix nanoseconds until which Redis is not tried
+	now       func() time.Time
+}
+
+var _ prediction.Recorder = (*Recorder)(nil)
+
+// NewRecorder builds a Recorder and its Redis client; it does not contact Redis. Close it.
+func NewRecorder(cfg RecorderConfig) (*Recorder, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("tasks: RecorderConfig.Store is required")
+	}
+	if len(cfg.Redis.Addrs) == 0 {
+		return nil, errors.New("tasks: RecorderConfig.Redis has no address")
+	}
+	r := &Recorder{
+		store:           cfg.Store,
+		logger:          cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
+		tracer:          cfg.Tracer,
+		propagator:      cfg.Propagator,
+		enqueueTimeout:  cmp.Or(cfg.EnqueueTimeout, DefaultEnqueueTimeout),
+		fallbackTimeout: cmp.Or(cfg.FallbackTimeout, DefaultFallbackTimeout),
+		cooldown:        cmp.Or(cfg.BreakerCooldown, DefaultBreakerCooldown),
+		workers:         max(1, cmp.Or(cfg.EnqueueWorkers, DefaultEnqueueWorkers)),
+		shards:          uint32(max(1, cmp.Or(cfg.GroupShards, DefaultGroupShards))),
+		now:             time.Now,
+	}
+	if r.tracer == nil {
+		r.tracer = noop.NewTracerProvider().Tracer("tasks")
+	}
+	if r.propagator == nil {
+		r.propagator = propagation.TraceContext{}
+	}
+	uo := cfg.Redis.Universal(r.enqueueTimeout)
+	uo.ContextTimeoutEnabled = true
+	r.rdb = redis.NewUniversalClient(uo)
+	r.client = asynq.NewClientFromRedisClient(r.rdb)
+	r.metrics = newRecorderMetrics(cfg.Registerer, r.breakerOpen)
+	return r, nil
+}
+
+// Close closes the Redis client.
+func (r *Recorder) Close() error { return r.rdb.Close() }
+
+// Ping checks the queue Redis (for readiness).
+func (r *Recorder) Ping(ctx context.Context) error { return r.rdb.Ping(ctx).Err() }
+
+// group returns the group of a request id.
+func (r *Recorder) group(requestID string) string {
+	if r.shards == 1 {
+		return PersistGroup + ":0"
+	}
+	h := fnv.New32a()
+	h.Write([]byte(requestID))
+	return PersistGroup + ":" + strconv.FormatUint(uint64(h.Sum32()%r.shards), 10)
+}
+
+func (r *Recorder) breakerOpen() bool { return r.now().UnixNano() < r.openUntil.Load() }
+
+// errBreakerOpen: Redis was not tried because it failed moments ago.
+var errBreakerOpen = errors.New("queue unavailable moments ago (circuit open)")
+
+// Record enqueues the persist task (and the alert task) of every record. Records that cannot
+// be enqueued are written to Postgres directly. It returns nil when every record is either
+// queued or stored, and an error wrapping prediction.ErrUnavailable otherwise. The caller's
+// cancellation does not interrupt it (the answer was computed; it is recorded regardless),
+// but every Redis and Postgres call has its own deadline.
+func (r *Recorder) Record(ctx context.Context, recs []prediction.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	ctx = context.WithoutCancel(ctx)
+	ctx, span := r.tracer.Start(ctx, "enqueue "+TypePredictionPersist, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("messaging.system", "asynq"), attribute.Int("messaging.batch.message_count", len(recs))))
+	defer span.End()
+	headers := map[string]string{}
+	r.propagator.Inject(ctx, propagation.MapCarrier(headers))
+
+	var (
+		unqueued []prediction.Record // not enqueued: go to Postgres
+		noAlert  []prediction.Record // low confidence without an alert task
+		qerr     error
+	)
+	if r.breakerOpen() {
+		unqueued, qerr = recs, errBreakerOpen
+		for _, rec := range recs {
+			if rec.LowConfidence() {
+				noAlert = append(noAlert, rec)
+			}
+		}
+	} else {
+		unqueued, noAlert, qerr = r.enqueueAll(ctx, recs, headers)
+		if qerr != nil && !errors.Is(qerr, errEncode) {
+			r.trip(ctx, qerr)
+		}
+	}
+	if len(unqueued) > 0 {
+		span.SetAttributes(attribute.Int("predq.fallback_records", len(unqueued)))
+		fctx, cancel := context.WithTimeout(ctx, r.fallbackTimeout)
+		_, perr := r.store.Insert(fctx, unqueued)
+		cancel()
+		if perr != nil {
+			r.metrics.unavailable.Add(float64(len(unqueued)))
+			err := fmt.Errorf("%w: record %d predictions: queue: %v; postgres: %v", prediction.ErrUnavailable, len(unqueued), qerr, perr)
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "unrecorded")
+			return err
+		}
+		r.metrics.fallback.Add(float64(len(unqueued)))
+	}
+	for _, rec := range noAlert {
+		r.metrics.alertFallback.WithLabelValues(rec.ModelVersion).Inc()
+		r.logger.WarnContext(ctx, "low-confidence prediction (alert not queued: queue unavailable)",
+			"request_id", rec.RequestID, "model_version", rec.ModelVersion,
+			"confidence", rec.Confidence, "threshold", rec.ConfidenceThreshold)
+	}
+	return nil
+}
+
+// trip opens the breaker for the cooldown; the transition is logged once.
+func (r *Recorder) trip(ctx context.Context, err error) {
+	until := r.now().Add(r.cooldown).UnixNano()
+	prev := r.openUntil.Swap(until)
+	if prev < r.now().UnixNano() {
+		r.logger.WarnContext(ctx, "queue unavailable: writing predictions to Postgres directly",
+			"error", err.Error(), "retry_in", r.cooldown.String())
+	}
+}
+
+// errEncode: a record could not be encoded as a task; it goes to Postgres but does not open
+// the breaker.
+var errEncode = errors.New("encode task")
+
+// enqueueAll enqueues the tasks of recs with at most r.workers enqueues in flight. It returns
+// the records that were not enqueued, the low-confidence records that got no alert task, and
+// the first error. After the first Redis failure the remaining enqueues are abandoned.
+func (r *Recorder) enqueueAll(ctx context.Context, recs []prediction.Record, headers map[string]string) ([]prediction.Record, []prediction.Record, error) {
+	if len(recs) == 1 {
+		queued, alerted, err := r.enqueueOne(ctx, recs[0], headers)
+		var unqueued, noAlert []prediction.Record
+		if !queued {
+			unqueued = recs
+		}
+		if recs[0].LowConfidence() && !alerted {
+			noAlert = recs
+		}
+		return unqueued, noAlert, err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	queued := make([]bool, len(recs))
+	alerted := make([]bool, len(recs))
+	var (
+		mu               sync.Mutex
+		redisErr, encErr error
+		wg               sync.WaitGroup
+		next             atomic.Int64
+	)
+	for range min(r.workers, len(recs)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(recs) {
+					return
+				}
+				var err error
+				queued[i], alerted[i], err = r.enqueueOne(ctx, recs[i], headers)
+				if err == nil {
+					continue
+				}
+				mu.Lock()
+				switch {
+				case errors.Is(err, errEncode):
+					encErr = cmp.Or(encErr, err)
+				case redisErr == nil:
+					redisErr = err
+					cancel(err) // abandon the rest: they go to Postgres
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	firstErr := cmp.Or(redisErr, encErr)
+	var unqueued, noAlert []prediction.Record
+	for i, rec := range recs {
+		if !queued[i] {
+			unqueued = append(unqueued, rec)
+		}
+		if rec.LowConfidence() && !alerted[i] {
+			noAlert = append(noAlert, rec)
+		}
+	}
+	return unqueued, noAlert, firstErr
+}
+
+// enqueueOne enqueues the persist task of rec and, when it is low-confidence and the persist
+// task was queued, its alert task. A TaskID conflict means "already enqueued": success.
+func (r *Recorder) enqueueOne(ctx context.Context, rec prediction.Record, headers map[string]string) (queued, alerted bool, err error) {
+	if err := context.Cause(ctx); err != nil {
+		return false, false, err
+	}
+	t, err := NewPredictionPersistTask(rec, r.group(rec.RequestID), headers)
+	if err != nil {
+		return false, false, fmt.Errorf("%w: %v", errEncode, err)
+	}
+	if err := r.enqueue(ctx, t); err != nil {
+		return false, false, err
+	}
+	if !rec.LowConfidence() {
+		return true, false, nil
+	}
+	at, err := NewAlertLowConfidenceTask(rec, headers)
+	if err != nil {
+		return true, false, fmt.Errorf("%w: %v", errEncode, err)
+	}
+	if err := r.enqueue(ctx, at); err != nil {
+		return true, false, err
+	}
+	return true, true, nil
+}
+
+func (r *Recorder) enqueue(ctx context.Context, t *asynq.Task) error {
+	ctx, cancel := context.WithTimeout(ctx, r.enqueueTimeout)
+	defer cancel()
+	_, err := r.client.EnqueueContext(ctx, t)
+	if err == nil || errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil
+	}
+	return fmt.Errorf("enqueue %s: %w", t.Type(), err)
+}
+
+type recorderMetrics struct {
+	fallback      prometheus.Counter
+	unavailable   prometheus.Counter
+	alertFallback *prometheus.CounterVec
+}
+
+func newRecorderMetrics(reg prometheus.Registerer, open func() bool) *recorderMetrics {
+	m := &recorderMetrics{
+		fallback: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ml_persist_fallback_total",
+			Help: "Prediction records written to Postgres by the api because they could not be enqueued.",
+		}),
+		unavailable: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ml_persist_unavailable_total",
+			Help: "Prediction records that neither the queue nor Postgres took (their requests got a 503).",
+		}),
+		alertFallback: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ml_alert_fallback_total",
+			Help: "Low-confidence predictions whose alert could not be enqueued; logged by the api only (no alert webhook).",
+		}, []string{"model_version"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.fallback, m.unavailable, m.alertFallback, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ml_persist_queue_circuit_open",
+			Help: "1 while the api skips the queue after an enqueue failure and writes predictions to Postgres directly.",
+		}, func() float64 {
+			if open() {
+				return 1
+			}
+			return 0
+		}))
+	}
+	return m
+}

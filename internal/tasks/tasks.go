@@ -1,0 +1,136 @@
+// Package tasks is the asynq side of predq: task types and queues, payloads and their
+// constructors, the api's Recorder that turns answered predictions into tasks (with a
+// Postgres fallback), and the worker's handlers, group aggregator, middleware and logger.
+// It is the only package, with cmd/worker and cmd/scheduler, that imports asynq.
+//
+// Persistence of synchronous predictions (DESIGN section 5):
+//
+//	api: Recorder.Record ─ one prediction:persist task per record, TaskID from its request id,
+//	     into the asynq group "predictions:<shard>" of the default queue
+//	     (+ one alert:low_confidence task on the critical queue when confidence < threshold)
+//	     └ Redis down or slow → predstore.Insert straight into Postgres (ml_persist_fallback_total)
+//	worker: asynq's aggregator combines a group's tasks (GroupMaxSize, GroupGracePeriod,
+//	     GroupMaxDelay) into one prediction:persist task whose payload is the JSON array of the
+//	     records; its handler writes them with one predstore.Insert (ON CONFLICT DO NOTHING).
+//
+// The aggregator runs once per grace period (asynq's minimum is 1 s) and takes at most
+// GroupMaxSize tasks from each group per run; spreading the records over several groups
+// (RecorderConfig.GroupShards) multiplies that ceiling.
+package tasks
+
+import (
+	"crypto/tls"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/predq/predq/internal/redisdb"
+)
+
+// Task types ("noun:verb").
+const (
+	// TypePredictionPersist stores answered predictions: one record per enqueued task, a JSON
+	// array of records once the group aggregator combined them.
+	TypePredictionPersist = "prediction:persist"
+	// TypeAlertLowConfidence raises the alert of one low-confidence prediction.
+	TypeAlertLowConfidence = "alert:low_confidence"
+	// TypeJobRun splits a batch job into chunks (reserved for the batch-job issue).
+	TypeJobRun = "job:run"
+	// TypeJobChunk runs one chunk of a batch job (reserved).
+	TypeJobChunk = "job:chunk"
+	// TypeWebhookDeliver delivers one job webhook (reserved).
+	TypeWebhookDeliver = "webhook:deliver"
+)
+
+// Queues (DESIGN section 5).
+const (
+	QueueCritical = "critical" // alerts, webhooks
+	QueueDefault  = "default"  // persistence
+	QueueBatch    = "batch"    // job runs and chunks
+	QueueLow      = "low"      // maintenance
+)
+
+// PersistGroup is the prefix of the asynq groups of prediction:persist tasks: the Recorder
+// spreads records over PersistGroup+":0" … PersistGroup+":<shards-1>".
+const PersistGroup = "predictions"
+
+// DefaultQueues returns the default queue weights: critical 6, default 3, batch 2, low 1.
+func DefaultQueues() map[string]int {
+	return map[string]int{QueueCritical: 6, QueueDefault: 3, QueueBatch: 2, QueueLow: 1}
+}
+
+// ParseQueues parses queue weights written as "critical=6,default=3,batch=2,low=1". Every
+// queue of this package must be listed with a weight of at least 1 (a worker that skips a queue
+// would leave its tasks undone); unknown queue names are refused.
+func ParseQueues(s string) (map[string]int, error) {
+	known := []string{QueueCritical, QueueDefault, QueueBatch, QueueLow}
+	out := map[string]int{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, w, ok := strings.Cut(part, "=")
+		name = strings.TrimSpace(name)
+		if !ok {
+			return nil, fmt.Errorf("queue weights: %q is not name=weight", part)
+		}
+		if !slices.Contains(known, name) {
+			return nil, fmt.Errorf("queue weights: unknown queue %q (want %s)", name, strings.Join(known, ", "))
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(w))
+		if err != nil || n < 1 || n > 1000 {
+			return nil, fmt.Errorf("queue weights: weight of %s must be a whole number in 1..1000, got %q", name, w)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("queue weights: %s listed twice", name)
+		}
+		out[name] = n
+	}
+	for _, q := range known {
+		if _, ok := out[q]; !ok {
+			return nil, fmt.Errorf("queue weights: queue %s is missing", q)
+		}
+	}
+	return out, nil
+}
+
+// RedisConnOpt returns asynq's connection options for o: RedisClientOpt for a single server,
+// RedisFailoverClientOpt for Sentinel, RedisClusterClientOpt for Cluster. timeout, when > 0,
+// bounds dialling, reads and writes (asynq's defaults otherwise).
+func RedisConnOpt(o redisdb.Options, timeout time.Duration) asynq.RedisConnOpt {
+	var tlsCfg *tls.Config
+	if o.TLS {
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	var dial time.Duration
+	if timeout > 0 {
+		dial = max(timeout, 200*time.Millisecond)
+	}
+	switch o.Mode {
+	case redisdb.ModeSentinel:
+		return asynq.RedisFailoverClientOpt{
+			MasterName: o.MasterName, SentinelAddrs: o.Addrs, SentinelPassword: o.Password,
+			Username: o.Username, Password: o.Password, DB: o.DB,
+			DialTimeout: dial, ReadTimeout: timeout, WriteTimeout: timeout, TLSConfig: tlsCfg,
+		}
+	case redisdb.ModeCluster:
+		return asynq.RedisClusterClientOpt{
+			Addrs: o.Addrs, Username: o.Username, Password: o.Password,
+			DialTimeout: dial, ReadTimeout: timeout, WriteTimeout: timeout, TLSConfig: tlsCfg,
+		}
+	default:
+		addr := ""
+		if len(o.Addrs) > 0 {
+			addr = o.Addrs[0]
+		}
+		return asynq.RedisClientOpt{
+			Addr: addr, Username: o.Username, Password: o.Password, DB: o.DB,
+			DialTimeout: dial, ReadTimeout: timeout, WriteTimeout: timeout, TLSConfig: tlsCfg,
+		}
+	}
+}

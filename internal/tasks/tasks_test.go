@@ -1,0 +1,153 @@
+package tasks_test
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/require"
+
+	"github.com/predq/predq/internal/prediction"
+	"github.com/predq/predq/internal/redisdb"
+	"github.com/predq/predq/internal/tasks"
+)
+
+func TestParseQueues(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in      string
+		want    map[string]int
+		wantErr string
+	}{
+		{in: "critical=6,default=3,batch=2,low=1", want: tasks.DefaultQueues()},
+		{in: " low=1 , batch=5,default=5, critical=10,", want: map[string]int{"critical": 10, "default": 5, "batch": 5, "low": 1}},
+		{in: "critical=6,default=3,batch=2", wantErr: "queue low is missing"},
+		{in: "critical=6,default=3,batch=2,low=0", wantErr: "weight of low"},
+		{in: "critical=6,default=3,batch=2,low=x", wantErr: "weight of low"},
+		{in: "critical=6,default=3,batch=2,low=1,bulk=1", wantErr: `unknown queue "bulk"`},
+		{in: "critical,default=3,batch=2,low=1", wantErr: "not name=weight"},
+		{in: "critical=6,critical=3,default=3,batch=2,low=1", wantErr: "listed twice"},
+		{in: "", wantErr: "missing"},
+	}
+	for _, tt := range tests {
+		got, err := tasks.ParseQueues(tt.in)
+		if tt.wantErr != "" {
+			require.ErrorContains(t, err, tt.wantErr, "input %q", tt.in)
+			continue
+		}
+		require.NoError(t, err, "input %q", tt.in)
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("ParseQueues(%q) (-want +got):\n%s", tt.in, diff)
+		}
+	}
+}
+
+func TestRedisConnOpt(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		url  string
+		want asynq.RedisConnOpt
+	}{
+		{"redis://:pw@h1:6380/2", asynq.RedisClientOpt{Addr: "h1:6380", Password: "pw", DB: 2, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond}},
+		{"redis-sentinel://:pw@s1:26379,s2:26379/1?master=mymaster", asynq.RedisFailoverClientOpt{MasterName: "mymaster", SentinelAddrs: []string{"s1:26379", "s2:26379"}, SentinelPassword: "pw", Password: "pw", DB: 1, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond}},
+		{"redis-cluster://c1:7000,c2:7001", asynq.RedisClusterClientOpt{Addrs: []string{"c1:7000", "c2:7001"}, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond}},
+	}
+	for _, tt := range tests {
+		o, err := redisdb.ParseURL(tt.url)
+		require.NoError(t, err)
+		if diff := cmp.Diff(tt.want, tasks.RedisConnOpt(o, 500*time.Millisecond)); diff != "" {
+			t.Errorf("RedisConnOpt(%q) (-want +got):\n%s", tt.url, diff)
+		}
+	}
+	o, err := redisdb.ParseURL("rediss://h:1/0")
+	require.NoError(t, err)
+	require.NotNil(t, tasks.RedisConnOpt(o, 0).(asynq.RedisClientOpt).TLSConfig)
+}
+
+func TestParsePersistPayload(t *testing.T) {
+	t.Parallel()
+	r0, r1 := record("p", 0, 0.9), record("p", 1, 0.6)
+
+	t.Run("OneRecordObject", func(t *testing.T) {
+		task, err := tasks.NewPredictionPersistTask(r0, "predictions:0", nil)
+		require.NoError(t, err)
+		got, err := tasks.ParsePersistPayload(task.Payload())
+		require.NoError(t, err)
+		require.Equal(t, []prediction.Record{r0}, got)
+	})
+
+	t.Run("ArrayOfRecords", func(t *testing.T) {
+		b, _ := json.Marshal([]prediction.Record{r0, r1})
+		got, err := tasks.ParsePersistPayload(b)
+		require.NoError(t, err)
+		require.Equal(t, []prediction.Record{r0, r1}, got)
+	})
+
+	t.Run("GarbageIsErrBadPayload", func(t *testing.T) {
+		for _, p := range []string{"", "  ", "nope", "{", "[1,2", `"x"`, "42"} {
+			_, err := tasks.ParsePersistPayload([]byte(p))
+			require.ErrorIs(t, err, tasks.ErrBadPayload, "payload %q", p)
+		}
+	})
+
+	t.Run("NaNCannotBeEncoded", func(t *testing.T) {
+		bad := r0
+		bad.Features = []float64{1, nan()}
+		_, err := tasks.NewPredictionPersistTask(bad, "predictions:0", nil)
+		require.Error(t, err)
+	})
+}
+
+func nan() float64 {
+	var z float64
+	return z / z
+}
+
+func TestAggregator(t *testing.T) {
+	t.Parallel()
+	agg := tasks.NewAggregator(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	tp := func(n byte) string {
+		return "00-" + strings.Repeat("0", 31) + string('1'+n) + "-00000000000000" + string('a'+n) + "1-01"
+	}
+	single := func(i int, trace string) *asynq.Task {
+		task, err := tasks.NewPredictionPersistTask(record("a", i, 0.9), "predictions:0", map[string]string{"traceparent": trace})
+		require.NoError(t, err)
+		return asynq.NewTaskWithHeaders(task.Type(), task.Payload(), task.Headers())
+	}
+	arr, _ := json.Marshal([]prediction.Record{record("a", 3, 0.9), record("a", 4, 0.9)})
+
+	t.Run("ConcatenatesRecordsAndLeavesOutBadTasks", func(t *testing.T) {
+		in := []*asynq.Task{
+			single(0, tp(0)),
+			asynq.NewTask(tasks.TypePredictionPersist, []byte("{broken")),
+			single(1, tp(1)),
+			asynq.NewTask("other:type", []byte(`{"a":1}`)),
+			asynq.NewTaskWithHeaders(tasks.TypePredictionPersist, arr, map[string]string{"traceparent": tp(1)}),
+			asynq.NewTask(tasks.TypePredictionPersist, []byte("[]")),
+			single(2, tp(2)),
+		}
+		out := agg.Aggregate("predictions:0", in)
+		require.Equal(t, tasks.TypePredictionPersist, out.Type())
+		got, err := tasks.ParsePersistPayload(out.Payload())
+		require.NoError(t, err)
+		var ids []string
+		for _, r := range got {
+			ids = append(ids, r.RequestID)
+		}
+		require.Equal(t, []string{"a-0", "a-1", "a-3", "a-4", "a-2"}, ids)
+		require.Equal(t, tp(0), out.Headers()["traceparent"], "continues the first record's trace")
+		require.Equal(t, tp(1)+","+tp(2), out.Headers()[tasks.HeaderTraceLinks], "links the others once each")
+	})
+
+	t.Run("NothingValidIsAnEmptyBatch", func(t *testing.T) {
+		out := agg.Aggregate("predictions:0", []*asynq.Task{asynq.NewTask(tasks.TypePredictionPersist, []byte("x"))})
+		got, err := tasks.ParsePersistPayload(out.Payload())
+		require.NoError(t, err)
+		require.Empty(t, got)
+	})
+}
