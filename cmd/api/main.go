@@ -180,10 +180,14 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	deliveries := webhook.NewStore(pool, nil)
+	jobClient := tasks.NewJobClient(tasks.RedisConnOpt(redisOpts, 2*time.Second), deliveries, logger)
+	defer jobClient.Close()
 	jobs, err := job.NewService(job.Config{
 		Pool:     pool,
 		Models:   registry,
-		Notifier: webhook.NewStore(pool, nil),
+		Enqueuer: jobClient,
+		Notifier: deliveries,
 		CheckURL: func(ctx context.Context, raw string) error {
 			return webhook.ValidateURL(ctx, raw, cfg.WebhookAllowPrivate)
 		},
@@ -232,6 +236,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 		Auth:        auth.NewKeys(cfg.APIKeys, pool),
 		Readiness:   checker,
 		Promoter:    promoter{registry, queueRedis},
+		Predictions: predstore.New(pool),
 		Jobs:        jobs,
 		Idempotency: idempotency.NewStore(pool),
 	})

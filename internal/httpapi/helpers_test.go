@@ -252,7 +252,7 @@ func setup(t testing.TB, cfgFn ...func(*Config)) (*Server, *testBundle) {
 	for _, fn := range cfgFn {
 		fn(&cfg)
 	}
-	s, err := New(cfg, Deps{Predictor: b.predictor, Models: b.models, Auth: fakeAuth{}, Readiness: b.ready, Jobs: &fakeJobs{}})
+	s, err := New(cfg, Deps{Predictor: b.predictor, Models: b.models, Auth: fakeAuth{}, Readiness: b.ready, Jobs: &fakeJobs{}, Promoter: fakePromoter{}, Predictions: fakePredictions{}})
 	require.NoError(t, err)
 	return s, b
 }

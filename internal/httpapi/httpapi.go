@@ -119,6 +119,9 @@ type Deps struct {
 	Readiness ReadinessChecker
 	// Promoter answers POST /api/v1/models/{version}/promote (nil: the route answers 404).
 	Promoter ModelPromoter
+	// Predictions answers GET /api/v1/predictions and /api/v1/predictions/{id} (nil: the
+	// routes answer 404).
+	Predictions PredictionReader
 	// Jobs answers the /api/v1/jobs routes.
 	Jobs JobService
 	// Idempotency keeps Idempotency-Key answers of job submissions (nil: the header is

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/predq/predq/internal/job"
+	"github.com/predq/predq/internal/predstore"
 )
 
 // fakeJobs stands in for the job feature in the handler tests: Submit drains the rows (so
@@ -54,4 +55,20 @@ func (*fakeJobs) StreamResults(context.Context, job.Owner, uuid.UUID, func(job.R
 
 func (*fakeJobs) Cancel(context.Context, job.Owner, uuid.UUID) (job.Job, error) {
 	return job.Job{}, job.ErrNotFound
+}
+
+// fakePromoter records promotions.
+type fakePromoter struct{}
+
+func (fakePromoter) Promote(context.Context, string, string) error { return nil }
+
+// fakePredictions knows no stored prediction.
+type fakePredictions struct{}
+
+func (fakePredictions) List(context.Context, predstore.Filter) ([]predstore.Prediction, string, error) {
+	return nil, "", nil
+}
+
+func (fakePredictions) Get(context.Context, string) (predstore.Prediction, error) {
+	return predstore.Prediction{}, predstore.ErrNotFound
 }

@@ -322,6 +322,35 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 			}, protectedReadErrors),
 		}}
 	}
+	if s.deps.Predictions != nil {
+		q := func(name, desc string, sc *schema) parameter {
+			return parameter{Name: name, In: "query", Description: desc, Schema: sc}
+		}
+		paths["/api/v1/predictions"] = map[string]operation{"get": {
+			OperationID: "listPredictions", Summary: "The API key's persisted predictions, newest first", Tags: []string{"predict"},
+			Parameters: append([]parameter{
+				q("model_version", "Only this version.", &schema{Type: "string"}),
+				q("from", "created_at at or after (RFC 3339).", &schema{Type: "string", Format: "date-time"}),
+				q("to", "created_at before (RFC 3339).", &schema{Type: "string", Format: "date-time"}),
+				q("limit", "Page size, 1 to 1000.", &schema{Type: "integer", Default: 50}),
+				q("cursor", "next_cursor of the previous page.", &schema{Type: "string"}),
+			}, requestIDParam...),
+			Security: apiKeySecurity,
+			Responses: withErrors(map[string]response{
+				"200": okResponse("A page of predictions.", ref("PredictionList"), nil),
+				"422": respRef("UnprocessableEntity"),
+			}, protectedReadErrors),
+		}}
+		paths["/api/v1/predictions/{id}"] = map[string]operation{"get": {
+			OperationID: "getPrediction", Summary: "One persisted prediction, by id or request id", Tags: []string{"predict"},
+			Parameters: append([]parameter{{Name: "id", In: "path", Required: true, Schema: &schema{Type: "string"}}}, requestIDParam...),
+			Security:   apiKeySecurity,
+			Responses: withErrors(map[string]response{
+				"200": okResponse("The prediction.", ref("StoredPrediction"), nil),
+				"404": respRef("NotFound"),
+			}, protectedReadErrors),
+		}}
+	}
 	for p, ops := range s.jobPaths() {
 		paths[p] = ops
 	}

@@ -59,6 +59,10 @@ func (s *Server) routes() {
 	if s.deps.Promoter != nil {
 		v1.POST("/models/:version/promote", handlePromoteModel(s.deps.Promoter, s.deps.Models), key...)
 	}
+	if s.deps.Predictions != nil {
+		v1.GET("/predictions", s.handleListPredictions(), key...)
+		v1.GET("/predictions/:id", s.handleGetPrediction(), key...)
+	}
 	v1.POST("/jobs", s.handleSubmitJob(), key...)
 	v1.GET("/jobs", s.handleListJobs(), key...)
 	v1.GET("/jobs/:id", s.handleGetJob(), key...)

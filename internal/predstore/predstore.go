@@ -235,6 +235,7 @@ func (s *Store) insertCopy(ctx context.Context, recs []prediction.Record) (int64
 
 // Filter selects the predictions of List. Zero fields do not filter.
 type Filter struct {
+	UserID       string    // only this API key's predictions
 	ModelVersion string    // exact version, e.g. v1.2.0
 	From         time.Time // created_at >= From
 	To           time.Time // created_at < To
@@ -265,6 +266,9 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Prediction, string, error
 			return nil, "", err
 		}
 		where = append(where, "(created_at, id) < ("+arg(at)+", "+arg(id)+")")
+	}
+	if f.UserID != "" {
+		where = append(where, "user_id = "+arg(f.UserID))
 	}
 	if f.ModelVersion != "" {
 		where = append(where, "model_version = "+arg(f.ModelVersion))

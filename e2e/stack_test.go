@@ -1,0 +1,387 @@
+// Package e2e runs the whole pipeline as real processes: the api, worker and scheduler
+// binaries, built once per test run, against a fresh Postgres database and a throwaway Redis
+// per test, driven over HTTP as a client would.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/predq/predq/internal/localsvc"
+	"github.com/predq/predq/internal/pgtest"
+	"github.com/predq/predq/internal/redistest"
+)
+
+const (
+	apiKey   = "e2e-key-0123456789abcdef"
+	otherKey = "other-key-0123456789abc" // a second API key, which sees none of the first one's data
+)
+
+// binDir holds the binaries built by TestMain.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "predq-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/api", "./cmd/worker", "./cmd/scheduler")
+	build.Dir = ".."
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: build:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is one running binary.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  *lockedBuffer
+	done chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// stack is a running pipeline.
+type stack struct {
+	t     *testing.T
+	env   map[string]string
+	base  string // the api's URL
+	redis *redistest.Server
+	dbURL string
+	procs map[string]*proc
+}
+
+type stackOpts struct {
+	env       map[string]string
+	noWorker  bool
+	scheduler bool
+}
+
+func startStack(t *testing.T, o stackOpts) *stack {
+	t.Helper()
+	port, err := localsvc.FreePort()
+	require.NoError(t, err)
+	s := &stack{t: t, redis: redistest.New(t), dbURL: pgtest.NewURL(t), procs: map[string]*proc{}}
+	s.env = map[string]string{
+		"PORT":                   strconv.Itoa(port),
+		"DATABASE_URL":           s.dbURL,
+		"REDIS_URL":              s.redis.URL,
+		"MODEL_PATH":             mustAbs(t, "../models"),
+		"API_KEYS":               "e2e:" + apiKey + ",other:" + otherKey,
+		"LOG_LEVEL":              "info",
+		"WORKER_METRICS_PORT":    strconv.Itoa(freePort(t)),
+		"SCHEDULER_METRICS_PORT": strconv.Itoa(freePort(t)),
+		"WEBHOOK_SECRET":         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+		"WEBHOOK_ALLOW_PRIVATE":  "true",
+		"JOB_CHUNK_SIZE":         "1000",
+		"DB_POOL_SIZE":           "20",
+	}
+	for k, v := range o.env {
+		s.env[k] = v
+	}
+	s.base = "http://127.0.0.1:" + s.env["PORT"]
+	s.start("api")
+	if !o.noWorker {
+		s.start("worker")
+	}
+	if o.scheduler {
+		s.start("scheduler")
+	}
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(s.base + "/health/live")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 25*time.Millisecond, "api did not answer: %s", s.logs("api"))
+	t.Cleanup(func() {
+		for name := range s.procs {
+			s.stop(name)
+		}
+		if t.Failed() {
+			for name, p := range s.procs {
+				t.Logf("---- %s log (last 4 KB) ----\n%s", name, tail(p.log.String(), 4096))
+			}
+		}
+	})
+	return s
+}
+
+func freePort(t *testing.T) int {
+	p, err := localsvc.FreePort()
+	require.NoError(t, err)
+	return p
+}
+
+func mustAbs(t *testing.T, p string) string {
+	a, err := filepath.Abs(p)
+	require.NoError(t, err)
+	return a
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// start runs a binary with the stack's environment (and extra KEY=VALUE pairs).
+func (s *stack) start(name string, extra ...string) *proc {
+	s.t.Helper()
+	bin := strings.TrimRight(name, "0123456789") // "worker2" runs the worker binary
+	cmd := exec.Command(filepath.Join(binDir, bin))
+	cmd.Dir = mustAbs(s.t, "..")
+	cmd.Env = append(os.Environ(), extra...)
+	for k, v := range s.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	p := &proc{name: name, cmd: cmd, log: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.log, p.log
+	require.NoError(s.t, cmd.Start())
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	s.procs[name] = p
+	return p
+}
+
+// stop sends SIGTERM and waits for the process to exit (SIGKILL after 30 s).
+func (s *stack) stop(name string) {
+	p := s.procs[name]
+	if p == nil {
+		return
+	}
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func (s *stack) logs(name string) string {
+	if p := s.procs[name]; p != nil {
+		return tail(p.log.String(), 4096)
+	}
+	return ""
+}
+
+// peakRSS is the process's peak resident set size in bytes (VmHWM).
+func (s *stack) peakRSS(name string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.procs[name].cmd.Process.Pid))
+	require.NoError(s.t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			kb, err := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+			require.NoError(s.t, err)
+			return kb * 1024
+		}
+	}
+	s.t.Fatal("no VmHWM")
+	return 0
+}
+
+// response is one HTTP answer.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) decode(t *testing.T, v any) {
+	t.Helper()
+	require.NoError(t, json.Unmarshal(r.body, v), string(r.body))
+}
+
+// call sends a request with the API key; body may be nil, []byte, string or a value to encode
+// as JSON.
+func (s *stack) call(method, path string, body any, header map[string]string) response {
+	s.t.Helper()
+	var rd io.Reader
+	ct := ""
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	case string:
+		rd = strings.NewReader(b)
+	case io.Reader:
+		rd = b
+	default:
+		enc, err := json.Marshal(b)
+		require.NoError(s.t, err)
+		rd, ct = bytes.NewReader(enc), "application/json"
+	}
+	req, err := http.NewRequest(method, s.base+path, rd)
+	require.NoError(s.t, err)
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(s.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(s.t, err)
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// jobObject is the part of the job object the tests read.
+type jobObject struct {
+	ID            string  `json:"id"`
+	Status        string  `json:"status"`
+	ModelVersion  string  `json:"model_version"`
+	Total         int     `json:"total"`
+	Processed     int     `json:"processed"`
+	Failed        int     `json:"failed"`
+	LowConfidence int     `json:"low_confidence"`
+	Progress      float64 `json:"progress"`
+	Error         *string `json:"error"`
+	Webhook       *struct {
+		URL      string `json:"url"`
+		Status   string `json:"status"`
+		Attempts int    `json:"attempts"`
+	} `json:"webhook"`
+}
+
+func (s *stack) job(id string) jobObject {
+	s.t.Helper()
+	r := s.call("GET", "/api/v1/jobs/"+id, nil, nil)
+	require.Equal(s.t, http.StatusOK, r.status, string(r.body))
+	var j jobObject
+	r.decode(s.t, &j)
+	return j
+}
+
+// waitJob waits until the job is terminal and returns it.
+func (s *stack) waitJob(id string, within time.Duration) jobObject {
+	s.t.Helper()
+	var j jobObject
+	require.Eventually(s.t, func() bool {
+		j = s.job(id)
+		return j.Status == "succeeded" || j.Status == "failed" || j.Status == "cancelled"
+	}, within, 50*time.Millisecond, "job %s did not finish: %+v\nworker: %s", id, j, s.logs("worker"))
+	return j
+}
+
+// sonar reads the shipped data set.
+func sonar(t *testing.T) ([][]float64, []bool) {
+	t.Helper()
+	f, err := os.Open("../data/sonar.csv")
+	require.NoError(t, err)
+	defer f.Close()
+	recs, err := csv.NewReader(f).ReadAll()
+	require.NoError(t, err)
+	xs := make([][]float64, len(recs))
+	ys := make([]bool, len(recs))
+	for i, r := range recs {
+		xs[i] = make([]float64, 60)
+		for j := range 60 {
+			xs[i][j], err = strconv.ParseFloat(r[j], 64)
+			require.NoError(t, err)
+		}
+		ys[i] = r[60] == "M"
+	}
+	return xs, ys
+}
+
+func ndjsonRows(xs [][]float64, n int) []byte {
+	var b bytes.Buffer
+	w := bufio.NewWriter(&b)
+	for i := range n {
+		w.WriteString(`{"features":[`)
+		for j, x := range xs[i%len(xs)] {
+			if j > 0 {
+				w.WriteByte(',')
+			}
+			w.WriteString(strconv.FormatFloat(x, 'g', -1, 64))
+		}
+		w.WriteString("]}\n")
+	}
+	w.Flush()
+	return b.Bytes()
+}
+
+// scrape returns the text of a /metrics endpoint.
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(b)
+}
+
+// metricValue sums every sample of the metric family name in a Prometheus text scrape (for
+// a histogram, pass name_count or name_sum).
+func metricValue(text, name string) float64 {
+	total := 0.0
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, name) || len(line) == len(name) {
+			continue
+		}
+		if c := line[len(name)]; c != '{' && c != ' ' {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err == nil {
+			total += v
+		}
+	}
+	return total
+}

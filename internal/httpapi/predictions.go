@@ -1,0 +1,92 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/predq/predq/internal/predstore"
+	"github.com/predq/predq/internal/validate"
+)
+
+// PredictionReader reads persisted predictions (internal/predstore.Store).
+type PredictionReader interface {
+	List(ctx context.Context, f predstore.Filter) ([]predstore.Prediction, string, error)
+	Get(ctx context.Context, idOrRequestID string) (predstore.Prediction, error)
+}
+
+// predictionList is the answer of GET /api/v1/predictions.
+type predictionList struct {
+	Predictions []predstore.Prediction `json:"predictions"`
+	NextCursor  string                 `json:"next_cursor,omitempty"`
+}
+
+func queryTime(c echo.Context, name string) (time.Time, error) {
+	s := c.QueryParam(name)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, validate.Field(name, "must be an RFC 3339 time like 2026-11-26T08:00:00Z")
+	}
+	return t, nil
+}
+
+// handleListPredictions answers GET /api/v1/predictions: the API key's persisted
+// predictions, newest first, filtered by model version and time range.
+func (s *Server) handleListPredictions() echo.HandlerFunc {
+	return func(c echo.Context) error {
+		v := &validate.Error{}
+		limit, err := queryLimit(c, predstore.DefaultLimit, predstore.MaxLimit)
+		if err != nil {
+			v.Merge("", err.(*validate.Error))
+		}
+		from, err := queryTime(c, "from")
+		if err != nil {
+			v.Merge("", err.(*validate.Error))
+		}
+		to, err := queryTime(c, "to")
+		if err != nil {
+			v.Merge("", err.(*validate.Error))
+		}
+		if err := v.Err(); err != nil {
+			return err
+		}
+		p, _ := principalFrom(c.Request().Context())
+		items, next, err := s.deps.Predictions.List(c.Request().Context(), predstore.Filter{
+			UserID: p.Name, ModelVersion: c.QueryParam("model_version"), From: from, To: to,
+			Limit: limit, Cursor: c.QueryParam("cursor"),
+		})
+		if errors.Is(err, predstore.ErrInvalidCursor) {
+			return validate.Field("cursor", "is not a cursor of this listing")
+		}
+		if err != nil {
+			return err
+		}
+		if items == nil {
+			items = []predstore.Prediction{}
+		}
+		return c.JSON(http.StatusOK, predictionList{Predictions: items, NextCursor: next})
+	}
+}
+
+// handleGetPrediction answers GET /api/v1/predictions/{id}: by id or request id, for the
+// API key that asked for it.
+func (s *Server) handleGetPrediction() echo.HandlerFunc {
+	return func(c echo.Context) error {
+		pr, err := s.deps.Predictions.Get(c.Request().Context(), c.Param("id"))
+		p, _ := principalFrom(c.Request().Context())
+		if errors.Is(err, predstore.ErrNotFound) || (err == nil && pr.UserID != p.Name) {
+			return &problemError{status: http.StatusNotFound, slug: slugNotFound, title: "Prediction not found",
+				detail: "No prediction of this API key has that id or request id. Predictions are stored within seconds of their answer."}
+		}
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, pr)
+	}
+}
