@@ -174,10 +174,11 @@ func (s *stack) start(name string, extra ...string) *proc {
 	bin := strings.TrimRight(name, "0123456789") // "worker2" runs the worker binary
 	cmd := exec.Command(filepath.Join(binDir, bin))
 	cmd.Dir = mustAbs(s.t, "..")
-	cmd.Env = append(os.Environ(), extra...)
+	cmd.Env = os.Environ()
 	for k, v := range s.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
+	cmd.Env = append(cmd.Env, extra...) // the last value of a key wins
 	p := &proc{name: name, cmd: cmd, log: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	require.NoError(s.t, cmd.Start())

@@ -24,6 +24,7 @@ import (
 
 	"github.com/predq/predq/internal/config"
 	"github.com/predq/predq/internal/job"
+	"github.com/predq/predq/internal/maintenance"
 	"github.com/predq/predq/internal/modelreg"
 	"github.com/predq/predq/internal/postgres"
 	"github.com/predq/predq/internal/predstore"
@@ -162,6 +163,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if deliverer != nil {
 		w.Handle(tasks.TypeWebhookDeliver, tasks.HandleWebhookDeliver(deliverer))
 	}
+	w.Handle(tasks.TypeMaintenanceReconcile, tasks.HandleReconcile(tasks.ReconcileConfig{
+		Pool: pool, Jobs: jobClient, Runner: jobs, Grace: cfg.ReconcileGrace, Logger: logger,
+	}))
+	w.Handle(tasks.TypeMaintenanceRetention, tasks.HandleRetention(pool, maintenance.Retention{
+		Predictions: cfg.PredictionRetention, Jobs: cfg.JobRetention,
+	}, logger))
+	w.Handle(tasks.TypeMaintenanceModelSync, tasks.HandleModelSync(registry.Refresh, func(ctx context.Context) error {
+		return modelreg.Announce(ctx, rdb, "model-sync")
+	}))
 
 	ready := func(ctx context.Context) error {
 		return errors.Join(postgres.Ping(ctx, pool), w.Ping(ctx))

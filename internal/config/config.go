@@ -54,6 +54,13 @@ type Config struct {
 
 	OTLPEndpoint string // OTEL_EXPORTER_OTLP_ENDPOINT
 
+	ReconcileInterval   time.Duration // RECONCILE_INTERVAL
+	ReconcileGrace      time.Duration // RECONCILE_GRACE
+	RetentionInterval   time.Duration // RETENTION_INTERVAL
+	ModelSyncInterval   time.Duration // MODEL_SYNC_INTERVAL
+	PredictionRetention time.Duration // PREDICTION_RETENTION
+	JobRetention        time.Duration // JOB_RETENTION
+
 	MonitoringUser       string // MONITORING_USER
 	MonitoringPassword   string // MONITORING_PASSWORD
 	MonitoringPrometheus string // MONITORING_PROMETHEUS_URL
@@ -102,6 +109,12 @@ var Vars = []Var{
 	{"WEBHOOK_ALLOW_PRIVATE", "false", "allow webhook URLs on private/loopback addresses (tests, local development)"},
 	{"ALERT_WEBHOOK_URL", "", "URL that receives low-confidence alerts (off when empty)"},
 	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "OTLP/HTTP endpoint for traces (off when empty)"},
+	{"RECONCILE_INTERVAL", "30s", "how often the scheduler enqueues maintenance:reconcile"},
+	{"RECONCILE_GRACE", "30s", "how long unfinished work may sit untouched before the reconciler enqueues it again"},
+	{"RETENTION_INTERVAL", "1h", "how often the scheduler enqueues maintenance:retention"},
+	{"MODEL_SYNC_INTERVAL", "1m", "how often maintenance:model-sync registers new artifacts and every process refreshes its models"},
+	{"PREDICTION_RETENTION", "720h", "age past which persisted predictions are deleted"},
+	{"JOB_RETENTION", "168h", "age past which finished jobs, with their inputs and results, are deleted"},
 	{"MONITORING_USER", "", "HTTP Basic user of the asynqmon dashboard at /monitoring/ (off unless user and password are set)"},
 	{"MONITORING_PASSWORD", "", "HTTP Basic password of the dashboard (at least 12 characters)"},
 	{"MONITORING_PROMETHEUS_URL", "", "Prometheus URL the dashboard's charts query (charts off when empty)"},
@@ -183,6 +196,12 @@ func Load(getenv func(string) string) (Config, error) {
 	if l.get("OTEL_EXPORTER_OTLP_ENDPOINT") != "" {
 		c.OTLPEndpoint = l.url("OTEL_EXPORTER_OTLP_ENDPOINT", "http", "https")
 	}
+	c.ReconcileInterval = l.duration("RECONCILE_INTERVAL", time.Second, 24*time.Hour)
+	c.ReconcileGrace = l.duration("RECONCILE_GRACE", time.Second, 24*time.Hour)
+	c.RetentionInterval = l.duration("RETENTION_INTERVAL", time.Second, 7*24*time.Hour)
+	c.ModelSyncInterval = l.duration("MODEL_SYNC_INTERVAL", time.Second, 24*time.Hour)
+	c.PredictionRetention = l.duration("PREDICTION_RETENTION", time.Minute, 100*365*24*time.Hour)
+	c.JobRetention = l.duration("JOB_RETENTION", time.Minute, 100*365*24*time.Hour)
 	c.MonitoringUser = l.get("MONITORING_USER")
 	c.MonitoringPassword = l.get("MONITORING_PASSWORD")
 	if (c.MonitoringUser == "") != (c.MonitoringPassword == "") {

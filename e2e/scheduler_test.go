@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Issue 5: Redis loses everything (FLUSHALL) while jobs are queued and running; with the
+// scheduler on, every job still reaches succeeded, with exact counts and no duplicate result.
+func TestJobsSurviveRedisDataLoss(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, stackOpts{scheduler: true, env: map[string]string{
+		"JOB_CHUNK_SIZE":     "200",
+		"WORKER_CONCURRENCY": "2",
+		"RECONCILE_INTERVAL": "1s",
+		"RECONCILE_GRACE":    "2s",
+	}})
+	xs, _ := sonar(t)
+	sizes := []int{3000, 5000, 4000}
+	var ids []string
+	for _, n := range sizes {
+		r := s.call("POST", "/api/v1/jobs", bytes.NewReader(ndjsonRows(xs, n)), map[string]string{"Content-Type": "application/x-ndjson"})
+		require.Equal(t, http.StatusAccepted, r.status, string(r.body))
+		var j jobObject
+		r.decode(t, &j)
+		ids = append(ids, j.ID)
+	}
+	// Wait until work is under way (some chunks done), then lose every queue.
+	require.Eventually(t, func() bool { return s.job(ids[0]).Processed > 0 }, 30*time.Second, 10*time.Millisecond)
+	rdb := s.redis.Client(t)
+	require.NoError(t, rdb.FlushAll(context.Background()).Err())
+	before := []jobObject{s.job(ids[0]), s.job(ids[1]), s.job(ids[2])}
+	t.Logf("after FLUSHALL: %d/%d, %d/%d, %d/%d processed", before[0].Processed, sizes[0], before[1].Processed, sizes[1], before[2].Processed, sizes[2])
+	require.True(t, before[2].Status != "succeeded" || before[1].Status != "succeeded", "some work must be left when Redis is flushed")
+
+	for i, id := range ids {
+		j := s.waitJob(id, 90*time.Second)
+		require.Equal(t, "succeeded", j.Status, "%+v", j)
+		require.Equal(t, sizes[i], j.Total)
+		require.Equal(t, sizes[i], j.Processed)
+		require.Zero(t, j.Failed)
+		require.Equal(t, sizes[i], countRows(t, s.dbURL, `SELECT count(*) FROM job_results WHERE job_id = $1`, id))
+		require.Equal(t, sizes[i]-1, countRows(t, s.dbURL, `SELECT max(item_index) FROM job_results WHERE job_id = $1`, id))
+	}
+}
+
+// Issue 5: two schedulers at once enqueue each periodic task once per time slot.
+func TestTwoSchedulersEnqueueEachSlotOnce(t *testing.T) {
+	t.Parallel()
+	// No worker: the tasks stay in the low queue where they can be counted.
+	s := startStack(t, stackOpts{noWorker: true, scheduler: true, env: map[string]string{
+		"RECONCILE_INTERVAL":  "1s",
+		"RETENTION_INTERVAL":  "1h",
+		"MODEL_SYNC_INTERVAL": "1h",
+	}})
+	second := s.start("scheduler2", "SCHEDULER_METRICS_PORT=0")
+	require.Eventually(t, func() bool { return strings.Contains(second.log.String(), `"scheduling"`) }, 10*time.Second, 20*time.Millisecond)
+
+	rdb := s.redis.Client(t)
+	ctx := context.Background()
+	slots := func() []string {
+		keys, err := rdb.Keys(ctx, "asynq:{low}:t:maintenance:reconcile:*").Result()
+		require.NoError(t, err)
+		return keys
+	}
+	// Let both run through several one-second slots.
+	require.Eventually(t, func() bool { return len(slots()) >= 5 }, 20*time.Second, 100*time.Millisecond)
+	s.stop("scheduler")
+	s.stop("scheduler2")
+
+	keys := slots()
+	pending, err := rdb.LRange(ctx, "asynq:{low}:pending", 0, -1).Result()
+	require.NoError(t, err)
+	reconciles := 0
+	for _, id := range pending {
+		if strings.HasPrefix(id, "maintenance:reconcile:") {
+			reconciles++
+		}
+	}
+	require.Equal(t, len(keys), reconciles, "one pending task per slot, however many schedulers")
+	// Each scheduler enqueued the start-up slot of retention and model sync too: once each.
+	for _, typ := range []string{"maintenance:retention:", "maintenance:model-sync:"} {
+		n := 0
+		for _, id := range pending {
+			if strings.HasPrefix(id, typ) {
+				n++
+			}
+		}
+		require.Equal(t, 1, n, typ)
+	}
+}
