@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -91,4 +92,14 @@ func TestDotEnv(t *testing.T) {
 	require.Equal(t, strings.Repeat("k", 32), vals["SECRET_KEY"])
 	_, err = ReadDotEnv(strings.NewReader("NOEQUALS\n"))
 	require.ErrorContains(t, err, "line 1")
+}
+
+// TestREADMEDocumentsEveryVariable keeps the README's configuration table true.
+func TestREADMEDocumentsEveryVariable(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	for _, v := range Vars {
+		require.Contains(t, string(readme), "`"+v.Name+"`", "README.md must document %s", v.Name)
+	}
 }
