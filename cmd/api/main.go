@@ -160,6 +160,9 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 		return err
 	}
 	defer recorder.Close()
+	// Group commit: the records of concurrent requests share one enqueue (see tasks.GroupCommit).
+	commits := tasks.NewGroupCommit(recorder, 0, 0)
+	defer commits.Close()
 
 	registry := modelreg.New(cfg.ModelPath, pool, logger)
 	if err := registry.Load(ctx); err != nil {
@@ -172,7 +175,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 	svc, err := prediction.NewService(prediction.ServiceConfig{
 		Models:     registry,
 		Cache:      prediction.NewCache(cacheRedis, cfg.RedisTTL, cfg.RedisTimeout, reg, logger),
-		Recorder:   recorder,
+		Recorder:   commits,
 		Registerer: reg,
 		Tracer:     tp.Tracer("predq/prediction"),
 		Logger:     logger,

@@ -1,0 +1,172 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/predq/predq/internal/prediction"
+)
+
+// GroupCommit is a prediction.Recorder that batches the records of concurrent requests in
+// the api itself (group commit) before they reach Redis: while one batch is being enqueued,
+// the records of the requests that arrive meanwhile gather, and the next enqueue takes them
+// all as one prediction:persist task whose payload is the array of records. Each request is
+// answered only once the batch holding its record is durably enqueued (or, with Redis down,
+// written to Postgres by the Recorder's fallback). Nothing waits for a timer: under light
+// load a batch holds one record and costs what a single enqueue costs; under load one Redis
+// round trip carries many records, which asynq's per-task enqueue cannot.
+type GroupCommit struct {
+	r        *Recorder
+	maxBatch int
+	in       chan *commitWaiter
+	wg       sync.WaitGroup
+}
+
+type commitWaiter struct {
+	ctx  context.Context
+	recs []prediction.Record
+	done chan error
+}
+
+var _ prediction.Recorder = (*GroupCommit)(nil)
+
+// Defaults of NewGroupCommit.
+const (
+	DefaultGroupCommitBatch      = 500
+	DefaultGroupCommitCommitters = 4
+)
+
+// NewGroupCommit batches for r (which enqueues, and falls back to Postgres) with committers
+// goroutines, each taking whatever has gathered (up to maxBatch records) for one enqueue.
+// Zero values pick the defaults. Close it after the last Record.
+func NewGroupCommit(r *Recorder, maxBatch, committers int) *GroupCommit {
+	if maxBatch <= 0 {
+		maxBatch = DefaultGroupCommitBatch
+	}
+	if committers <= 0 {
+		committers = DefaultGroupCommitCommitters
+	}
+	g := &GroupCommit{r: r, maxBatch: maxBatch, in: make(chan *commitWaiter, 4096)}
+	for range committers {
+		g.wg.Go(g.commit)
+	}
+	return g
+}
+
+// Close stops the committers once every pending record is committed.
+func (g *GroupCommit) Close() {
+	close(g.in)
+	g.wg.Wait()
+}
+
+// Record implements prediction.Recorder: it returns once recs are enqueued or stored, or
+// with an error wrapping prediction.ErrUnavailable.
+func (g *GroupCommit) Record(ctx context.Context, recs []prediction.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	w := &commitWaiter{ctx: ctx, recs: recs, done: make(chan error, 1)}
+	g.in <- w
+	return <-w.done
+}
+
+func (g *GroupCommit) commit() {
+	for w := range g.in {
+		batch := []*commitWaiter{w}
+		n := len(w.recs)
+	gather:
+		for n < g.maxBatch {
+			select {
+			case next, ok := <-g.in:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, next)
+				n += len(next.recs)
+			default:
+				break gather
+			}
+		}
+		recs := make([]prediction.Record, 0, n)
+		for _, b := range batch {
+			recs = append(recs, b.recs...)
+		}
+		err := g.r.recordBatch(batch[0].ctx, recs)
+		for _, b := range batch {
+			b.done <- err
+		}
+	}
+}
+
+// recordBatch enqueues recs as one prediction:persist task (plus one alert task per
+// low-confidence record); when Redis cannot take them, they are written to Postgres like
+// Record's fallback.
+func (r *Recorder) recordBatch(ctx context.Context, recs []prediction.Record) error {
+	ctx = context.WithoutCancel(ctx)
+	headers := map[string]string{}
+	r.propagator.Inject(ctx, propagation.MapCarrier(headers))
+	var qerr error
+	if r.breakerOpen() {
+		qerr = errBreakerOpen
+	} else {
+		qerr = r.enqueueBatch(ctx, recs, headers)
+		if qerr != nil && !errors.Is(qerr, errEncode) {
+			r.trip(ctx, qerr)
+		}
+	}
+	if qerr == nil {
+		return nil
+	}
+	// Same path as Record for records that could not be enqueued.
+	fctx, cancel := context.WithTimeout(ctx, r.fallbackTimeout)
+	_, perr := r.store.Insert(fctx, recs)
+	cancel()
+	if perr != nil {
+		r.metrics.unavailable.Add(float64(len(recs)))
+		return fmt.Errorf("%w: record %d predictions: queue: %v; postgres: %v", prediction.ErrUnavailable, len(recs), qerr, perr)
+	}
+	r.metrics.fallback.Add(float64(len(recs)))
+	for _, rec := range recs {
+		if rec.LowConfidence() {
+			r.metrics.alertFallback.WithLabelValues(rec.ModelVersion).Inc()
+			r.logger.WarnContext(ctx, "low-confidence prediction (alert not queued: queue unavailable)",
+				"request_id", rec.RequestID, "model_version", rec.ModelVersion,
+				"confidence", rec.Confidence, "threshold", rec.ConfidenceThreshold)
+		}
+	}
+	return nil
+}
+
+func (r *Recorder) enqueueBatch(ctx context.Context, recs []prediction.Record, headers map[string]string) error {
+	payload, err := json.Marshal(recs)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errEncode, err)
+	}
+	t := NewPredictionPersistBatchTask(payload, headers)
+	// asynq gives the batch a random id; a replay of the task writes nothing twice
+	// (ON CONFLICT (request_id) DO NOTHING).
+	if err := r.enqueue(ctx, t); err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		if !rec.LowConfidence() {
+			continue
+		}
+		at, err := NewAlertLowConfidenceTask(rec, headers)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errEncode, err)
+		}
+		if err := r.enqueue(ctx, at); err != nil {
+			// The records are queued; only the alert is missing: log it like the fallback.
+			r.metrics.alertFallback.WithLabelValues(rec.ModelVersion).Inc()
+			r.logger.WarnContext(ctx, "low-confidence prediction (alert not queued)", "request_id", rec.RequestID,
+				"model_version", rec.ModelVersion, "confidence", rec.Confidence, "threshold", rec.ConfidenceThreshold, "error", err)
+		}
+	}
+	return nil
+}
