@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
 
 	"github.com/predq/predq/internal/auth"
 	"github.com/predq/predq/internal/config"
@@ -230,6 +231,8 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer) error {
 		Logger:             logger,
 		Registerer:         reg,
 		MetricsHandler:     telemetry.MetricsHandler(reg),
+		TracerProvider:     tp,
+		Propagator:         otel.GetTextMapPropagator(),
 		Monitoring:         monitoring,
 		MonitoringUser:     cfg.MonitoringUser,
 		MonitoringPassword: cfg.MonitoringPassword,

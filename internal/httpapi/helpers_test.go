@@ -35,7 +35,8 @@ const (
 // normalized or breaks a model-independent rule: the edge must never forward those.
 type fakePredictor struct {
 	mu      sync.Mutex
-	n       int // calls
+	n       int             // calls
+	ctx     context.Context // of the last call
 	last    prediction.Input
 	meta    prediction.Meta
 	batches int
@@ -73,9 +74,10 @@ func (f *fakePredictor) answer(in prediction.Input, meta prediction.Meta) (predi
 	}, nil
 }
 
-func (f *fakePredictor) Predict(_ context.Context, in prediction.Input, meta prediction.Meta) (prediction.Output, error) {
+func (f *fakePredictor) Predict(ctx context.Context, in prediction.Input, meta prediction.Meta) (prediction.Output, error) {
 	f.mu.Lock()
 	f.n++
+	f.ctx = ctx
 	f.last, f.meta = in, meta
 	f.mu.Unlock()
 	if f.panic != nil {

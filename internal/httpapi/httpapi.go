@@ -20,6 +20,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/predq/predq/internal/auth"
 	"github.com/predq/predq/internal/health"
@@ -99,6 +101,14 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// MetricsHandler, when not nil, is mounted at GET /metrics (open, like health).
 	MetricsHandler http.Handler
+	// TracerProvider, when not nil, starts an OpenTelemetry server span for every request
+	// (except /metrics and /health*), continuing the trace of an incoming traceparent. The
+	// span is in the request context, so the access log and every log line of the request
+	// made by a logger that reads it (telemetry.NewLogger) carry trace_id and span_id, and
+	// the tasks the request enqueues carry its trace context. nil: no HTTP spans.
+	TracerProvider trace.TracerProvider
+	// Propagator reads the trace context of incoming requests (nil: W3C trace context).
+	Propagator propagation.TextMapPropagator
 	// Monitoring, when not nil, is the asynqmon dashboard, mounted under /monitoring/ behind
 	// HTTP Basic auth with MonitoringUser and MonitoringPassword. Without both credentials
 	// the dashboard is not mounted at all: off rather than open.

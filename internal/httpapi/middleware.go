@@ -13,8 +13,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"go.opentelemetry.io/contrib/instrumentation/github.com/labstack/echo/otelecho"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/predq/predq/internal/auth"
+	"github.com/predq/predq/internal/telemetry"
 )
 
 // headerRequestID carries the request id both ways.
@@ -66,14 +69,46 @@ func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
 			id = uuid.NewString()
 		}
 		c.Response().Header().Set(headerRequestID, id)
-		c.SetRequest(req.WithContext(context.WithValue(req.Context(), ctxKeyRequestID, id)))
+		// Also in telemetry's key, so that every log line made with this context, in any
+		// package, carries request_id.
+		ctx := telemetry.WithRequestID(context.WithValue(req.Context(), ctxKeyRequestID, id), id)
+		c.SetRequest(req.WithContext(ctx))
 		return next(c)
 	}
 }
 
+// traceServiceName is the server name that the HTTP spans report (server.address when the
+// request has no Host).
+const traceServiceName = "predq-api"
+
+// trace returns the middleware that starts the server span of each request, or nil when no
+// TracerProvider is configured. /metrics and the health probes get no span: they are
+// scraped every few seconds and would drown the traces that matter.
+func (s *Server) trace() echo.MiddlewareFunc {
+	if s.cfg.TracerProvider == nil {
+		return nil
+	}
+	prop := s.cfg.Propagator
+	if prop == nil {
+		prop = propagation.TraceContext{}
+	}
+	return otelecho.Middleware(traceServiceName,
+		otelecho.WithTracerProvider(s.cfg.TracerProvider),
+		otelecho.WithPropagators(prop),
+		otelecho.WithSkipper(skipTracing))
+}
+
+// skipTracing names the requests that get no span: /metrics, /health and /health/*.
+func skipTracing(c echo.Context) bool {
+	p := c.Request().URL.Path
+	return p == "/metrics" || p == "/health" || strings.HasPrefix(p, "/health/")
+}
+
 // observe calls the error handler for an error returned by the chain (so that the status is
 // known here), then writes one access-log line and records the HTTP metrics. The log line
-// holds no header and no query string: API keys never reach it.
+// holds no header and no query string: API keys never reach it. It is written with the
+// request context, inside the server span, so a context-aware logger (telemetry.NewLogger)
+// adds trace_id and span_id.
 func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()

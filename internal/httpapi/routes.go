@@ -11,12 +11,17 @@ import (
 // openAPIDocument (openapi.go); TestOpenAPICoversRoutes fails until both agree.
 //
 // Middleware order, outermost first: request id (so that every later line carries it),
-// observe (access log, metrics, and the one call of the error handler), recover, body limit,
-// CORS (when origins are configured), gzip (skipped for event streams).
+// trace (the OpenTelemetry server span, when a TracerProvider is configured, so that the
+// access log carries its trace id), observe (access log, metrics, and the one call of the
+// error handler), recover, body limit, CORS (when origins are configured), gzip (skipped for
+// event streams).
 func (s *Server) routes() {
 	e := s.e
+	e.Use(s.requestID)
+	if tr := s.trace(); tr != nil {
+		e.Use(tr)
+	}
 	e.Use(
-		s.requestID,
 		s.observe,
 		s.recoverPanics,
 		bodyLimit(s.cfg.BodyLimit, isJobUpload),

@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/predq/predq/internal/prediction"
 )
@@ -92,29 +96,47 @@ func (g *GroupCommit) commit() {
 				break gather
 			}
 		}
-		recs := make([]prediction.Record, 0, n)
-		for _, b := range batch {
-			recs = append(recs, b.recs...)
-		}
-		err := g.r.recordBatch(batch[0].ctx, recs)
+		err := g.r.recordBatch(batch, n)
 		for _, b := range batch {
 			b.done <- err
 		}
 	}
 }
 
-// recordBatch enqueues recs as one prediction:persist task (plus one alert task per
-// low-confidence record); when Redis cannot take them, they are written to Postgres like
-// Record's fallback.
-func (r *Recorder) recordBatch(ctx context.Context, recs []prediction.Record) error {
-	ctx = context.WithoutCancel(ctx)
+// recordBatch enqueues the n records of batch as one prediction:persist task (plus one alert
+// task per low-confidence record); when Redis cannot take them, they are written to Postgres
+// like Record's fallback.
+//
+// Traces: the persist task continues the trace of the first request (through the producer
+// span "enqueue prediction:persist") and carries the traceparents of up to MaxTraceLinks
+// other requests in HeaderTraceLinks, which the worker's consumer span links, as for a task
+// of asynq's aggregator; each alert task, and each log line about a record, continues the
+// trace of the record's own request.
+func (r *Recorder) recordBatch(batch []*commitWaiter, n int) error {
+	recs := make([]prediction.Record, 0, n)
+	for _, w := range batch {
+		recs = append(recs, w.recs...)
+	}
+	var links []trace.Link
+	for _, w := range batch[1:] {
+		if sc := trace.SpanContextFromContext(w.ctx); sc.IsValid() && len(links) < MaxTraceLinks {
+			links = append(links, trace.Link{SpanContext: sc})
+		}
+	}
+	ctx, span := r.tracer.Start(context.WithoutCancel(batch[0].ctx), "enqueue "+TypePredictionPersist,
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithLinks(links...),
+		trace.WithAttributes(attribute.String("messaging.system", "asynq"), attribute.Int("messaging.batch.message_count", len(recs))))
+	defer span.End()
 	headers := map[string]string{}
 	r.propagator.Inject(ctx, propagation.MapCarrier(headers))
+	if tl := traceLinksHeader(headers["traceparent"], batch[1:]); tl != "" {
+		headers[HeaderTraceLinks] = tl
+	}
 	var qerr error
 	if r.breakerOpen() {
 		qerr = errBreakerOpen
 	} else {
-		qerr = r.enqueueBatch(ctx, recs, headers)
+		qerr = r.enqueueBatch(ctx, recs, headers, batch)
 		if qerr != nil && !errors.Is(qerr, errEncode) {
 			r.trip(ctx, qerr)
 		}
@@ -123,26 +145,57 @@ func (r *Recorder) recordBatch(ctx context.Context, recs []prediction.Record) er
 		return nil
 	}
 	// Same path as Record for records that could not be enqueued.
+	span.SetAttributes(attribute.Int("predq.fallback_records", len(recs)))
 	fctx, cancel := context.WithTimeout(ctx, r.fallbackTimeout)
 	_, perr := r.store.Insert(fctx, recs)
 	cancel()
 	if perr != nil {
 		r.metrics.unavailable.Add(float64(len(recs)))
-		return fmt.Errorf("%w: record %d predictions: queue: %v; postgres: %v", prediction.ErrUnavailable, len(recs), qerr, perr)
+		err := fmt.Errorf("%w: record %d predictions: queue: %v; postgres: %v", prediction.ErrUnavailable, len(recs), qerr, perr)
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "unrecorded")
+		return err
 	}
 	r.metrics.fallback.Add(float64(len(recs)))
-	for _, rec := range recs {
-		if rec.LowConfidence() {
-			r.metrics.alertFallback.WithLabelValues(rec.ModelVersion).Inc()
-			r.logger.WarnContext(ctx, "low-confidence prediction (alert not queued: queue unavailable)",
-				"request_id", rec.RequestID, "model_version", rec.ModelVersion,
-				"confidence", rec.Confidence, "threshold", rec.ConfidenceThreshold)
+	for _, w := range batch {
+		for _, rec := range w.recs {
+			if rec.LowConfidence() {
+				r.metrics.alertFallback.WithLabelValues(rec.ModelVersion).Inc()
+				r.logger.WarnContext(w.ctx, "low-confidence prediction (alert not queued: queue unavailable)",
+					"request_id", rec.RequestID, "model_version", rec.ModelVersion,
+					"confidence", rec.Confidence, "threshold", rec.ConfidenceThreshold)
+			}
 		}
 	}
 	return nil
 }
 
-func (r *Recorder) enqueueBatch(ctx context.Context, recs []prediction.Record, headers map[string]string) error {
+// traceLinksHeader returns the HeaderTraceLinks value of a batch: the distinct W3C
+// traceparents of the requests of others, leaving out first, at most MaxTraceLinks.
+func traceLinksHeader(first string, others []*commitWaiter) string {
+	seen := map[string]bool{first: true}
+	var tps []string
+	w3c := propagation.TraceContext{}
+	for _, w := range others {
+		h := propagation.MapCarrier{}
+		w3c.Inject(w.ctx, h)
+		tp := h["traceparent"]
+		if tp == "" || seen[tp] {
+			continue
+		}
+		seen[tp] = true
+		tps = append(tps, tp)
+		if len(tps) == MaxTraceLinks {
+			break
+		}
+	}
+	return strings.Join(tps, ",")
+}
+
+// enqueueBatch enqueues the persist task of recs with headers, then the alert task of each
+// low-confidence record of batch with the trace context of its own request (the first
+// request's through ctx, which holds the producer span).
+func (r *Recorder) enqueueBatch(ctx context.Context, recs []prediction.Record, headers map[string]string, batch []*commitWaiter) error {
 	payload, err := json.Marshal(recs)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errEncode, err)
@@ -153,19 +206,30 @@ func (r *Recorder) enqueueBatch(ctx context.Context, recs []prediction.Record, h
 	if err := r.enqueue(ctx, t); err != nil {
 		return err
 	}
-	for _, rec := range recs {
-		if !rec.LowConfidence() {
-			continue
+	for i, w := range batch {
+		wctx := context.WithoutCancel(w.ctx)
+		if i == 0 {
+			wctx = ctx
 		}
-		at, err := NewAlertLowConfidenceTask(rec, headers)
-		if err != nil {
-			return fmt.Errorf("%w: %v", errEncode, err)
-		}
-		if err := r.enqueue(ctx, at); err != nil {
-			// The records are queued; only the alert is missing: log it like the fallback.
-			r.metrics.alertFallback.WithLabelValues(rec.ModelVersion).Inc()
-			r.logger.WarnContext(ctx, "low-confidence prediction (alert not queued)", "request_id", rec.RequestID,
-				"model_version", rec.ModelVersion, "confidence", rec.Confidence, "threshold", rec.ConfidenceThreshold, "error", err)
+		var wh map[string]string
+		for _, rec := range w.recs {
+			if !rec.LowConfidence() {
+				continue
+			}
+			if wh == nil {
+				wh = map[string]string{}
+				r.propagator.Inject(wctx, propagation.MapCarrier(wh))
+			}
+			at, err := NewAlertLowConfidenceTask(rec, wh)
+			if err != nil {
+				return fmt.Errorf("%w: %v", errEncode, err)
+			}
+			if err := r.enqueue(ctx, at); err != nil {
+				// The records are queued; only the alert is missing: log it like the fallback.
+				r.metrics.alertFallback.WithLabelValues(rec.ModelVersion).Inc()
+				r.logger.WarnContext(wctx, "low-confidence prediction (alert not queued)", "request_id", rec.RequestID,
+					"model_version", rec.ModelVersion, "confidence", rec.Confidence, "threshold", rec.ConfidenceThreshold, "error", err)
+			}
 		}
 	}
 	return nil
