@@ -395,7 +395,7 @@ func TestMetricsExposedAfterTraffic(t *testing.T) {
 	}))
 	t.Cleanup(hookRecv.Close)
 
-	s := startStack(t, stackOpts{env: map[string]string{"ALERT_WEBHOOK_URL": alertRecv.URL + "/alerts", "JOB_CHUNK_SIZE": "50"}})
+	s := startStack(t, stackOpts{scheduler: true, env: map[string]string{"ALERT_WEBHOOK_URL": alertRecv.URL + "/alerts", "JOB_CHUNK_SIZE": "50"}})
 	apiURL := s.base + "/metrics"
 	workerURL := "http://127.0.0.1:" + s.env["WORKER_METRICS_PORT"] + "/metrics"
 	_, before := scrapeFamilies(t, apiURL)
@@ -458,10 +458,11 @@ func TestMetricsExposedAfterTraffic(t *testing.T) {
 
 	apiFams, api := scrapeFamilies(t, apiURL)
 	workerFams, worker := scrapeFamilies(t, workerURL)
+	schedulerFams, _ := scrapeFamilies(t, "http://127.0.0.1:"+s.env["SCHEDULER_METRICS_PORT"]+"/metrics")
 	procs := []struct {
 		name string
 		fams map[string]*dtoFamily
-	}{{"api", apiFams}, {"worker", workerFams}, {"api (Redis down)", downFams}}
+	}{{"api", apiFams}, {"worker", workerFams}, {"scheduler", schedulerFams}, {"api (Redis down)", downFams}}
 
 	// Every listed family is exposed by some process, with its type and only its labels and
 	// listed values.
