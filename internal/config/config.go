@@ -4,6 +4,7 @@ package config
 
 import (
 	"bufio"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -81,7 +82,7 @@ var Vars = []Var{
 	{"PORT", "8080", "HTTP port of the api"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"DATABASE_URL", "postgres://postgres@127.0.0.1:5432/predq?sslmode=disable", "Postgres connection URL"},
-	{"DB_POOL_SIZE", "10", "Postgres pool size per process (1..100)"},
+	{"DB_POOL_SIZE", "20", "Postgres pool size per process (1..100; at least WORKER_CONCURRENCY for a worker)"},
 	{"REDIS_URL", "redis://127.0.0.1:6379/0", "queue Redis: redis://, rediss://, redis-sentinel://[:pw@]h1:p,h2:p/db?master=NAME, redis-cluster://h1:p,h2:p"},
 	{"CACHE_REDIS_URL", "", "cache Redis (defaults to REDIS_URL)"},
 	{"REDIS_TTL", "3600", "seconds a cached prediction lives (>= 60)"},
@@ -186,8 +187,14 @@ func Load(getenv func(string) string) (Config, error) {
 	c.WorkerMetricsPort = l.intRange("WORKER_METRICS_PORT", 0, 65535)
 	c.SchedulerMetricsPort = l.intRange("SCHEDULER_METRICS_PORT", 0, 65535)
 	c.WebhookSecret = l.get("WEBHOOK_SECRET")
-	if c.WebhookSecret != "" && !strings.HasPrefix(c.WebhookSecret, "whsec_") {
-		l.fail("WEBHOOK_SECRET", "must start with whsec_")
+	if c.WebhookSecret != "" {
+		key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(c.WebhookSecret, "whsec_"))
+		switch {
+		case !strings.HasPrefix(c.WebhookSecret, "whsec_"):
+			l.fail("WEBHOOK_SECRET", "must start with whsec_")
+		case err != nil || len(key) < 24 || len(key) > 64:
+			l.fail("WEBHOOK_SECRET", "must be whsec_ followed by the base64 of 24 to 64 random bytes")
+		}
 	}
 	c.WebhookAllowPrivate = l.boolean("WEBHOOK_ALLOW_PRIVATE")
 	if l.get("ALERT_WEBHOOK_URL") != "" {

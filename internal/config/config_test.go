@@ -44,6 +44,7 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		"short api key":          {map[string]string{"API_KEYS": "a:b"}, "API_KEYS"},
 		"bad origin":             {map[string]string{"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS"},
 		"bad webhook secret":     {map[string]string{"WEBHOOK_SECRET": "secret"}, "WEBHOOK_SECRET"},
+		"short webhook secret":   {map[string]string{"WEBHOOK_SECRET": "whsec_c2hvcnQ="}, "WEBHOOK_SECRET: must be whsec_ followed"},
 		"bad bool":               {map[string]string{"WEBHOOK_ALLOW_PRIVATE": "maybe"}, "WEBHOOK_ALLOW_PRIVATE"},
 		"bad duration":           {map[string]string{"REDIS_TIMEOUT": "fast"}, "REDIS_TIMEOUT"},
 		"negative rate":          {map[string]string{"RATE_LIMIT": "-1"}, "RATE_LIMIT"},
