@@ -95,3 +95,22 @@ func TestTwoSchedulersEnqueueEachSlotOnce(t *testing.T) {
 		require.Equal(t, 1, n, typ)
 	}
 }
+
+// Issue 4/5: a job past JOB_TIMEOUT fails with a clear error, and its counts stay exact.
+func TestJobPastItsDeadlineFails(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, stackOpts{scheduler: true, env: map[string]string{
+		"JOB_TIMEOUT": "1s", "JOB_CHUNK_SIZE": "100", "WORKER_CONCURRENCY": "1", "RECONCILE_INTERVAL": "1s",
+	}})
+	xs, _ := sonar(t)
+	r := s.call("POST", "/api/v1/jobs", bytes.NewReader(ndjsonRows(xs, 60_000)), map[string]string{"Content-Type": "application/x-ndjson"})
+	require.Equal(t, http.StatusAccepted, r.status, string(r.body))
+	var j jobObject
+	r.decode(t, &j)
+	j = s.waitJob(j.ID, 30*time.Second)
+	require.Equal(t, "failed", j.Status)
+	require.NotNil(t, j.Error)
+	require.Contains(t, *j.Error, "deadline")
+	require.Less(t, j.Processed, j.Total)
+	require.Equal(t, j.Processed, countRows(t, s.dbURL, `SELECT count(*) FROM job_results WHERE job_id = $1`, j.ID))
+}
