@@ -5,9 +5,13 @@
 // Usage, from the repository root:
 //
 //	go run ./cmd/train [-data data/sonar.csv] [-out models]
+//	go run ./cmd/train -tune   # rerun the hyperparameter search (minutes); writes nothing
 //
-// Training is deterministic: the same data produce byte-identical artifacts on the same
-// platform (GOARCH) and gonum version, which TestTrainingReproducesArtifacts checks.
+// The data file must be UCI's sonar.all-data (its sha256 is checked). Training is
+// deterministic: the same data produce byte-identical artifacts on the same platform
+// (GOARCH) and gonum version, which TestTrainingReproducesArtifacts checks. After changing
+// the training, regenerate the artifacts with the command above and the inference golden
+// file with `go test ./internal/inference/ -run Golden -update`.
 package main
 
 import (

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"text/tabwriter"
 
@@ -13,10 +14,13 @@ import (
 	"github.com/predq/predq/internal/inference"
 )
 
-// tuneCV is the protocol of the hyperparameter search (-tune). It shuffles with another
-// seed than cv, and repeats more, so that the choice does not ride on the noise of the
+// The protocol of the hyperparameter search (-tune). It shuffles with another seed than the
+// shipped protocol, and repeats more, so that the choice does not ride on the noise of the
 // folds whose metrics the artifacts report.
-var tuneCV = inference.CVConfig{Folds: 10, Repeats: 5, Seed: 99}
+const (
+	tuneRepeats = 5
+	tuneSeed    = 99
+)
 
 // tuneGrid returns the candidate hyperparameters of a kind.
 func tuneGrid(kind string) []inference.Hyperparams {
@@ -43,9 +47,10 @@ func tuneGrid(kind string) []inference.Hyperparams {
 }
 
 // tune cross-validates every candidate of tuneGrid for every variant of the shipped specs,
-// prints the best candidates and the selection: the highest mean accuracy, ties broken by
-// the lower log loss. The shipped specs hold what it selected.
+// prints the best candidates and the selection: the highest mean accuracy (to 4 decimals,
+// as printed), ties broken by the lower log loss. The shipped specs hold what it selected.
 func tune(ctx context.Context, x *mat.Dense, y []float64, specs []inference.TrainSpec, stdout io.Writer) error {
+	tuneCV := inference.CVConfig{Folds: cvFolds, Repeats: tuneRepeats, Seed: tuneSeed}
 	type result struct {
 		hp inference.Hyperparams
 		m  inference.Metrics
@@ -62,7 +67,7 @@ func tune(ctx context.Context, x *mat.Dense, y []float64, specs []inference.Trai
 				results = append(results, result{hp, m})
 			}
 			slices.SortStableFunc(results, func(a, b result) int {
-				return cmp.Or(cmp.Compare(b.m.Accuracy, a.m.Accuracy), cmp.Compare(a.m.LogLoss, b.m.LogLoss))
+				return cmp.Or(cmp.Compare(round4(b.m.Accuracy), round4(a.m.Accuracy)), cmp.Compare(a.m.LogLoss, b.m.LogLoss))
 			})
 			fmt.Fprintf(stdout, "%s %s (%s): %d candidates, best first\n", spec.Version, spec.Kind, vs.Preprocessing, len(results))
 			tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -83,3 +88,6 @@ func tune(ctx context.Context, x *mat.Dense, y []float64, specs []inference.Trai
 	}
 	return nil
 }
+
+// round4 rounds to 4 decimals: accuracies closer than that tie.
+func round4(x float64) float64 { return math.Round(x*1e4) / 1e4 }

@@ -124,7 +124,7 @@ func (o *mlpObjective) eval(theta, grad []float64) float64 {
 	for i := range n {
 		row := ar.Data[i*ar.Stride : i*ar.Stride+h]
 		for j, v := range row {
-			row[j] = math.Tanh(v + b1[j])
+			row[j] = tanh(v + b1[j])
 		}
 	}
 	o.out.Mul(o.act, w2)
@@ -144,10 +144,10 @@ func (o *mlpObjective) eval(theta, grad []float64) float64 {
 	gw2.Mul(o.act.T(), o.out)
 	g[h*d+2*h] = floats.Sum(od)
 	w2d := theta[h*d+h : h*d+2*h]
-	for i := range n {
+	for i, di := range od {
 		row := ar.Data[i*ar.Stride : i*ar.Stride+h]
 		for j, a := range row {
-			row[j] = od[i] * w2d[j] * (1 - a*a) // hidden delta
+			row[j] = di * w2d[j] * (1 - a*a) // hidden delta
 		}
 	}
 	gw1 := mat.NewDense(h, d, g[:h*d])

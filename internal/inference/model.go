@@ -4,13 +4,16 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 
+	"gonum.org/v1/gonum/floats"
 	"gonum.org/v1/gonum/mat"
 )
 
 // Model is a loaded, verified artifact ready to predict: one version of one kind, with one
 // variant per preprocessing. A Model is immutable and safe for concurrent use; callers must
-// not modify FeatureNames.
+// not modify FeatureNames, and must use the *Model that NewModel or DecodeArtifact returns
+// rather than a copy (it holds a sync.Pool of scratch buffers).
 type Model struct {
 	Version       string   // vMAJOR.MINOR.PATCH
 	Kind          string   // KindLogistic or KindMLP
@@ -23,25 +26,50 @@ type Model struct {
 	Checksum      string   // the artifact's checksum, "sha256:<hex>"
 
 	variants []*variant // in artifact order
+
+	// scratch recycles *scratch buffers for PredictOne (gonum's dot product is assembly,
+	// which would make a stack buffer escape) and PredictBatch.
+	scratch sync.Pool
 }
 
-// variant is a Variant prepared for prediction. The weights are stored input-major (w is
-// d×1, w1t is d×h) so that PredictBatch's matrix products (gonum's Dgemm, no transpose)
-// accumulate every dot product in input order, exactly like PredictOne's loops.
+// scratch is the working memory of a prediction: the scaled inputs and the hidden
+// activations, one row per sample.
+type scratch struct{ x, h []float64 }
+
+// getScratch returns a scratch whose x and h hold at least nx and nh values.
+func (m *Model) getScratch(nx, nh int) *scratch {
+	s, _ := m.scratch.Get().(*scratch)
+	if s == nil {
+		s = &scratch{}
+	}
+	if cap(s.x) < nx {
+		s.x = make([]float64, nx)
+	}
+	if cap(s.h) < nh {
+		s.h = make([]float64, nh)
+	}
+	s.x, s.h = s.x[:nx], s.h[:nh]
+	return s
+}
+
+// variant is a Variant prepared for prediction. Every layer's weights are stored one row
+// per output unit, so that each output is one gonum dot product (f64.DotUnitary) of an
+// input row and a weight row: PredictBatch's matrix products (X·Wᵀ) and PredictOne's
+// floats.Dot calls then perform the same operations in the same order.
 type variant struct {
 	prep    Preprocessing
-	scaler  Scaler
+	scaler  affine
 	metrics Metrics
 
 	// KindLogistic: p = sigmoid(w·x + b).
-	w *mat.Dense // d×1
+	w *mat.Dense // 1×d
 	b float64
 
 	// KindMLP: p = sigmoid(w2·tanh(W1 x + b1) + b2).
-	w1t *mat.Dense // d×h, W1ᵀ
-	b1  []float64
-	w2  *mat.Dense // h×1
-	b2  float64
+	w1 *mat.Dense // h×d
+	b1 []float64
+	w2 *mat.Dense // 1×h
+	b2 float64
 }
 
 // NewModel validates a and builds its Model; the Model copies what it keeps, so a may be
@@ -76,21 +104,21 @@ func NewModel(a *Artifact) (*Model, error) {
 func newVariant(kind string, d int, av Variant) *variant {
 	v := &variant{
 		prep:    av.Preprocessing,
-		scaler:  Scaler{Center: slices.Clone(av.Scaler.Center), Scale: slices.Clone(av.Scaler.Scale)},
+		scaler:  av.Scaler.prepare(),
 		metrics: av.Metrics,
 	}
 	switch kind {
 	case KindLogistic:
-		v.w = mat.NewDense(d, 1, slices.Clone(av.Logistic.Weights))
+		v.w = mat.NewDense(1, d, slices.Clone(av.Logistic.Weights))
 		v.b = av.Logistic.Bias
 	case KindMLP:
 		h := len(av.MLP.HiddenWeights)
-		v.w1t = mat.NewDense(d, h, nil)
+		v.w1 = mat.NewDense(h, d, nil)
 		for j, row := range av.MLP.HiddenWeights {
-			v.w1t.SetCol(j, row)
+			v.w1.SetRow(j, row)
 		}
 		v.b1 = slices.Clone(av.MLP.HiddenBias)
-		v.w2 = mat.NewDense(h, 1, slices.Clone(av.MLP.OutputWeights))
+		v.w2 = mat.NewDense(1, h, slices.Clone(av.MLP.OutputWeights))
 		v.b2 = av.MLP.OutputBias
 	}
 	return v
@@ -137,13 +165,10 @@ func (m *Model) lookup(prep string) (*variant, error) {
 	return v, nil
 }
 
-// maxStackHidden is the widest hidden layer PredictOne keeps on the stack.
-const maxStackHidden = 64
-
 // PredictOne returns the probability of the positive class for one feature vector, scaled
-// with the variant for prep. It allocates nothing (for hidden layers up to 64 units).
-// Errors wrap ErrInputSize (len(features) != InputSize), ErrInvalidInput (a NaN or infinite
-// feature) or ErrUnsupportedPreprocessing.
+// with the variant for prep. It allocates nothing in the steady state (its buffers are
+// recycled). Errors wrap ErrInputSize (len(features) != InputSize), ErrInvalidInput (a NaN
+// or infinite feature) or ErrUnsupportedPreprocessing.
 func (m *Model) PredictOne(features []float64, prep string) (float64, error) {
 	v, err := m.lookup(prep)
 	if err != nil {
@@ -152,37 +177,22 @@ func (m *Model) PredictOne(features []float64, prep string) (float64, error) {
 	if err := m.checkRow(features); err != nil {
 		return 0, err
 	}
-	center, scale := v.scaler.Center, v.scaler.Scale
+	s := m.getScratch(m.InputSize, v.hidden())
+	defer m.scratch.Put(s)
+	x := s.x
+	v.scaler.apply(x, features)
+
 	var z float64
 	switch m.Kind {
 	case KindLogistic:
-		w := v.w.RawMatrix().Data
-		for i, x := range features {
-			z += (x - center[i]) / scale[i] * w[i]
-		}
-		z += v.b
+		z = floats.Dot(x, v.w.RawMatrix().Data) + v.b
 	case KindMLP:
-		w1t := v.w1t.RawMatrix()
-		h := w1t.Cols
-		var buf [maxStackHidden]float64
-		var acc []float64
-		if h <= maxStackHidden {
-			acc = buf[:h]
-		} else {
-			acc = make([]float64, h)
+		w1 := v.w1.RawMatrix()
+		hid := s.h
+		for j := range hid {
+			hid[j] = tanh(floats.Dot(x, w1.Data[j*w1.Stride:j*w1.Stride+w1.Cols]) + v.b1[j])
 		}
-		for i, x := range features {
-			xs := (x - center[i]) / scale[i]
-			row := w1t.Data[i*w1t.Stride : i*w1t.Stride+h]
-			for j, w := range row {
-				acc[j] += xs * w
-			}
-		}
-		w2 := v.w2.RawMatrix().Data
-		for j, a := range acc {
-			z += math.Tanh(a+v.b1[j]) * w2[j]
-		}
-		z += v.b2
+		z = floats.Dot(hid, v.w2.RawMatrix().Data) + v.b2
 	}
 	return sigmoid(z), nil
 }
@@ -208,37 +218,50 @@ func (m *Model) PredictBatch(rows [][]float64, prep string, out []float64) error
 		}
 	}
 	n, d := len(rows), m.InputSize
-	x := mat.NewDense(n, d, nil)
-	xd := x.RawMatrix().Data
+	s := m.getScratch(n*d, n*v.hidden())
+	defer m.scratch.Put(s)
+	x := mat.NewDense(n, d, s.x)
 	for i, r := range rows {
-		v.scaler.Transform(xd[i*d:(i+1)*d], r)
+		v.scaler.apply(s.x[i*d:(i+1)*d], r)
 	}
-	v.forward(m.Kind, x, out)
+	v.forward(m.Kind, x, out, s.h)
 	return nil
 }
 
+// hidden returns the width of the MLP's hidden layer, 0 for logistic regression.
+func (v *variant) hidden() int {
+	if v.w1 == nil {
+		return 0
+	}
+	return v.w1.RawMatrix().Rows
+}
+
 // forward computes the positive-class probabilities of the scaled rows of x into out,
-// with one matrix product per layer.
-func (v *variant) forward(kind string, x *mat.Dense, out []float64) {
+// with one matrix product per layer. hid, if not nil, is scratch space for the hidden
+// activations (n·hidden values).
+func (v *variant) forward(kind string, x *mat.Dense, out, hid []float64) {
 	n, _ := x.Dims()
 	o := mat.NewDense(n, 1, out)
 	switch kind {
 	case KindLogistic:
-		o.Mul(x, v.w)
+		o.Mul(x, v.w.T())
 		for i := range out {
 			out[i] = sigmoid(out[i] + v.b)
 		}
 	case KindMLP:
-		var hid mat.Dense
-		hid.Mul(x, v.w1t)
-		hr := hid.RawMatrix()
+		if hid == nil {
+			hid = make([]float64, n*v.hidden())
+		}
+		act := mat.NewDense(n, v.hidden(), hid)
+		act.Mul(x, v.w1.T())
+		hr := act.RawMatrix()
 		for i := range hr.Rows {
 			row := hr.Data[i*hr.Stride : i*hr.Stride+hr.Cols]
 			for j, a := range row {
-				row[j] = math.Tanh(a + v.b1[j])
+				row[j] = tanh(a + v.b1[j])
 			}
 		}
-		o.Mul(&hid, v.w2)
+		o.Mul(act, v.w2.T())
 		for i := range out {
 			out[i] = sigmoid(out[i] + v.b2)
 		}
@@ -249,12 +272,30 @@ func (m *Model) checkRow(r []float64) error {
 	if len(r) != m.InputSize {
 		return fmt.Errorf("model %s: %w: got %d, want %d", m.Version, ErrInputSize, len(r), m.InputSize)
 	}
+	var acc float64
+	for _, x := range r {
+		acc += x - x // 0 for finite x, NaN for NaN or ±Inf
+	}
+	if acc == 0 {
+		return nil
+	}
 	for i, x := range r {
 		if math.IsNaN(x) || math.IsInf(x, 0) {
 			return fmt.Errorf("model %s: %w: feature %d is %v", m.Version, ErrInvalidInput, i, x)
 		}
 	}
 	return nil
+}
+
+// tanh is the MLP's hidden activation, (e^2x - 1)/(e^2x + 1). It differs from math.Tanh by
+// less than 1e-15 (the relative error grows as |x| shrinks, the absolute one does not) and
+// costs one exponential, which inlines: training evaluates it millions of times, and under
+// the race detector math.Tanh's table lookups dominated the training time. Above 20, where
+// the result rounds to exactly 1 as math.Tanh's does, x is clamped so that e^2x cannot
+// overflow; below -20, e^2x vanishes and the result is exactly -1.
+func tanh(x float64) float64 {
+	e := math.Exp(2 * min(x, 20))
+	return (e - 1) / (e + 1)
 }
 
 // sigmoid is the logistic function 1/(1+e^-z); it saturates to exactly 0 or 1 for large |z|.

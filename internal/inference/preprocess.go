@@ -34,8 +34,9 @@ func (p Preprocessing) Valid() bool {
 	return false
 }
 
-// Scaler is a fitted preprocessing: feature i becomes (x[i] - Center[i]) / Scale[i].
-// Every Scale is finite and positive (see MinSpread).
+// Scaler is a fitted preprocessing: feature i becomes (x[i] - Center[i]) / Scale[i],
+// computed as (x[i] - Center[i]) · (1/Scale[i]). Every Scale is finite and positive (see
+// MinSpread).
 type Scaler struct {
 	Center []float64 `json:"center"`
 	Scale  []float64 `json:"scale"`
@@ -81,21 +82,46 @@ func FitScaler(kind Preprocessing, x mat.Matrix) (Scaler, error) {
 	return s, nil
 }
 
-// Transform writes the scaled x into dst; both have the scaler's length.
+// Transform writes the scaled x into dst; both have the scaler's length. It computes
+// (x[i] - Center[i]) · (1/Scale[i]), multiplying by the reciprocal as every other path of the
+// package does (training, PredictOne, PredictBatch), so the results are identical. It
+// allocates the reciprocals on every call; the prediction paths keep them.
 func (s Scaler) Transform(dst, x []float64) {
-	c, sc := s.Center[:len(x)], s.Scale[:len(x)]
+	s.prepare().apply(dst, x)
+}
+
+// TransformDense scales every row of x in place, like Transform.
+func (s Scaler) TransformDense(x *mat.Dense) {
+	s.prepare().applyDense(x)
+}
+
+// affine is a Scaler prepared for repeated use: x' = (x - center) · inv, inv[i] = 1/Scale[i]
+// (a multiplication is several times cheaper than a division).
+type affine struct{ center, inv []float64 }
+
+func (s Scaler) prepare() affine {
+	inv := make([]float64, len(s.Scale))
+	for i, v := range s.Scale {
+		inv[i] = 1 / v
+	}
+	return affine{center: slices.Clone(s.Center), inv: inv}
+}
+
+// apply writes the scaled x into dst; both have the scaler's length.
+func (a affine) apply(dst, x []float64) {
+	c, inv := a.center[:len(x)], a.inv[:len(x)]
 	dst = dst[:len(x)]
 	for i, v := range x {
-		dst[i] = (v - c[i]) / sc[i]
+		dst[i] = (v - c[i]) * inv[i]
 	}
 }
 
-// TransformDense scales every row of x in place.
-func (s Scaler) TransformDense(x *mat.Dense) {
+// applyDense scales every row of x in place.
+func (a affine) applyDense(x *mat.Dense) {
 	raw := x.RawMatrix()
 	for i := range raw.Rows {
 		row := raw.Data[i*raw.Stride : i*raw.Stride+raw.Cols]
-		s.Transform(row, row)
+		a.apply(row, row)
 	}
 }
 

@@ -85,18 +85,14 @@ func Train(ctx context.Context, x *mat.Dense, y []float64, spec TrainSpec) (*Art
 		DatasetSHA256: spec.DatasetSHA256,
 		CreatedBy:     spec.CreatedBy,
 	}
-	for _, vs := range spec.Variants {
-		metrics, err := CrossValidate(ctx, spec.Kind, x, y, vs, spec.CV, spec.Workers)
-		if err != nil {
-			return nil, fmt.Errorf("train %s %s: %w", spec.Version, vs.Preprocessing, err)
-		}
-		v, err := FitVariant(spec.Kind, x, y, vs, 0)
-		if err != nil {
-			return nil, fmt.Errorf("train %s %s: %w", spec.Version, vs.Preprocessing, err)
-		}
-		v.Metrics = metrics
-		a.Variants = append(a.Variants, v)
+	metrics, fitted, err := evaluate(ctx, spec.Kind, x, y, spec.Variants, spec.CV, spec.Workers, true)
+	if err != nil {
+		return nil, fmt.Errorf("train %s: %w", spec.Version, err)
 	}
+	for i := range fitted {
+		fitted[i].Metrics = metrics[i]
+	}
+	a.Variants = fitted
 	if err := a.validate(); err != nil {
 		return nil, fmt.Errorf("train %s: %w", spec.Version, err)
 	}
@@ -115,7 +111,7 @@ func FitVariant(kind string, x *mat.Dense, y []float64, vs VariantSpec, stream u
 		return Variant{}, err
 	}
 	xs := mat.DenseCopyOf(x)
-	scaler.TransformDense(xs)
+	scaler.prepare().applyDense(xs)
 	v := Variant{Preprocessing: vs.Preprocessing, Scaler: scaler, Hyperparams: vs.Hyperparams}
 	switch kind {
 	case KindLogistic:
@@ -140,77 +136,127 @@ func FitVariant(kind string, x *mat.Dense, y []float64, vs VariantSpec, stream u
 // workers fits run in parallel (0: runtime.GOMAXPROCS(0)); the result does not depend on
 // it. Errors wrap ErrInvalidData or the context's error.
 func CrossValidate(ctx context.Context, kind string, x *mat.Dense, y []float64, vs VariantSpec, cv CVConfig, workers int) (Metrics, error) {
-	if err := checkData(kind, x, y, vs.Hyperparams); err != nil {
+	metrics, _, err := evaluate(ctx, kind, x, y, []VariantSpec{vs}, cv, workers, false)
+	if err != nil {
 		return Metrics{}, err
 	}
+	return metrics[0], nil
+}
+
+// evaluate cross-validates every variant and, when final is set, also fits it on all rows.
+// All the fits share one pool of workers, the biggest (final) ones first, so that both
+// cores stay busy to the end; each fit's seed depends only on its place in the protocol,
+// so the results do not depend on the scheduling.
+func evaluate(ctx context.Context, kind string, x *mat.Dense, y []float64, variants []VariantSpec, cv CVConfig, workers int, final bool) ([]Metrics, []Variant, error) {
+	for _, vs := range variants {
+		if err := checkData(kind, x, y, vs.Hyperparams); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", vs.Preprocessing, err)
+		}
+	}
 	if cv.Folds < 2 || cv.Repeats < 1 {
-		return Metrics{}, fmt.Errorf("cross-validate: %w: %d folds, %d repeats", ErrInvalidData, cv.Folds, cv.Repeats)
+		return nil, nil, fmt.Errorf("cross-validate: %w: %d folds, %d repeats", ErrInvalidData, cv.Folds, cv.Repeats)
 	}
 	folds := make([][]int, 0, cv.Folds*cv.Repeats) // test rows of each fit
 	for r := range cv.Repeats {
 		f, err := StratifiedKFold(y, cv.Folds, cv.Seed, uint64(r))
 		if err != nil {
-			return Metrics{}, err
+			return nil, nil, err
 		}
 		folds = append(folds, f...)
 	}
 
+	type job struct{ variant, fold int } // fold -1: the final fit on all rows
+	var jobs []job
+	if final {
+		for v := range variants {
+			jobs = append(jobs, job{v, -1})
+		}
+	}
+	for v := range variants {
+		for i := range folds {
+			jobs = append(jobs, job{v, i})
+		}
+	}
 	type score struct{ acc, auc, logLoss float64 }
-	scores := make([]score, len(folds))
-	errs := make([]error, len(folds))
+	scores := make([][]score, len(variants))
+	for v := range scores {
+		scores[v] = make([]score, len(folds))
+	}
+	fitted := make([]Variant, len(variants))
+	errs := make([]error, len(jobs))
+	run := func(j job) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		vs := variants[j.variant]
+		if j.fold < 0 {
+			v, err := FitVariant(kind, x, y, vs, 0)
+			fitted[j.variant] = v
+			return err
+		}
+		yTest, p, err := fitFold(kind, x, y, vs, folds[j.fold], uint64(j.fold)+1)
+		if err != nil {
+			return err
+		}
+		auc, err := ROCAUC(yTest, p)
+		if err != nil {
+			return err
+		}
+		scores[j.variant][j.fold] = score{acc: Accuracy(yTest, p), auc: auc, logLoss: LogLoss(yTest, p)}
+		return nil
+	}
+
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	jobs := make(chan int)
+	next := make(chan int)
 	var wg sync.WaitGroup
-	for range min(workers, len(folds)) {
+	for range min(workers, len(jobs)) {
 		wg.Go(func() {
-			for i := range jobs {
-				if err := ctx.Err(); err != nil {
-					errs[i] = err
-					continue
-				}
-				yTest, p, err := fitFold(kind, x, y, vs, folds[i], uint64(i)+1)
-				if err != nil {
-					errs[i] = fmt.Errorf("fold %d: %w", i, err)
-					continue
-				}
-				auc, err := ROCAUC(yTest, p)
-				if err != nil {
-					errs[i] = fmt.Errorf("fold %d: %w", i, err)
-					continue
-				}
-				scores[i] = score{acc: Accuracy(yTest, p), auc: auc, logLoss: LogLoss(yTest, p)}
+			for i := range next {
+				errs[i] = run(jobs[i])
 			}
 		})
 	}
-	for i := range folds {
-		jobs <- i
+	for i := range jobs {
+		next <- i
 	}
-	close(jobs)
+	close(next)
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return Metrics{}, fmt.Errorf("cross-validate: %w", err)
+	for i, err := range errs {
+		if err == nil {
+			continue
 		}
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, nil, ctxErr
+		}
+		j := jobs[i]
+		if j.fold < 0 {
+			return nil, nil, fmt.Errorf("%s: final fit: %w", variants[j.variant].Preprocessing, err)
+		}
+		return nil, nil, fmt.Errorf("%s: cross-validation fit %d: %w", variants[j.variant].Preprocessing, j.fold, err)
 	}
 
-	m := Metrics{Folds: cv.Folds, Repeats: cv.Repeats}
-	nf := float64(len(scores))
-	for _, s := range scores {
-		m.Accuracy += s.acc
-		m.ROCAUC += s.auc
-		m.LogLoss += s.logLoss
+	metrics := make([]Metrics, len(variants))
+	for v, sc := range scores {
+		m := Metrics{Folds: cv.Folds, Repeats: cv.Repeats}
+		nf := float64(len(sc))
+		for _, s := range sc {
+			m.Accuracy += s.acc
+			m.ROCAUC += s.auc
+			m.LogLoss += s.logLoss
+		}
+		m.Accuracy /= nf
+		m.ROCAUC /= nf
+		m.LogLoss /= nf
+		for _, s := range sc {
+			d := s.acc - m.Accuracy
+			m.AccuracyStd += d * d
+		}
+		m.AccuracyStd = math.Sqrt(m.AccuracyStd / nf)
+		metrics[v] = m
 	}
-	m.Accuracy /= nf
-	m.ROCAUC /= nf
-	m.LogLoss /= nf
-	for _, s := range scores {
-		d := s.acc - m.Accuracy
-		m.AccuracyStd += d * d
-	}
-	m.AccuracyStd = math.Sqrt(m.AccuracyStd / nf)
-	return m, nil
+	return metrics, fitted, nil
 }
 
 // fitFold fits on every row not in test and returns the test labels and predictions.
@@ -238,9 +284,9 @@ func fitFold(kind string, x *mat.Dense, y []float64, vs VariantSpec, test []int,
 		return nil, nil, err
 	}
 	v := newVariant(kind, d, av)
-	v.scaler.TransformDense(xTest)
+	v.scaler.applyDense(xTest)
 	p = make([]float64, len(test))
-	v.forward(kind, xTest, p)
+	v.forward(kind, xTest, p, nil)
 	return yTest, p, nil
 }
 
