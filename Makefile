@@ -28,6 +28,15 @@ test: deps
 test-short: deps
 	$(GO) test -count=1 $(PKGS)
 
+## bench: the figures of the performance issues, as ratios to ceilings measured in the same run
+## (a few minutes; markdown table on stdout, progress on stderr; BENCH_FLAGS=-json for JSON)
+bench: deps
+	@$(GO) run ./cmd/bench $(BENCH_FLAGS)
+
+## bench-smoke: the same in well under a minute, too small for the targets: checks the tool works (CI)
+bench-smoke: deps
+	@$(GO) run ./cmd/bench -smoke $(BENCH_FLAGS)
+
 ## deps: make sure the server binaries the tests start are installed
 deps:
 	@scripts/ensure-deps.sh

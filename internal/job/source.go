@@ -74,6 +74,9 @@ func (s *NDJSONSource) Next() ([]float64, error) {
 		}
 		var x []float64
 		if line[0] == '[' {
+			if x, ok := parseNumberArray(line); ok {
+				return x, nil
+			}
 			err = json.Unmarshal(line, &x, strictjson.Options)
 		} else {
 			var row ndjsonRow
@@ -88,6 +91,93 @@ func (s *NDJSONSource) Next() ([]float64, error) {
 		}
 		return x, nil
 	}
+}
+
+// parseNumberArray is the fast path of a bare-array NDJSON line: it parses line when it is
+// exactly a non-empty JSON array of numbers, '[' number (',' number)* ']' with optional JSON
+// whitespace around every token, and every number is within float64's range. It then
+// returns what the strict decoder returns for that line (each number parsed by
+// strconv.ParseFloat, as strictjson does), at a fraction of its cost; anything else
+// (another value, a JSON error, an overflowing number, an empty array) reports false, and
+// the caller decodes the line with the strict decoder for its exact answer or error.
+func parseNumberArray(line []byte) ([]float64, bool) {
+	i := skipSpace(line, 1) // line[0] == '['
+	x := make([]float64, 0, 64)
+	for {
+		n := numberLen(line[i:])
+		if n == 0 {
+			return nil, false
+		}
+		f, err := strconv.ParseFloat(string(line[i:i+n]), 64)
+		if err != nil {
+			return nil, false
+		}
+		x = append(x, f)
+		i = skipSpace(line, i+n)
+		if i == len(line) {
+			return nil, false
+		}
+		switch line[i] {
+		case ',':
+			i = skipSpace(line, i+1)
+		case ']':
+			if skipSpace(line, i+1) != len(line) {
+				return nil, false
+			}
+			return x, true
+		default:
+			return nil, false
+		}
+	}
+}
+
+// skipSpace returns the index of the first byte at or after i that is not JSON whitespace.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// numberLen returns the length of the JSON number at the start of b (RFC 8259:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?), 0 when b does not start with one.
+func numberLen(b []byte) int {
+	i := 0
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		for i++; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+		}
+	default:
+		return 0
+	}
+	if i < len(b) && b[i] == '.' {
+		j := i + 1
+		for ; j < len(b) && b[j] >= '0' && b[j] <= '9'; j++ {
+		}
+		if j == i+1 {
+			return 0
+		}
+		i = j
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		j := i + 1
+		if j < len(b) && (b[j] == '+' || b[j] == '-') {
+			j++
+		}
+		k := j
+		for ; k < len(b) && b[k] >= '0' && b[k] <= '9'; k++ {
+		}
+		if k == j {
+			return 0
+		}
+		i = k
+	}
+	return i
 }
 
 // readLine returns the next line without its newline, io.EOF at the end. Lines longer than

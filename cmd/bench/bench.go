@@ -1,0 +1,513 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/predq/predq/internal/localsvc"
+	"github.com/predq/predq/internal/redisdb"
+	"github.com/predq/predq/internal/tasks"
+)
+
+// httpPoint is one HTTP measurement.
+type httpPoint struct {
+	Target string     `json:"target"` // ceiling, predict-miss, predict-hit
+	Result loadResult `json:"result"`
+	// DrainSeconds is how long the persist queue took to empty after the point (api only).
+	DrainSeconds float64 `json:"drain_seconds,omitempty"`
+	// CPUPerRequestUS is the CPU time each process spent per answered request, from the
+	// start of the point until its queue was drained: api, worker, redis, ceiling.
+	CPUPerRequestUS map[string]float64 `json:"cpu_us_per_request"`
+}
+
+// queueResult is the queue measurement.
+type queueResult struct {
+	Tasks           int     `json:"tasks"`
+	NoopEnqueuePS   float64 `json:"noop_enqueue_per_s"`
+	NoopProcessPS   float64 `json:"noop_processed_per_s"`
+	PersistEnqueuPS float64 `json:"persist_enqueue_per_s"` // Recorder.Record calls per second
+	PersistStoredPS float64 `json:"persist_stored_per_s"`  // first enqueue until every record is in Postgres
+}
+
+// jobResult is the job measurement.
+type jobResult struct {
+	Rows          int     `json:"rows"`
+	Bytes         int64   `json:"bytes"`
+	UploadSeconds float64 `json:"upload_seconds"` // submit until the 202
+	TotalSeconds  float64 `json:"total_seconds"`  // submit until succeeded
+	RowsPS        float64 `json:"rows_per_s"`
+	CopySeconds   float64 `json:"copy_seconds"`
+	CopyRowsPS    float64 `json:"copy_rows_per_s"`
+	// CopyCPUSeconds is the CPU the Postgres backends spent on the ceiling's COPY.
+	CopyCPUSeconds float64 `json:"copy_cpu_seconds"`
+	// UploadCPUSeconds and RunCPUSeconds are the CPU each process spent during the upload
+	// (submit until the 202) and the run (the 202 until succeeded).
+	UploadCPUSeconds map[string]float64 `json:"upload_cpu_seconds"`
+	RunCPUSeconds    map[string]float64 `json:"run_cpu_seconds"`
+}
+
+// memResult is the api's peak RSS, in bytes.
+type memResult struct {
+	AfterHTTP   int64 `json:"after_http_hwm"`
+	AfterUpload int64 `json:"after_upload_hwm"`
+}
+
+// bench holds a run's processes and settings.
+type bench struct {
+	opts    options
+	log     func(format string, args ...any)
+	pin     pinning
+	self    string // this binary
+	binDir  string
+	sonar   string // path of data/sonar.csv
+	key     string
+	env     map[string]string
+	apiURL  string
+	ceilURL string
+	dbURL   string
+	redis   *localsvc.Server
+
+	api, worker, ceiling *proc
+	cleanups             []func() // run in reverse order by stop
+	distinctRuns         int64
+}
+
+// benchmark runs every measurement and returns the report.
+func benchmark(ctx context.Context, opts options, getenv func(string) string, stderr io.Writer) (rep report, err error) {
+	began := time.Now()
+	b := &bench{opts: opts, pin: detectPinning(opts.NoPin), sonar: filepath.Join(opts.Root, "data", "sonar.csv")}
+	b.log = func(format string, args ...any) {
+		fmt.Fprintf(stderr, "bench %6.1fs: %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
+	}
+	rep = report{Machine: describeMachine(), Mode: "full", Pinned: b.pin.On, Pinning: b.pin.describe(), Command: opts.Command}
+	if opts.Smoke {
+		rep.Mode = "smoke"
+	}
+	if b.self, err = os.Executable(); err != nil {
+		return rep, err
+	}
+	rows, err := readSonar(b.sonar)
+	if err != nil {
+		return rep, err
+	}
+
+	tmp, err := os.MkdirTemp("", "predq-bench-")
+	if err != nil {
+		return rep, err
+	}
+	defer os.RemoveAll(tmp)
+	b.binDir = tmp
+	b.log("building api and worker")
+	if err := buildBinaries(ctx, opts.Root, tmp); err != nil {
+		return rep, err
+	}
+
+	// Inference first, while nothing else of ours runs.
+	if opts.Phases["inference"] {
+		b.log("inference (%s per measurement, best of %d)", opts.InferTime, opts.InferRounds)
+		if rep.Inference, err = benchInference(filepath.Join(opts.Root, "models"), rows, opts.InferTime, opts.InferRounds); err != nil {
+			return rep, err
+		}
+	}
+	if !opts.Phases["http"] && !opts.Phases["queue"] && !opts.Phases["job"] {
+		rep.Seconds = time.Since(began).Seconds()
+		rep.Rows = buildRows(rep, opts)
+		return rep, nil
+	}
+
+	if err := b.start(ctx, getenv); err != nil {
+		err = b.withLogs(err)
+		b.stop()
+		return rep, err
+	}
+	defer b.stop()
+	defer func() {
+		if err != nil {
+			err = b.withLogs(err)
+		}
+	}()
+
+	// The api's peak RSS can only grow: the HTTP load first, then the upload.
+	var mem memResult
+	if opts.Phases["http"] {
+		if rep.HTTP, err = b.httpPhase(ctx); err != nil {
+			return rep, err
+		}
+		if mem.AfterHTTP, _, err = peakRSS(b.api.cmd.Process.Pid); err != nil {
+			return rep, err
+		}
+		b.log("api peak RSS after HTTP: %.1f MB", float64(mem.AfterHTTP)/1e6)
+	}
+	if opts.Phases["queue"] {
+		if rep.Queue, err = b.queuePhase(ctx); err != nil {
+			return rep, err
+		}
+	}
+	if opts.Phases["job"] {
+		if rep.Job, err = b.jobPhase(ctx); err != nil {
+			return rep, err
+		}
+		if mem.AfterUpload, _, err = peakRSS(b.api.cmd.Process.Pid); err != nil {
+			return rep, err
+		}
+		b.log("api peak RSS after the job: %.1f MB", float64(mem.AfterUpload)/1e6)
+	}
+	if mem != (memResult{}) {
+		rep.Memory = &mem
+	}
+	for _, p := range []*proc{b.api, b.worker, b.ceiling} {
+		if p.exited() {
+			return rep, fmt.Errorf("%s exited during the run: %s", p.name, p.tail())
+		}
+	}
+	rep.Seconds = time.Since(began).Seconds()
+	rep.Rows = buildRows(rep, opts)
+	rep.Notes = notes(rep, opts)
+	return rep, nil
+}
+
+// start brings up Postgres (a fresh database), Redis, the api, the worker and the ceiling.
+func (b *bench) start(ctx context.Context, getenv func(string) string) error {
+	admin, stopPG, err := postgresServer(ctx, getenv)
+	if err != nil {
+		return err
+	}
+	db, err := createDatabase(ctx, admin)
+	if err != nil {
+		if stopPG != nil {
+			stopPG()
+		}
+		return err
+	}
+	b.dbURL = withDatabase(admin, db)
+	b.log("database %s on %s", db, redactURL(admin))
+	b.cleanups = append(b.cleanups, func() {
+		if err := dropDatabase(admin, db); err != nil {
+			b.log("drop database %s: %v", db, err)
+		}
+		if stopPG != nil {
+			stopPG()
+		}
+	})
+	if b.redis, err = localsvc.StartRedis(ctx); err != nil {
+		return err
+	}
+	b.cleanups = append(b.cleanups, func() { _ = b.redis.Stop() })
+
+	apiPort, err := localsvc.FreePort()
+	if err != nil {
+		return err
+	}
+	workerPort, err := localsvc.FreePort()
+	if err != nil {
+		return err
+	}
+	ceilPort, err := localsvc.FreePort()
+	if err != nil {
+		return err
+	}
+	b.key = "bench-" + randomHex(16)
+	b.env = map[string]string{
+		"DATABASE_URL":        b.dbURL,
+		"REDIS_URL":           b.redis.URL,
+		"MODEL_PATH":          filepath.Join(b.opts.Root, "models"),
+		"API_KEYS":            "bench:" + b.key,
+		"LOG_LEVEL":           "warn",
+		"RATE_LIMIT":          "0",
+		"PORT":                strconv.Itoa(apiPort),
+		"WORKER_METRICS_PORT": strconv.Itoa(workerPort),
+	}
+	b.apiURL = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
+	b.ceilURL = fmt.Sprintf("http://127.0.0.1:%d", ceilPort)
+
+	migrate := exec.CommandContext(ctx, filepath.Join(b.binDir, "api"), "migrate")
+	migrate.Dir, migrate.Env = b.binDir, minimalEnv(b.env)
+	if out, err := migrate.CombinedOutput(); err != nil {
+		return fmt.Errorf("api migrate: %w: %s", err, out)
+	}
+
+	b.log("starting api (%s), worker and ceiling server", b.apiURL)
+	cmd := b.pin.command(ctx, b.pin.Server, filepath.Join(b.binDir, "api"))
+	cmd.Dir, cmd.Env = b.binDir, minimalEnv(b.env)
+	if b.api, err = startProc("api", cmd); err != nil {
+		return err
+	}
+	cmd = exec.CommandContext(ctx, filepath.Join(b.binDir, "worker"))
+	cmd.Dir, cmd.Env = b.binDir, minimalEnv(b.env)
+	if b.worker, err = startProc("worker", cmd); err != nil {
+		return err
+	}
+	cmd = b.pin.command(ctx, b.pin.Server, b.self, "serve-ceiling", "-addr", fmt.Sprintf("127.0.0.1:%d", ceilPort))
+	cmd.Dir, cmd.Env = b.binDir, minimalEnv(nil)
+	if b.ceiling, err = startProc("ceiling", cmd); err != nil {
+		return err
+	}
+	if err := waitHTTP(ctx, b.apiURL+"/health/ready", b.api, 60*time.Second); err != nil {
+		return err
+	}
+	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/health/ready", workerPort), b.worker, 60*time.Second); err != nil {
+		return err
+	}
+	return waitHTTP(ctx, b.ceilURL+"/health/live", b.ceiling, 30*time.Second)
+}
+
+// withLogs adds the end of the api's and the worker's output to err, for a failed run.
+func (b *bench) withLogs(err error) error {
+	for _, p := range []*proc{b.api, b.worker} {
+		if p != nil {
+			if t := p.tail(); t != "" {
+				err = fmt.Errorf("%w\n--- %s output (end) ---\n%s", err, p.name, t)
+			}
+		}
+	}
+	return err
+}
+
+// stop ends the processes and runs the cleanups in reverse order.
+func (b *bench) stop() {
+	for _, p := range []*proc{b.api, b.worker, b.ceiling} {
+		p.stop()
+	}
+	for i := len(b.cleanups) - 1; i >= 0; i-- {
+		b.cleanups[i]()
+	}
+	b.cleanups = nil
+}
+
+// runJSON runs one of our subcommands on cpus and decodes its JSON output into v.
+func (b *bench) runJSON(ctx context.Context, cpus string, v any, args ...string) error {
+	cmd := b.pin.command(ctx, cpus, b.self, args...)
+	cmd.Env = minimalEnv(nil)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("bench %s: %w: %s", args[0], err, errb.String())
+	}
+	if err := json.Unmarshal(out.Bytes(), v); err != nil {
+		return fmt.Errorf("bench %s: output: %w: %s", args[0], err, out.String())
+	}
+	return nil
+}
+
+// load runs one load point against target.
+func (b *bench) load(ctx context.Context, target string, conns int, d time.Duration) (loadResult, error) {
+	args := []string{"load", "-conns", strconv.Itoa(conns), "-duration", d.String(), "-data", b.sonar}
+	switch target {
+	case "ceiling":
+		args = append(args, "-addr", b.ceilURL[len("http://"):], "-bodies", "distinct", "-start", strconv.FormatInt(b.nextStart(), 10))
+	case "predict-miss":
+		args = append(args, "-addr", b.apiURL[len("http://"):], "-key", b.key, "-bodies", "distinct", "-start", strconv.FormatInt(b.nextStart(), 10))
+	case "predict-hit":
+		args = append(args, "-addr", b.apiURL[len("http://"):], "-key", b.key, "-bodies", "same")
+	}
+	var r loadResult
+	err := b.runJSON(ctx, b.pin.Load, &r, args...)
+	return r, err
+}
+
+// nextStart numbers the distinct bodies of each run apart, so that no input repeats.
+func (b *bench) nextStart() int64 {
+	b.distinctRuns++
+	return b.distinctRuns * 100_000_000
+}
+
+// httpPhase measures the ceiling, cache misses and cache hits at each connection count.
+func (b *bench) httpPhase(ctx context.Context) ([]httpPoint, error) {
+	insp := asynq.NewInspector(b.asynqOpt(0))
+	defer insp.Close()
+	meter := b.meter()
+	var points []httpPoint
+	for _, conns := range b.opts.Conns {
+		for _, target := range []string{"ceiling", "predict-miss", "predict-hit"} {
+			if _, err := b.load(ctx, target, conns, b.opts.Warmup); err != nil {
+				return nil, err
+			}
+			cpu0 := meter.sample()
+			r, err := b.load(ctx, target, conns, b.opts.Duration)
+			if err != nil {
+				return nil, err
+			}
+			if r.Errors > 0 {
+				return nil, fmt.Errorf("%s at %d connections: %d errors, the first: %s", target, conns, r.Errors, r.FirstError)
+			}
+			if target == "predict-miss" && r.Cached > 0 {
+				return nil, fmt.Errorf("predict-miss at %d connections: %d answers were cache hits", conns, r.Cached)
+			}
+			p := httpPoint{Target: target, Result: r}
+			if target != "ceiling" {
+				// Persistence is on: wait until the worker has stored every record, so that
+				// the next point starts with an empty queue.
+				t0 := time.Now()
+				if _, err := waitDrained(ctx, insp, tasks.QueueDefault, 5*time.Minute); err != nil {
+					return nil, err
+				}
+				p.DrainSeconds = time.Since(t0).Seconds()
+			}
+			p.CPUPerRequestUS = perRequestUS(cpu0, meter.sample(), r.Requests)
+			cpu := p.CPUPerRequestUS
+			b.log("http %-12s %3d conns: %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d requests, drain %.1f s; CPU µs/req: api %.0f, ceiling %.0f, worker %.0f, redis %.0f, postgres %.0f)",
+				target, conns, r.RPS, r.P50MS, r.P99MS, r.Requests, p.DrainSeconds, cpu["api"], cpu["ceiling"], cpu["worker"], cpu["redis"], cpu["postgres"])
+			points = append(points, p)
+		}
+	}
+	return points, nil
+}
+
+// meter measures the CPU of the api, the worker, the ceiling server, the Redis server and
+// the Postgres backends connected to the bench's database.
+func (b *bench) meter() cpuMeter {
+	redisPID := findPIDs("redis-server", fmt.Sprintf(":%d", b.redis.Port))
+	if len(redisPID) == 0 {
+		redisPID = findPIDs("redis-server", strconv.Itoa(b.redis.Port))
+	}
+	db := b.dbURL[strings.LastIndex(b.dbURL, "/")+1:]
+	db, _, _ = strings.Cut(db, "?")
+	return cpuMeter{
+		"api": pids(b.api.cmd.Process.Pid), "worker": pids(b.worker.cmd.Process.Pid), "ceiling": pids(b.ceiling.cmd.Process.Pid),
+		"redis":    func() []int { return redisPID },
+		"postgres": func() []int { return findPIDs("postgres: ", " "+db+" ") },
+	}
+}
+
+// asynqOpt is the queue Redis with database db.
+func (b *bench) asynqOpt(db int) asynq.RedisConnOpt {
+	o, _ := redisdb.ParseURL(b.redis.URL)
+	o.DB = db
+	return tasks.RedisConnOpt(o, 0)
+}
+
+// queuePhase measures the no-op ceiling (on Redis database 1, which the worker does not
+// read) and the persist pipeline (database 0, drained by the worker).
+func (b *bench) queuePhase(ctx context.Context) (*queueResult, error) {
+	n := b.opts.QueueTasks
+	q := &queueResult{Tasks: n}
+	b.log("queue: %s no-op tasks", itoa(int64(n)))
+	var pr produceResult
+	noopURL := fmt.Sprintf("redis://127.0.0.1:%d/1", b.redis.Port)
+	if err := b.runJSON(ctx, b.pin.Load, &pr, "queue-produce", "-mode", "noop", "-redis", noopURL, "-n", strconv.Itoa(n), "-c", "16", "-data", b.sonar); err != nil {
+		return nil, err
+	}
+	if pr.Errors > 0 {
+		return nil, fmt.Errorf("no-op enqueue: %d errors, the first: %s", pr.Errors, pr.FirstError)
+	}
+	q.NoopEnqueuePS = float64(n) / pr.Seconds
+	took, err := drainNoop(ctx, b.asynqOpt(1), n, tasks.DefaultConcurrency, 5*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	q.NoopProcessPS = float64(n) / took.Seconds()
+	b.log("queue: no-op enqueue %.0f/s, processed %.0f/s", q.NoopEnqueuePS, q.NoopProcessPS)
+
+	insp := asynq.NewInspector(b.asynqOpt(0))
+	defer insp.Close()
+	const prefix = "bench-queue-"
+	if err := b.runJSON(ctx, b.pin.Load, &pr, "queue-produce", "-mode", "persist", "-redis", b.redis.URL, "-db", b.dbURL,
+		"-n", strconv.Itoa(n), "-c", "16", "-prefix", prefix, "-data", b.sonar); err != nil {
+		return nil, err
+	}
+	if pr.Errors > 0 {
+		return nil, fmt.Errorf("persist enqueue: %d errors, the first: %s", pr.Errors, pr.FirstError)
+	}
+	done, err := waitDrained(ctx, insp, tasks.QueueDefault, 5*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.Connect(ctx, b.dbURL)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(ctx)
+	var stored int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM predictions WHERE request_id LIKE $1`, prefix+"%").Scan(&stored); err != nil {
+		return nil, err
+	}
+	if stored != n {
+		return nil, fmt.Errorf("persist pipeline: %d of %d records stored after the queue drained", stored, n)
+	}
+	q.PersistEnqueuPS = float64(n) / pr.Seconds
+	q.PersistStoredPS = float64(n) / done.Sub(time.Unix(0, pr.StartUnixNano)).Seconds()
+	b.log("queue: persist pipeline %.0f records/s stored (%.0f/s enqueued)", q.PersistStoredPS, q.PersistEnqueuPS)
+	return q, nil
+}
+
+// jobPhase measures the COPY ceiling, then the NDJSON job through the api and the worker.
+func (b *bench) jobPhase(ctx context.Context) (*jobResult, error) {
+	n := b.opts.JobRows
+	j := &jobResult{Rows: n}
+	conn, err := pgx.Connect(ctx, b.dbURL)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(ctx)
+
+	// The ceiling: one CopyFrom of n result rows, for a job row of their own.
+	var jobID string
+	if err := conn.QueryRow(ctx, `INSERT INTO jobs (id, owner, owner_name, model_version, preprocessing, confidence_threshold,
+			chunk_size, input_format, deadline_at, status)
+		VALUES (gen_random_uuid(), 'bench', 'bench', 'v0.0.0', 'standard', 0.5, 5000, 'ndjson', now() + interval '1 hour', 'succeeded')
+		RETURNING id::text`).Scan(&jobID); err != nil {
+		return nil, fmt.Errorf("copy ceiling: job row: %w", err)
+	}
+	b.log("job: COPY ceiling, %s result rows", itoa(int64(n)))
+	meter := b.meter()
+	cpu0 := meter.sample()
+	took, err := copyCeiling(ctx, b.dbURL, jobID, n)
+	if err != nil {
+		return nil, err
+	}
+	j.CopyCPUSeconds = cpuSeconds(cpu0, meter.sample())["postgres"]
+	j.CopySeconds, j.CopyRowsPS = took.Seconds(), float64(n)/took.Seconds()
+	b.log("job: COPY ceiling %.0f rows/s (%.2f s; postgres CPU %.1f s)", j.CopyRowsPS, j.CopySeconds, j.CopyCPUSeconds)
+	_, _ = conn.Exec(ctx, "CHECKPOINT") // best effort: the job does not pay for the ceiling's dirty pages
+
+	b.log("job: uploading %s NDJSON rows", itoa(int64(n)))
+	cpu0 = meter.sample()
+	var up uploadResult
+	if err := b.runJSON(ctx, b.pin.Load, &up, "upload", "-url", b.apiURL, "-key", b.key, "-rows", strconv.Itoa(n), "-data", b.sonar); err != nil {
+		return nil, err
+	}
+	if up.JobID == "" {
+		return nil, fmt.Errorf("job upload answered %d: %s", up.Status, up.Body)
+	}
+	j.Bytes, j.UploadSeconds = up.Bytes, up.Seconds
+	cpu1 := meter.sample()
+	j.UploadCPUSeconds = cpuSeconds(cpu0, cpu1)
+	b.log("job: %s accepted after %.2f s (%.0f MB; CPU s: %s); waiting", up.JobID, up.Seconds, float64(up.Bytes)/1e6, formatCPU(j.UploadCPUSeconds))
+	st, end, err := waitJob(ctx, b.apiURL, b.key, up.JobID, 30*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	if st.Status != "succeeded" || st.Processed != n {
+		msg := ""
+		if st.Error != nil {
+			msg = *st.Error
+		}
+		return nil, fmt.Errorf("job %s ended %s with %d/%d processed, %d failed: %s", up.JobID, st.Status, st.Processed, n, st.Failed, msg)
+	}
+	j.RunCPUSeconds = cpuSeconds(cpu1, meter.sample())
+	j.TotalSeconds = end.Sub(time.Unix(0, up.StartUnixNano)).Seconds()
+	j.RowsPS = float64(n) / j.TotalSeconds
+	b.log("job: succeeded, %.0f rows/s (%.2f s; run CPU s: %s)", j.RowsPS, j.TotalSeconds, formatCPU(j.RunCPUSeconds))
+	return j, nil
+}
+
+// redactURL drops the password of a URL for the log.
+func redactURL(raw string) string {
+	cfg, err := pgx.ParseConfig(raw)
+	if err != nil {
+		return "postgres"
+	}
+	return fmt.Sprintf("%s:%d", cfg.Host, cfg.Port)
+}

@@ -1,0 +1,277 @@
+package main
+
+import (
+	"cmp"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"time"
+
+	"gonum.org/v1/gonum/mat"
+
+	"github.com/predq/predq/internal/inference"
+)
+
+// batchRows is the batch size of the batched inference measurements.
+const batchRows = 1000
+
+// inferResult is the inference measurement of one model, in nanoseconds per row.
+type inferResult struct {
+	Version string `json:"version"`
+	Kind    string `json:"kind"`
+	Hidden  int    `json:"hidden,omitempty"`
+
+	OneNS         float64 `json:"one_ns"`          // Model.PredictOne (checks, scaling, layers, activations)
+	OneKernelNS   float64 `json:"one_kernel_ns"`   // gonum MulVec of the layer weights alone
+	OneLoopNS     float64 `json:"one_loop_ns"`     // the same products as plain Go loops
+	BatchNS       float64 `json:"batch_ns"`        // Model.PredictBatch of batchRows rows, per row
+	BatchKernelNS float64 `json:"batch_kernel_ns"` // gonum Mul/MulVec of the layer weights alone, per row
+	BatchLoopNS   float64 `json:"batch_loop_ns"`   // the same products as plain Go loops, per row
+}
+
+// sink keeps the compiler from dropping the measured work.
+var sink float64
+
+// nsPerOp runs f(n) with growing n until one run takes at least d, rounds times, and
+// returns the best time per operation in nanoseconds (the least disturbed by other work on
+// the machine).
+func nsPerOp(d time.Duration, rounds int, f func(n int)) float64 {
+	best := 0.0
+	for range rounds {
+		n := 1
+		for {
+			t := time.Now()
+			f(n)
+			el := time.Since(t)
+			if el >= d || n >= 1<<30 {
+				per := float64(el.Nanoseconds()) / float64(n)
+				if best == 0 || per < best {
+					best = per
+				}
+				break
+			}
+			// Aim at 1.2·d, growing at most 100× at a time.
+			next := int(float64(n) * 1.2 * float64(d) / float64(max(el, time.Microsecond)))
+			n = min(max(next, n+1), 100*n)
+		}
+	}
+	return best
+}
+
+// newestOfKind loads the newest artifact of each kind in dir.
+func newestOfKind(dir string) (map[string]*inference.Artifact, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*inference.Artifact{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		a, err := inference.ParseArtifact(b)
+		if err != nil {
+			continue // not an artifact, or one the api would refuse too
+		}
+		if cur, ok := out[a.Kind]; !ok || versionLess(cur.Version, a.Version) {
+			out[a.Kind] = a
+		}
+	}
+	if out[inference.KindLogistic] == nil || out[inference.KindMLP] == nil {
+		return nil, fmt.Errorf("inference: %s holds no logistic regression or no MLP artifact", dir)
+	}
+	return out, nil
+}
+
+// versionLess compares vMAJOR.MINOR.PATCH versions.
+func versionLess(a, b string) bool {
+	var x, y [3]int
+	fmt.Sscanf(a, "v%d.%d.%d", &x[0], &x[1], &x[2])
+	fmt.Sscanf(b, "v%d.%d.%d", &y[0], &y[1], &y[2])
+	return slices.Compare(x[:], y[:]) < 0
+}
+
+// benchInference measures both models on the sonar rows, each measurement lasting about d,
+// best of rounds.
+func benchInference(modelDir string, rows [][]float64, d time.Duration, rounds int) ([]inferResult, error) {
+	arts, err := newestOfKind(modelDir)
+	if err != nil {
+		return nil, err
+	}
+	var out []inferResult
+	for _, kind := range []string{inference.KindLogistic, inference.KindMLP} {
+		r, err := benchModel(arts[kind], rows, d, rounds)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	runtime.KeepAlive(sink)
+	return out, nil
+}
+
+func benchModel(a *inference.Artifact, rows [][]float64, d time.Duration, rounds int) (inferResult, error) {
+	m, err := inference.NewModel(a)
+	if err != nil {
+		return inferResult{}, err
+	}
+	const prep = "standard"
+	v := a.Variants[slices.IndexFunc(a.Variants, func(v inference.Variant) bool { return v.Preprocessing == prep })]
+	dim := a.InputSize
+	res := inferResult{Version: a.Version, Kind: a.Kind}
+
+	// The batch: batchRows sonar rows as the api receives them, and scaled (what the kernels
+	// multiply; their values do not change the work).
+	batch := make([][]float64, batchRows)
+	scaled := mat.NewDense(batchRows, dim, nil)
+	for i := range batch {
+		batch[i] = rows[i%len(rows)]
+		v.Scaler.Transform(scaled.RawRowView(i), batch[i])
+	}
+	probs := make([]float64, batchRows)
+
+	var predictErr error
+	res.OneNS = nsPerOp(d, rounds, func(n int) {
+		for i := range n {
+			p, err := m.PredictOne(batch[i%batchRows], prep)
+			if err != nil {
+				predictErr = err
+			}
+			sink += p
+		}
+	})
+	res.BatchNS = nsPerOp(d, rounds, func(n int) {
+		for range n {
+			if err := m.PredictBatch(batch, prep, probs); err != nil {
+				predictErr = err
+			}
+		}
+		sink += probs[0]
+	}) / batchRows
+	if predictErr != nil {
+		return inferResult{}, predictErr
+	}
+
+	xs := make([]*mat.VecDense, batchRows)
+	for i := range xs {
+		xs[i] = mat.NewVecDense(dim, scaled.RawRowView(i))
+	}
+	switch a.Kind {
+	case inference.KindLogistic:
+		wv := v.Logistic.Weights
+		w := mat.NewDense(1, dim, slices.Clone(wv))
+		wvec := mat.NewVecDense(dim, slices.Clone(wv))
+		one := mat.NewVecDense(1, nil)
+		res.OneKernelNS = nsPerOp(d, rounds, func(n int) {
+			for i := range n {
+				one.MulVec(w, xs[i%batchRows])
+			}
+			sink += one.AtVec(0)
+		})
+		out := mat.NewVecDense(batchRows, nil)
+		res.BatchKernelNS = nsPerOp(d, rounds, func(n int) {
+			for range n {
+				out.MulVec(scaled, wvec)
+			}
+			sink += out.AtVec(0)
+		}) / batchRows
+		wd := wvec.RawVector().Data
+		xd := scaled.RawMatrix().Data
+		res.OneLoopNS = nsPerOp(d, rounds, func(n int) {
+			for i := range n {
+				x := xd[(i%batchRows)*dim : (i%batchRows+1)*dim]
+				var z float64
+				for j, xj := range x {
+					z += xj * wd[j]
+				}
+				sink += z
+			}
+		})
+		res.BatchLoopNS = nsPerOp(d, rounds, func(n int) {
+			for range n {
+				for i := range batchRows {
+					x := xd[i*dim : (i+1)*dim]
+					var z float64
+					for j, xj := range x {
+						z += xj * wd[j]
+					}
+					probs[i] = z
+				}
+			}
+			sink += probs[0]
+		}) / batchRows
+
+	case inference.KindMLP:
+		mw := v.MLP
+		h := len(mw.HiddenWeights)
+		res.Hidden = h
+		w1 := mat.NewDense(h, dim, nil)
+		for j, row := range mw.HiddenWeights {
+			w1.SetRow(j, row)
+		}
+		w2 := mat.NewDense(1, h, slices.Clone(mw.OutputWeights))
+		w2vec := mat.NewVecDense(h, slices.Clone(mw.OutputWeights))
+		hid := mat.NewVecDense(h, nil)
+		one := mat.NewVecDense(1, nil)
+		res.OneKernelNS = nsPerOp(d, rounds, func(n int) {
+			for i := range n {
+				hid.MulVec(w1, xs[i%batchRows])
+				one.MulVec(w2, hid)
+			}
+			sink += one.AtVec(0)
+		})
+		act := mat.NewDense(batchRows, h, nil)
+		out := mat.NewVecDense(batchRows, nil)
+		res.BatchKernelNS = nsPerOp(d, rounds, func(n int) {
+			for range n {
+				act.Mul(scaled, w1.T())
+				out.MulVec(act, w2vec)
+			}
+			sink += out.AtVec(0)
+		}) / batchRows
+		w1d := w1.RawMatrix().Data
+		w2d := w2vec.RawVector().Data
+		xd := scaled.RawMatrix().Data
+		hbuf := make([]float64, h)
+		loopRow := func(x []float64) float64 {
+			for j := range h {
+				wr := w1d[j*dim : (j+1)*dim]
+				var a float64
+				for k, xk := range x {
+					a += xk * wr[k]
+				}
+				hbuf[j] = a
+			}
+			var z float64
+			for j, a := range hbuf {
+				z += a * w2d[j]
+			}
+			return z
+		}
+		res.OneLoopNS = nsPerOp(d, rounds, func(n int) {
+			for i := range n {
+				sink += loopRow(xd[(i%batchRows)*dim : (i%batchRows+1)*dim])
+			}
+		})
+		res.BatchLoopNS = nsPerOp(d, rounds, func(n int) {
+			for range n {
+				for i := range batchRows {
+					probs[i] = loopRow(xd[i*dim : (i+1)*dim])
+				}
+			}
+			sink += probs[0]
+		}) / batchRows
+	}
+	return res, nil
+}
+
+// kindName is a model kind as the table names it.
+func kindName(r inferResult) string {
+	return cmp.Or(map[string]string{
+		inference.KindLogistic: fmt.Sprintf("logistic regression %s", r.Version),
+		inference.KindMLP:      fmt.Sprintf("MLP %s (%d hidden)", r.Version, r.Hidden),
+	}[r.Kind], r.Kind)
+}

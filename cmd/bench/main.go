@@ -1,0 +1,182 @@
+// Command bench measures predq against the ceilings of the machine it runs on, in the same
+// run, and prints one markdown table (JSON with -json). `make bench` runs it in full;
+// `make bench-smoke` runs a seconds-long version that only checks that the tool works.
+//
+// It builds the api and worker, starts a throwaway Redis, creates a fresh database
+// predq_bench_<random> on the Postgres at DATABASE_URL (else 127.0.0.1:5432, else a
+// throwaway server), migrates it with `api migrate`, starts the api and the worker as real
+// processes (LOG_LEVEL=warn, rate limit off, one API key), measures, stops everything and
+// drops the database. Measured:
+//
+//   - HTTP at 16, 64 and 256 connections, req/s and p50/p99, from a closed-loop load
+//     generator: (a) a bare Echo server that decodes the same JSON body and answers a
+//     constant (the ceiling, its own process: `bench serve-ceiling`); (b) POST
+//     /api/v1/predict with a distinct input per request (cache misses, persistence on);
+//     (c) the same input repeated (cache hits). With taskset, the servers under test run on
+//     core 0 and the load generator on core 1.
+//   - Inference ns/row, one row and batched, of the shipped logistic regression and MLP,
+//     against the raw gonum kernel of the same products and a plain Go loop.
+//   - Queue: asynq enqueueing and processing no-op tasks against the persist pipeline
+//     (records stored per second).
+//   - Jobs: an NDJSON job, submit to succeeded, against a pgx CopyFrom of as many result rows.
+//   - Memory: the api's peak RSS (VmHWM) after the HTTP load and after the upload.
+//
+// This command is a measuring tool: it is the one place outside internal/httpapi and
+// internal/tasks that imports Echo and asynq, to build their bare ceilings.
+//
+// Usage:
+//
+//	bench [-smoke] [-json] [-root DIR] [-duration 10s] [-conns 16,64,256] [-job-rows 1000000]
+//	      [-queue-tasks 100000] [-no-pin] [-phases inference,http,queue,job]
+//	bench -render report.json      print the table of a report saved with -json
+//
+// Subcommands used by the bench itself (each is a separate process):
+//
+//	bench serve-ceiling -addr 127.0.0.1:PORT     the bare Echo ceiling server
+//	bench load -addr … -conns N -duration D …     one closed-loop HTTP measurement point
+//	bench upload -url … -rows N                   stream an NDJSON job to the api
+//	bench queue-produce -mode noop|persist …      enqueue tasks from 16 goroutines
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if len(args) > 1 {
+		switch args[1] {
+		case "serve-ceiling":
+			return serveCeilingCommand(ctx, args[2:], stderr)
+		case "load":
+			return loadCommand(args[2:], stdout, stderr)
+		case "upload":
+			return uploadCommand(ctx, args[2:], stdout, stderr)
+		case "queue-produce":
+			return queueProduceCommand(ctx, args[2:], stdout, stderr)
+		}
+	}
+	opts, err := parseOptions(args, stderr)
+	if err != nil {
+		return err
+	}
+	var rep report
+	if opts.Render != "" {
+		b, err := os.ReadFile(opts.Render)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, &rep); err != nil {
+			return fmt.Errorf("-render %s: %w", opts.Render, err)
+		}
+	} else if rep, err = benchmark(ctx, opts, getenv, stderr); err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(stdout, rep)
+	}
+	writeMarkdown(stdout, rep)
+	return nil
+}
+
+// options are the flags of a bench run.
+type options struct {
+	Smoke       bool
+	JSON        bool
+	Root        string
+	Duration    time.Duration // per HTTP point
+	Warmup      time.Duration // before each HTTP point
+	Conns       []int
+	JobRows     int
+	QueueTasks  int
+	InferTime   time.Duration // per inference measurement
+	InferRounds int           // inference measurements, of which the best counts
+	NoPin       bool
+	Phases      map[string]bool // inference, http, queue, job
+	Render      string          // a -json report to print again, instead of measuring
+	Command     string
+}
+
+func parseOptions(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	smoke := fs.Bool("smoke", false, "a seconds-long run that checks the tool works (16 connections, 1 s points, small job)")
+	jsonOut := fs.Bool("json", false, "print JSON instead of the markdown table")
+	root := fs.String("root", ".", "the repository root (data/, models/, cmd/)")
+	duration := fs.Duration("duration", 0, "per HTTP point (default 10s, smoke 1s)")
+	conns := fs.String("conns", "", "HTTP connection counts (default 16,64,256, smoke 16)")
+	jobRows := fs.Int("job-rows", 0, "rows of the NDJSON job (default 1000000, smoke 20000)")
+	queueTasks := fs.Int("queue-tasks", 0, "tasks of the queue measurements (default 100000, smoke 5000)")
+	noPin := fs.Bool("no-pin", false, "do not pin processes to cores even when taskset works")
+	render := fs.String("render", "", "print the table of a report saved with -json, without measuring")
+	phases := fs.String("phases", "inference,http,queue,job", "the measurements to run (a subset, for profiling)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return options{}, err
+	}
+	o := options{Smoke: *smoke, JSON: *jsonOut, Root: *root, NoPin: *noPin, Render: *render,
+		Duration: 10 * time.Second, Warmup: 2 * time.Second, Conns: []int{16, 64, 256},
+		JobRows: 1_000_000, QueueTasks: 100_000, InferTime: 200 * time.Millisecond, InferRounds: 5,
+		Command: strings.Join(append([]string{"bench"}, args[1:]...), " ")}
+	if o.Smoke {
+		o.Duration, o.Warmup, o.Conns, o.JobRows, o.QueueTasks = time.Second, 300*time.Millisecond, []int{16}, 20_000, 5_000
+		o.InferTime, o.InferRounds = 20*time.Millisecond, 3
+	}
+	if *duration > 0 {
+		o.Duration = *duration
+	}
+	if *conns != "" {
+		o.Conns = nil
+		for _, s := range strings.Split(*conns, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil || n < 1 || n > 4096 {
+				return options{}, fmt.Errorf("-conns: %q is not a connection count (1..4096)", s)
+			}
+			o.Conns = append(o.Conns, n)
+		}
+	}
+	o.Phases = map[string]bool{}
+	for _, p := range strings.Split(*phases, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case "inference", "http", "queue", "job":
+			o.Phases[p] = true
+		default:
+			return options{}, fmt.Errorf("-phases: unknown phase %q (want inference, http, queue, job)", p)
+		}
+	}
+	if *jobRows > 0 {
+		o.JobRows = *jobRows
+	}
+	if *queueTasks > 0 {
+		o.QueueTasks = *queueTasks
+	}
+	abs, err := filepath.Abs(o.Root)
+	if err != nil {
+		return options{}, err
+	}
+	o.Root = abs
+	for _, p := range []string{"data/sonar.csv", "models", "cmd/api"} {
+		if _, err := os.Stat(filepath.Join(o.Root, p)); err != nil {
+			return options{}, fmt.Errorf("-root %s is not the repository root: %w", o.Root, err)
+		}
+	}
+	return o, nil
+}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// These tests cover the pieces of the bench that can go wrong silently (a load generator
+// that miscounts, inputs that repeat, a wrong target verdict); `make bench-smoke` runs the
+// whole tool against real services.
+
+func sonarRows(t *testing.T) [][]float64 {
+	t.Helper()
+	rows, err := readSonar("../../data/sonar.csv")
+	require.NoError(t, err)
+	require.Len(t, rows, 208)
+	require.Len(t, rows[0], 60)
+	return rows
+}
+
+func TestDistinctBodiesNeverRepeatAndKeepTheRules(t *testing.T) {
+	t.Parallel()
+	rows := sonarRows(t)
+	seen := map[string]bool{}
+	for _, start := range []int64{0, 100_000_000} {
+		src := newDistinctBodies(rows, start)
+		for range 5000 {
+			b := src.next()
+			require.False(t, seen[string(b)], "repeated body %s", b)
+			seen[string(b)] = true
+			var req ceilingRequest
+			require.NoError(t, json.Unmarshal(b, &req))
+			require.Len(t, req.Features, 60)
+			for _, x := range req.Features {
+				require.LessOrEqual(t, x, 1000.0)
+				require.GreaterOrEqual(t, x, -1000.0)
+			}
+		}
+	}
+	same := newSameBody(rows)
+	require.Equal(t, same.next(), same.next())
+}
+
+func TestLoadCountsAnswersOfTheCeiling(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(newCeilingHandler())
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	r, err := runLoad(loadConfig{Addr: addr, Path: "/api/v1/predict", Conns: 4, Duration: 200 * time.Millisecond,
+		Max: 1000, Bodies: newDistinctBodies(sonarRows(t), 0)})
+	require.NoError(t, err)
+	require.Zero(t, r.Errors, r.FirstError)
+	require.Positive(t, r.Requests)
+	require.LessOrEqual(t, r.Requests, int64(1000))
+	require.LessOrEqual(t, r.P50MS, r.P99MS)
+	require.LessOrEqual(t, r.P99MS, r.MaxMS)
+
+	// A wrong path is counted as errors, not as answers.
+	r, err = runLoad(loadConfig{Addr: addr, Path: "/nowhere", Conns: 1, Duration: 50 * time.Millisecond,
+		Max: 10, Bodies: newSameBody(sonarRows(t))})
+	require.NoError(t, err)
+	require.Zero(t, r.Requests)
+	require.Positive(t, r.Errors)
+	require.Contains(t, r.FirstError, "404")
+}
+
+func TestLoadRefusesNonLoopback(t *testing.T) {
+	t.Parallel()
+	_, err := runLoad(loadConfig{Addr: "192.0.2.1:80", Path: "/", Conns: 1, Duration: time.Millisecond, Max: 1})
+	require.ErrorContains(t, err, "loopback")
+}
+
+func TestChunkedAnswersAreRead(t *testing.T) {
+	t.Parallel()
+	in := "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"cac\r\n9\r\nhed\":true\r\n1\r\n}\r\n0\r\n\r\n"
+	c := &conn{r: bufio.NewReader(strings.NewReader(in))}
+	status, keep, err := c.readResponse()
+	require.NoError(t, err)
+	require.Equal(t, 200, status)
+	require.True(t, keep)
+	require.Equal(t, `{"cached":true}`, string(c.body))
+}
+
+func TestNDJSONStreamMatchesItsSize(t *testing.T) {
+	t.Parallel()
+	lines, err := readSonarNDJSON("../../data/sonar.csv")
+	require.NoError(t, err)
+	for _, n := range []int{1, 208, 1000} {
+		b, err := io.ReadAll(newNDJSONReader(lines, n))
+		require.NoError(t, err)
+		require.Equal(t, ndjsonSize(lines, n), int64(len(b)))
+		got := bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
+		require.Len(t, got, n)
+		var row []float64
+		require.NoError(t, json.Unmarshal(got[n-1], &row))
+		require.Len(t, row, 60)
+	}
+}
+
+func TestQuantileIsNearestRank(t *testing.T) {
+	t.Parallel()
+	var s []time.Duration
+	for i := 1; i <= 100; i++ {
+		s = append(s, time.Duration(i))
+	}
+	require.Equal(t, time.Duration(50), quantile(s, 0.5))
+	require.Equal(t, time.Duration(99), quantile(s, 0.99))
+	require.Equal(t, time.Duration(100), quantile(s, 1))
+	require.Zero(t, quantile(nil, 0.5))
+}
+
+func TestTargetsAreJudgedOnRatios(t *testing.T) {
+	t.Parallel()
+	rep := report{
+		HTTP: []httpPoint{
+			{Target: "ceiling", Result: loadResult{Conns: 64, RPS: 30000}},
+			{Target: "predict-miss", Result: loadResult{Conns: 64, RPS: 16000, P99MS: 6}},
+			{Target: "predict-hit", Result: loadResult{Conns: 64, RPS: 18000}},
+		},
+		Inference: []inferResult{{Version: "v1.0.0", Kind: "logistic_regression", BatchNS: 14, BatchKernelNS: 10}},
+		Job:       &jobResult{Rows: 1000, RowsPS: 50, CopyRowsPS: 100},
+		Memory:    &memResult{AfterHTTP: 100e6, AfterUpload: 151e6},
+	}
+	met := map[string]bool{}
+	for _, r := range buildRows(rep, options{}) {
+		if r.Met != nil {
+			met[r.Measure] = *r.Met
+		}
+	}
+	require.False(t, met["HTTP 64 conns: predict, cache misses"], "0.53× but p99 6 ms > 5 ms")
+	require.True(t, met["HTTP 64 conns: predict, cache hits"], "0.6×")
+	require.True(t, met["logistic regression v1.0.0, batch of 1000: PredictBatch (checks, scaling, activations)"], "1.4×")
+	require.True(t, met["job: 1,000-row NDJSON, submit → succeeded"], "0.5×")
+	require.True(t, met["api peak RSS (VmHWM) after the HTTP load"])
+	require.False(t, met["api peak RSS (VmHWM) after the 1,000-row upload and job"])
+
+	var out bytes.Buffer
+	writeMarkdown(&out, report{Rows: buildRows(rep, options{})})
+	require.Contains(t, out.String(), "| HTTP 64 conns: predict, cache misses | 16,000 req/s, p50 0.00 ms, p99 6.00 ms | 30,000 req/s (bare Echo) | 0.53× | ≥ 0.5×, p99 ≤ 5 ms | no |")
+}
+
+func TestItoaGroupsThousands(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -1000: "-1,000"} {
+		require.Equal(t, want, itoa(in))
+	}
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+)
+
+// Targets of issue 8.
+const (
+	targetMissRatio  = 0.5  // predict with cache misses / bare Echo, at targetConns
+	targetMissP99MS  = 5.0  // and its p99
+	targetHitRatio   = 0.6  // predict with cache hits / bare Echo, at targetConns
+	targetConns      = 64   //
+	targetJobRatio   = 0.5  // NDJSON job rows/s / COPY rows/s
+	targetBatchRatio = 1.5  // PredictBatch ns/row / raw gonum kernel ns/row (at most)
+	targetRSSMB      = 150. // api peak RSS
+)
+
+// buildRows turns the measurements into the table's rows.
+func buildRows(rep report, opts options) []row {
+	var rows []row
+	ceilings := map[int]loadResult{}
+	for _, p := range rep.HTTP {
+		if p.Target == "ceiling" {
+			ceilings[p.Result.Conns] = p.Result
+		}
+	}
+	for _, p := range rep.HTTP {
+		r := p.Result
+		c := r.Conns
+		base := row{Group: "http", Value: r.RPS, Unit: "req/s", P50MS: ptr(r.P50MS), P99MS: ptr(r.P99MS)}
+		cpu := p.CPUPerRequestUS
+		switch p.Target {
+		case "ceiling":
+			base.Measure = fmt.Sprintf("HTTP %d conns: bare Echo (decode, constant answer)", c)
+			if cpu != nil {
+				base.Note = fmt.Sprintf("CPU %.0f µs/req", cpu["ceiling"])
+			}
+		case "predict-miss":
+			base.Measure = fmt.Sprintf("HTTP %d conns: predict, cache misses", c)
+			base = base.withCeiling("bare Echo", ceilings[c].RPS)
+			if c == targetConns {
+				base = base.atLeast(targetMissRatio, fmt.Sprintf("p99 ≤ %g ms", targetMissP99MS), r.P99MS <= targetMissP99MS)
+			}
+		case "predict-hit":
+			base.Measure = fmt.Sprintf("HTTP %d conns: predict, cache hits", c)
+			base = base.withCeiling("bare Echo", ceilings[c].RPS)
+			if c == targetConns {
+				base = base.atLeast(targetHitRatio, "", true)
+			}
+		}
+		if p.Target != "ceiling" && cpu != nil {
+			base.Note = fmt.Sprintf("CPU µs/req: api %.0f, worker %.0f, Redis %.0f, Postgres %.0f", cpu["api"], cpu["worker"], cpu["redis"], cpu["postgres"])
+		}
+		rows = append(rows, base)
+	}
+
+	for _, in := range rep.Inference {
+		name := kindName(in)
+		oneKernel, batchKernel := "gonum MulVec", "gonum MulVec"
+		if in.Hidden > 0 {
+			oneKernel, batchKernel = "gonum MulVec ×2", "gonum Mul + MulVec"
+		}
+		rows = append(rows,
+			row{Group: "inference", Measure: fmt.Sprintf("%s, 1 row: raw kernel (%s, products only)", name, oneKernel), Value: in.OneKernelNS, Unit: "ns/row"},
+			row{Group: "inference", Measure: fmt.Sprintf("%s, 1 row: plain Go loop (products only)", name), Value: in.OneLoopNS, Unit: "ns/row"}.withCeiling("raw kernel", in.OneKernelNS),
+			row{Group: "inference", Measure: fmt.Sprintf("%s, 1 row: PredictOne (checks, scaling, activations)", name), Value: in.OneNS, Unit: "ns/row"}.withCeiling("raw kernel", in.OneKernelNS),
+			row{Group: "inference", Measure: fmt.Sprintf("%s, batch of %d: raw kernel (%s, products only)", name, batchRows, batchKernel), Value: in.BatchKernelNS, Unit: "ns/row"},
+			row{Group: "inference", Measure: fmt.Sprintf("%s, batch of %d: plain Go loop (products only)", name, batchRows), Value: in.BatchLoopNS, Unit: "ns/row"}.withCeiling("raw kernel", in.BatchKernelNS),
+			row{Group: "inference", Measure: fmt.Sprintf("%s, batch of %d: PredictBatch (checks, scaling, activations)", name, batchRows), Value: in.BatchNS, Unit: "ns/row"}.withCeiling("raw kernel", in.BatchKernelNS).atMost(targetBatchRatio),
+		)
+	}
+
+	if q := rep.Queue; q != nil {
+		rows = append(rows,
+			row{Group: "queue", Measure: "queue: asynq no-op enqueue, 16 goroutines", Value: q.NoopEnqueuePS, Unit: "tasks/s"},
+			row{Group: "queue", Measure: fmt.Sprintf("queue: asynq no-op processing, one server, concurrency %d", 16), Value: q.NoopProcessPS, Unit: "tasks/s"},
+			row{Group: "queue", Measure: "queue: persist pipeline (GroupCommit → Redis → worker → Postgres), records stored", Value: q.PersistStoredPS, Unit: "records/s",
+				Note: fmt.Sprintf("%s enqueued/s", itoa(int64(q.PersistEnqueuPS)))}.withCeiling("no-op enqueue", q.NoopEnqueuePS),
+			row{Group: "queue", Measure: "queue: persist pipeline, records stored, against no-op processing", Value: q.PersistStoredPS, Unit: "records/s"}.withCeiling("no-op processing", q.NoopProcessPS),
+		)
+	}
+
+	if j := rep.Job; j != nil {
+		rows = append(rows, row{Group: "job", Measure: fmt.Sprintf("job: %s-row NDJSON, submit → succeeded", itoa(int64(j.Rows))), Value: j.RowsPS, Unit: "rows/s",
+			Note: fmt.Sprintf("%.1f s: upload %.1f s of %.0f MB, run %.1f s", j.TotalSeconds, j.UploadSeconds, float64(j.Bytes)/1e6, j.TotalSeconds-j.UploadSeconds)}.
+			withCeiling(fmt.Sprintf("one pgx CopyFrom of %s result rows", itoa(int64(j.Rows))), j.CopyRowsPS).atLeast(targetJobRatio, "", true))
+	}
+
+	if m := rep.Memory; m != nil {
+		rss := func(measure string, b int64) row {
+			mb := float64(b) / 1e6
+			return row{Group: "memory", Measure: measure, Value: mb, Unit: "MB", Target: "≤ " + strconv.FormatFloat(targetRSSMB, 'f', -1, 64) + " MB", Met: ptr(mb <= targetRSSMB)}
+		}
+		if m.AfterHTTP > 0 {
+			rows = append(rows, rss("api peak RSS (VmHWM) after the HTTP load", m.AfterHTTP))
+		}
+		if m.AfterUpload > 0 && rep.Job != nil {
+			rows = append(rows, rss(fmt.Sprintf("api peak RSS (VmHWM) after the %s-row upload and job", itoa(int64(rep.Job.Rows))), m.AfterUpload))
+		}
+	}
+	if opts.Smoke {
+		// Too small to judge: the smoke run only checks that every measurement works.
+		for i := range rows {
+			rows[i].Met = nil
+		}
+	}
+	return rows
+}
+
+// notes are the lines printed under the table.
+func notes(rep report, opts options) []string {
+	n := []string{
+		"HTTP: closed loop, each connection sends its next request when the answer is read; " +
+			fmt.Sprintf("%s per point after a %s warm-up; predict uses the latest model (MLP) with persistence on, ", opts.Duration, opts.Warmup) +
+			"and the worker drains the persist queue between points. Cache misses: sonar row i mod 208 with its first feature moved by (1+i/208)·1e-9, so no input repeats. " +
+			"CPU µs/req: CPU time of each process (Postgres: the backends of the bench's database) from the start of the point until the persist queue is empty, per answered request.",
+	}
+	if opts.Smoke {
+		n = append(n, "Smoke run: sizes are too small for the targets to mean anything; it checks that every measurement still works.")
+	}
+	return n
+}

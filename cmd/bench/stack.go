@@ -1,0 +1,307 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/predq/predq/internal/localsvc"
+)
+
+// defaultAdminURL is the Postgres tried when DATABASE_URL is unset.
+const defaultAdminURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+// pinning says where the processes run. With taskset available, the HTTP servers under
+// test (the ceiling server and the api) run on core 0 and every load generator on core 1;
+// Redis, Postgres and the worker are left to the scheduler.
+type pinning struct {
+	On     bool
+	Server string // taskset CPU list of the servers under test
+	Load   string // taskset CPU list of the load generators
+}
+
+// detectPinning checks that taskset works and that cores 0 and 1 exist.
+func detectPinning(disabled bool) pinning {
+	if disabled {
+		return pinning{}
+	}
+	if exec.Command("taskset", "-c", "0", "true").Run() != nil || exec.Command("taskset", "-c", "1", "true").Run() != nil {
+		return pinning{}
+	}
+	return pinning{On: true, Server: "0", Load: "1"}
+}
+
+// command returns a command running name with args, on cpus when pinning is on and cpus is
+// not empty.
+func (p pinning) command(ctx context.Context, cpus, name string, args ...string) *exec.Cmd {
+	if p.On && cpus != "" {
+		return exec.CommandContext(ctx, "taskset", append([]string{"-c", cpus, name}, args...)...)
+	}
+	return exec.CommandContext(ctx, name, args...)
+}
+
+// describe says in words what pinning was used.
+func (p pinning) describe() string {
+	if !p.On {
+		return "no pinning (taskset unavailable or -no-pin): servers and load generator share every core"
+	}
+	return fmt.Sprintf("pinned with taskset: api and ceiling server on core %s, load generators on core %s; Redis, Postgres and the worker unpinned", p.Server, p.Load)
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writes, keeping only the last 64 KiB.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() > 64<<10 {
+		rest := l.b.Bytes()[l.b.Len()-32<<10:]
+		kept := append([]byte(nil), rest...)
+		l.b.Reset()
+		l.b.Write(kept)
+	}
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// proc is a started server process.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  *lockedBuffer
+	done chan struct{}
+}
+
+// startProc starts cmd with its output kept in memory.
+func startProc(name string, cmd *exec.Cmd) (*proc, error) {
+	p := &proc{name: name, cmd: cmd, log: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.log, p.log
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	return p, nil
+}
+
+// stop sends SIGTERM and waits up to 30 s, then kills.
+func (p *proc) stop() {
+	if p == nil {
+		return
+	}
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// exited reports whether the process has ended.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// tail returns the end of the process's output.
+func (p *proc) tail() string {
+	s := p.log.String()
+	if len(s) > 2048 {
+		s = "…" + s[len(s)-2048:]
+	}
+	return strings.TrimSpace(s)
+}
+
+// peakRSS returns the process's VmHWM (peak resident set size) and VmRSS in bytes.
+func peakRSS(pid int) (hwm, rss int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || (name != "VmHWM" && name != "VmRSS") {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, 0, err
+		}
+		if name == "VmHWM" {
+			hwm = kb << 10
+		} else {
+			rss = kb << 10
+		}
+	}
+	if hwm == 0 {
+		return 0, 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+	}
+	return hwm, rss, nil
+}
+
+// waitHTTP waits until GET url answers 200, the process exits, or the timeout passes.
+func waitHTTP(ctx context.Context, rawURL string, p *proc, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get(rawURL)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if p != nil && p.exited() {
+			return fmt.Errorf("%s exited: %s", p.name, p.tail())
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not answer %s within %s", p.name, rawURL, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+// buildBinaries builds the api and worker into dir, like `make build`.
+func buildBinaries(ctx context.Context, root, dir string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", dir+string(filepath.Separator), "./cmd/api", "./cmd/worker")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go build: %w: %s", err, out.String())
+	}
+	return nil
+}
+
+// postgresServer returns the admin URL of the Postgres to use: DATABASE_URL's server, else
+// 127.0.0.1:5432, else a throwaway server started for this run (stop is then not nil).
+func postgresServer(ctx context.Context, getenv func(string) string) (admin string, stop func(), err error) {
+	for _, c := range []string{getenv("DATABASE_URL"), defaultAdminURL} {
+		if c == "" {
+			continue
+		}
+		c = withDatabase(c, "postgres")
+		if pingPostgres(ctx, c) == nil {
+			return c, nil, nil
+		}
+	}
+	srv, err := localsvc.StartPostgres(ctx)
+	if err != nil {
+		return "", nil, fmt.Errorf("no Postgres answers at DATABASE_URL or 127.0.0.1:5432, and none could be started: %w", err)
+	}
+	for i := 0; i < 100 && pingPostgres(ctx, srv.URL) != nil; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	return srv.URL, func() { _ = srv.Stop() }, nil
+}
+
+func pingPostgres(ctx context.Context, u string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, u)
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	return c.Ping(ctx)
+}
+
+// withDatabase returns the URL raw pointing at database db.
+func withDatabase(raw, db string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	u.Path = "/" + db
+	return u.String()
+}
+
+// createDatabase creates a database named predq_bench_<random> and returns its name.
+func createDatabase(ctx context.Context, admin string) (string, error) {
+	name := "predq_bench_" + randomHex(6)
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	return name, nil
+}
+
+// dropDatabase drops the database, disconnecting its sessions.
+func dropDatabase(admin, name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	return err
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// minimalEnv is the environment of the started processes: only what a process needs from
+// ours (so that a developer's DATABASE_URL, OTEL_* or .env does not leak in), plus vars.
+func minimalEnv(vars map[string]string) []string {
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "TMPDIR", "GOGC", "GOMEMLIMIT", "GODEBUG"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	for k, v := range vars {
+		env = append(env, k+"="+v)
+	}
+	return env
+}

@@ -1,0 +1,148 @@
+package inference_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"gonum.org/v1/gonum/mat"
+
+	"github.com/predq/predq/internal/inference"
+)
+
+// The raw kernels of the shipped models' arithmetic: the matrix products alone, on
+// preallocated operands, with no checks, no scaling, no activations and no allocation. They
+// are the ceilings that BenchmarkPredictOne and BenchmarkPredictBatch1000 (and cmd/bench)
+// are compared with; run them side by side:
+//
+//	go test -run '^$' -bench 'RawKernel|Predict' ./internal/inference/
+//
+// The "as-model" variants use the product forms PredictBatch uses (Dense.Mul with a
+// transposed weight matrix, including for a single output column), to tell the cost of the
+// kernel choice from the cost of the work around it.
+
+// rawModel is the weights of a shipped model's standard variant.
+type rawModel struct {
+	kind string
+	d    int
+	w    []float64   // logistic regression
+	w1   [][]float64 // MLP hidden layer, one row per unit
+	w2   []float64   // MLP output
+}
+
+func loadRawModels(b *testing.B) []rawModel {
+	b.Helper()
+	files, err := filepath.Glob("../../models/*.json")
+	if err != nil || len(files) == 0 {
+		b.Skip("no shipped models")
+	}
+	var out []rawModel
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		a, err := inference.ParseArtifact(raw)
+		if err != nil {
+			b.Fatalf("%s: %v", f, err)
+		}
+		for _, v := range a.Variants {
+			if v.Preprocessing != inference.Standard {
+				continue
+			}
+			m := rawModel{kind: a.Kind, d: a.InputSize}
+			if v.Logistic != nil {
+				m.w = v.Logistic.Weights
+			}
+			if v.MLP != nil {
+				m.w1, m.w2 = v.MLP.HiddenWeights, v.MLP.OutputWeights
+			}
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// rawRows is n rows of d values in [0, 1), deterministic.
+func rawRows(n, d int) *mat.Dense {
+	x := mat.NewDense(n, d, nil)
+	raw := x.RawMatrix().Data
+	s := uint64(42)
+	for i := range raw {
+		s = s*6364136223846793005 + 1442695040888963407
+		raw[i] = float64(s>>11) / (1 << 53)
+	}
+	return x
+}
+
+func reportPerRow(b *testing.B, rows int) {
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*rows), "ns/row")
+}
+
+func BenchmarkRawKernel(b *testing.B) {
+	const n = 1000
+	for _, m := range loadRawModels(b) {
+		x := rawRows(n, m.d)
+		x0 := mat.NewVecDense(m.d, x.RawRowView(0))
+		switch m.kind {
+		case inference.KindLogistic:
+			w := mat.NewDense(1, m.d, m.w)
+			wv := mat.NewVecDense(m.d, m.w)
+			one := mat.NewVecDense(1, nil)
+			out := mat.NewVecDense(n, nil)
+			outM := mat.NewDense(n, 1, nil)
+			b.Run(m.kind+"/one/MulVec", func(b *testing.B) {
+				for b.Loop() {
+					one.MulVec(w, x0)
+				}
+				reportPerRow(b, 1)
+			})
+			b.Run(m.kind+"/batch1000/MulVec", func(b *testing.B) {
+				for b.Loop() {
+					out.MulVec(x, wv)
+				}
+				reportPerRow(b, n)
+			})
+			b.Run(m.kind+"/batch1000/as-model-Mul", func(b *testing.B) {
+				for b.Loop() {
+					outM.Mul(x, w.T())
+				}
+				reportPerRow(b, n)
+			})
+		case inference.KindMLP:
+			h := len(m.w1)
+			w1 := mat.NewDense(h, m.d, nil)
+			for j, r := range m.w1 {
+				w1.SetRow(j, r)
+			}
+			w2 := mat.NewDense(1, h, m.w2)
+			w2v := mat.NewVecDense(h, m.w2)
+			hid := mat.NewVecDense(h, nil)
+			one := mat.NewVecDense(1, nil)
+			act := mat.NewDense(n, h, nil)
+			out := mat.NewVecDense(n, nil)
+			outM := mat.NewDense(n, 1, nil)
+			b.Run(m.kind+"/one/MulVec", func(b *testing.B) {
+				for b.Loop() {
+					hid.MulVec(w1, x0)
+					one.MulVec(w2, hid)
+				}
+				reportPerRow(b, 1)
+			})
+			b.Run(m.kind+"/batch1000/Mul+MulVec", func(b *testing.B) {
+				for b.Loop() {
+					act.Mul(x, w1.T())
+					out.MulVec(act, w2v)
+				}
+				reportPerRow(b, n)
+			})
+			b.Run(m.kind+"/batch1000/as-model-Mul+Mul", func(b *testing.B) {
+				for b.Loop() {
+					act.Mul(x, w1.T())
+					outM.Mul(act, w2.T())
+				}
+				reportPerRow(b, n)
+			})
+		}
+	}
+}

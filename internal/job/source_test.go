@@ -1,0 +1,111 @@
+package job
+
+import (
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/go-json-experiment/json"
+	"github.com/stretchr/testify/require"
+
+	"github.com/predq/predq/internal/strictjson"
+)
+
+// checkFastPath checks that parseNumberArray either declines line or returns exactly what
+// the strict decoder returns for it.
+func checkFastPath(t *testing.T, line string) (fast bool) {
+	t.Helper()
+	got, ok := parseNumberArray([]byte(line))
+	var want []float64
+	err := json.Unmarshal([]byte(line), &want, strictjson.Options)
+	if !ok {
+		return false
+	}
+	require.NoError(t, err, "fast path accepted %q, which the decoder refuses", line)
+	require.Len(t, got, len(want), line)
+	for i := range want {
+		require.Equal(t, math.Float64bits(want[i]), math.Float64bits(got[i]), "%q: element %d", line, i)
+	}
+	return true
+}
+
+func TestNumberArrayFastPathAgreesWithTheDecoder(t *testing.T) {
+	t.Parallel()
+	accepted := []string{
+		"[1]", "[0]", "[-0]", "[0.5,-2,3e2,4E-2,5.25e+1]", "[ 1 , 2 ]", "[\t1\r\n,2]", "[1e308]", "[4.9e-324]", "[1e-400]",
+		"[0.0200,0.0371,0.0428]", "[123456789012345678901234567890]", "[-1000, 1000]",
+	}
+	for _, line := range accepted {
+		require.True(t, checkFastPath(t, line), "fast path declined %q", line)
+	}
+	declined := []string{
+		"[]", "[ ]", "[1,]", "[,1]", "[1 2]", "[01]", "[1.]", "[.5]", "[+1]", "[1e]", "[1e+]", "[-]", "[--1]", "[0x10]",
+		"[1]]", "[1] x", "[[1]]", "[null]", "[\"1\"]", "[true]", "[1e309]", "[-1e400000]", "[NaN]", "[Infinity]", "[1", "[1,2",
+		"[1/*c*/]", "[１]",
+	}
+	for _, line := range declined {
+		require.False(t, checkFastPath(t, line), "fast path accepted %q", line)
+	}
+
+	// Random arrays in every float format, with random whitespace.
+	rng := rand.New(rand.NewPCG(1, 2))
+	space := []string{"", "", " ", "\t", " \r\n "}
+	for range 2000 {
+		var b strings.Builder
+		b.WriteString("[" + space[rng.IntN(len(space))])
+		n := 1 + rng.IntN(70)
+		for i := range n {
+			if i > 0 {
+				b.WriteString(space[rng.IntN(len(space))] + "," + space[rng.IntN(len(space))])
+			}
+			f := (rng.Float64()*2 - 1) * math.Pow(10, float64(rng.IntN(20)-10))
+			b.WriteString(strconv.FormatFloat(f, "efgE"[rng.IntN(4)], rng.IntN(20)-1, 64))
+		}
+		b.WriteString(space[rng.IntN(len(space))] + "]")
+		require.True(t, checkFastPath(t, b.String()), "fast path declined %q", b.String())
+	}
+}
+
+func TestNDJSONSourceKeepsItsErrors(t *testing.T) {
+	t.Parallel()
+	src := NewNDJSONSource(strings.NewReader("[1,2]\n\n[1e999]\n[1,null]\n"))
+	x, err := src.Next()
+	require.NoError(t, err)
+	require.Equal(t, []float64{1, 2}, x)
+	_, err = src.Next()
+	var re *RowError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, 3, re.Row)
+	require.Contains(t, re.Message, "overflows")
+}
+
+func BenchmarkNDJSONSource(b *testing.B) {
+	line := "[0.0200,0.0371,0.0428,0.0207,0.0954,0.0986,0.1539,0.1601,0.3109,0.2111,0.1609,0.1582,0.2238,0.0645,0.0660,0.2273,0.3100,0.2999,0.5078,0.4797,0.5783,0.5071,0.4328,0.5550,0.6711,0.6415,0.7104,0.8080,0.6791,0.3857,0.1307,0.2604,0.5121,0.7547,0.8537,0.8507,0.6692,0.6097,0.4943,0.2744,0.0510,0.2834,0.2825,0.4256,0.2641,0.1386,0.1051,0.1343,0.0383,0.0324,0.0232,0.0027,0.0065,0.0159,0.0072,0.0167,0.0180,0.0084,0.0090,0.0032]\n"
+	body := strings.Repeat(line, 1000)
+	b.Run("source", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			src := NewNDJSONSource(strings.NewReader(body))
+			for {
+				if _, err := src.Next(); err != nil {
+					break
+				}
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1000), "ns/row")
+	})
+	// The strict decoder alone on the same rows: what every row cost before the fast path.
+	b.Run("decoder", func(b *testing.B) {
+		row := []byte(strings.TrimSpace(line))
+		b.SetBytes(int64(len(line)))
+		for b.Loop() {
+			var x []float64
+			if err := json.Unmarshal(row, &x, strictjson.Options); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/row")
+	})
+}
