@@ -9,7 +9,6 @@ import (
 	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -145,25 +144,13 @@ func (r *Recorder) recordBatch(batch []*commitWaiter, n int) error {
 		return nil
 	}
 	// Same path as Record for records that could not be enqueued.
-	span.SetAttributes(attribute.Int("predq.fallback_records", len(recs)))
-	fctx, cancel := context.WithTimeout(ctx, r.fallbackTimeout)
-	_, perr := r.store.Insert(fctx, recs)
-	cancel()
-	if perr != nil {
-		r.metrics.unavailable.Add(float64(len(recs)))
-		err := fmt.Errorf("%w: record %d predictions: queue: %v; postgres: %v", prediction.ErrUnavailable, len(recs), qerr, perr)
-		span.RecordError(err)
-		span.SetStatus(codes.Error, "unrecorded")
+	if err := r.storeDirectly(ctx, span, recs, qerr); err != nil {
 		return err
 	}
-	r.metrics.fallback.Add(float64(len(recs)))
 	for _, w := range batch {
 		for _, rec := range w.recs {
 			if rec.LowConfidence() {
-				r.metrics.alertFallback.WithLabelValues(rec.ModelVersion).Inc()
-				r.logger.WarnContext(w.ctx, "low-confidence prediction (alert not queued: queue unavailable)",
-					"request_id", rec.RequestID, "model_version", rec.ModelVersion,
-					"confidence", rec.Confidence, "threshold", rec.ConfidenceThreshold)
+				r.alertNotQueued(w.ctx, rec)
 			}
 		}
 	}

@@ -190,26 +190,41 @@ func (r *Recorder) Record(ctx context.Context, recs []prediction.Record) error {
 		}
 	}
 	if len(unqueued) > 0 {
-		span.SetAttributes(attribute.Int("predq.fallback_records", len(unqueued)))
-		fctx, cancel := context.WithTimeout(ctx, r.fallbackTimeout)
-		_, perr := r.store.Insert(fctx, unqueued)
-		cancel()
-		if perr != nil {
-			r.metrics.unavailable.Add(float64(len(unqueued)))
-			err := fmt.Errorf("%w: record %d predictions: queue: %v; postgres: %v", prediction.ErrUnavailable, len(unqueued), qerr, perr)
-			span.RecordError(err)
-			span.SetStatus(codes.Error, "unrecorded")
+		if err := r.storeDirectly(ctx, span, unqueued, qerr); err != nil {
 			return err
 		}
-		r.metrics.fallback.Add(float64(len(unqueued)))
 	}
 	for _, rec := range noAlert {
-		r.metrics.alertFallback.WithLabelValues(rec.ModelVersion).Inc()
-		r.logger.WarnContext(ctx, "low-confidence prediction (alert not queued: queue unavailable)",
-			"request_id", rec.RequestID, "model_version", rec.ModelVersion,
-			"confidence", rec.Confidence, "threshold", rec.ConfidenceThreshold)
+		r.alertNotQueued(ctx, rec)
 	}
 	return nil
+}
+
+// storeDirectly writes records that could not be enqueued (qerr says why) to Postgres; when
+// that fails too it returns an error wrapping prediction.ErrUnavailable.
+func (r *Recorder) storeDirectly(ctx context.Context, span trace.Span, recs []prediction.Record, qerr error) error {
+	span.SetAttributes(attribute.Int("predq.fallback_records", len(recs)))
+	fctx, cancel := context.WithTimeout(ctx, r.fallbackTimeout)
+	_, perr := r.store.Insert(fctx, recs)
+	cancel()
+	if perr != nil {
+		r.metrics.unavailable.Add(float64(len(recs)))
+		err := fmt.Errorf("%w: record %d predictions: queue: %v; postgres: %v", prediction.ErrUnavailable, len(recs), qerr, perr)
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "unrecorded")
+		return err
+	}
+	r.metrics.fallback.Add(float64(len(recs)))
+	return nil
+}
+
+// alertNotQueued logs and counts the low-confidence warning of a record that got no alert
+// task (the worker's alert webhook is not called for it).
+func (r *Recorder) alertNotQueued(ctx context.Context, rec prediction.Record) {
+	r.metrics.alertFallback.WithLabelValues(rec.ModelVersion).Inc()
+	r.logger.WarnContext(ctx, "low-confidence prediction (alert not queued: queue unavailable)",
+		"request_id", rec.RequestID, "model_version", rec.ModelVersion,
+		"confidence", rec.Confidence, "threshold", rec.ConfidenceThreshold)
 }
 
 // trip opens the breaker for the cooldown; the transition is logged once.
