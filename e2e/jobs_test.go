@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -223,7 +224,13 @@ func TestCancelRunningJob(t *testing.T) {
 	r.decode(t, &c)
 	require.Equal(t, "cancelled", c.Status)
 	require.Less(t, c.Processed, 20_000)
-	time.Sleep(300 * time.Millisecond) // chunks already picked up finish without counting
+	// Every chunk task left runs (and does nothing): wait until the batch queue is empty.
+	rdb := s.redis.Client(t)
+	require.Eventually(t, func() bool {
+		pending, _ := rdb.LLen(context.Background(), "asynq:{batch}:pending").Result()
+		active, _ := rdb.LLen(context.Background(), "asynq:{batch}:active").Result()
+		return pending == 0 && active == 0
+	}, 30*time.Second, 20*time.Millisecond)
 	after := s.job(j.ID)
 	require.Equal(t, "cancelled", after.Status)
 	require.Equal(t, c.Processed, after.Processed, "nothing is counted after the cancel")

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/predq/predq/internal/localsvc"
+	"github.com/predq/predq/internal/postgres"
 	"github.com/predq/predq/internal/redisdb"
 	"github.com/predq/predq/internal/tasks"
 )
@@ -191,7 +192,7 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 		}
 		return err
 	}
-	b.dbURL = withDatabase(admin, db)
+	b.dbURL = postgres.WithDatabase(admin, db)
 	b.log("database %s on %s", db, redactURL(admin))
 	b.cleanups = append(b.cleanups, func() {
 		if err := dropDatabase(admin, db); err != nil {

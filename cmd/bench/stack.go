@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/predq/predq/internal/localsvc"
+	"github.com/predq/predq/internal/postgres"
 )
 
 // defaultAdminURL is the Postgres tried when DATABASE_URL is unset.
@@ -222,7 +222,7 @@ func postgresServer(ctx context.Context, getenv func(string) string) (admin stri
 		if c == "" {
 			continue
 		}
-		c = withDatabase(c, "postgres")
+		c = postgres.WithDatabase(c, "postgres")
 		if pingPostgres(ctx, c) == nil {
 			return c, nil, nil
 		}
@@ -246,16 +246,6 @@ func pingPostgres(ctx context.Context, u string) error {
 	}
 	defer c.Close(ctx)
 	return c.Ping(ctx)
-}
-
-// withDatabase returns the URL raw pointing at database db.
-func withDatabase(raw, db string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	u.Path = "/" + db
-	return u.String()
 }
 
 // createDatabase creates a database named predq_bench_<random> and returns its name.

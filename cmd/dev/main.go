@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/predq/predq/internal/config"
 	"github.com/predq/predq/internal/localsvc"
+	"github.com/predq/predq/internal/postgres"
 	"github.com/predq/predq/internal/redisdb"
 )
 
@@ -58,19 +58,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// Postgres: the configured server when it answers, else a throwaway one.
 	if err := pingPostgres(ctx, cfg.DatabaseURL); err != nil {
-		say("no Postgres at %s (%v): starting a throwaway server", redact(cfg.DatabaseURL), shortErr(err))
+		say("no Postgres at %s (%v): starting a throwaway server", config.RedactURL(cfg.DatabaseURL), shortErr(err))
 		srv, err := localsvc.StartPostgres(ctx)
 		if err != nil {
 			return err
 		}
 		defer srv.Stop()
-		env["DATABASE_URL"] = withDatabase(srv.URL, "predq")
+		env["DATABASE_URL"] = postgres.WithDatabase(srv.URL, "predq")
 	} else {
 		env["DATABASE_URL"] = cfg.DatabaseURL
 	}
 	// Redis: likewise.
 	if err := pingRedis(ctx, cfg.RedisURL); err != nil {
-		say("no Redis at %s (%v): starting a throwaway server", redact(cfg.RedisURL), shortErr(err))
+		say("no Redis at %s (%v): starting a throwaway server", config.RedactURL(cfg.RedisURL), shortErr(err))
 		srv, err := localsvc.StartRedis(ctx)
 		if err != nil {
 			return err
@@ -157,7 +157,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
   curl -s -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' \
        -d "{\"features\": [$(head -1 data/sonar.csv | cut -d, -f1-60)]}" %[1]s/api/v1/predict`,
-		base, apiKey, cfg.WorkerMetricsPort, cfg.SchedulerMetricsPort, redact(env["DATABASE_URL"]), redact(firstNonEmpty(env["REDIS_URL"], cfg.RedisURL)))
+		base, apiKey, cfg.WorkerMetricsPort, cfg.SchedulerMetricsPort, config.RedactURL(env["DATABASE_URL"]), config.RedactURL(firstNonEmpty(env["REDIS_URL"], cfg.RedisURL)))
 
 	select {
 	case <-ctx.Done():
@@ -213,7 +213,7 @@ func waitReady(ctx context.Context, u string, exited <-chan string) error {
 func pingPostgres(ctx context.Context, raw string) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, withDatabase(raw, "postgres"))
+	conn, err := pgx.Connect(ctx, postgres.WithDatabase(raw, "postgres"))
 	if err != nil {
 		return err
 	}
@@ -229,23 +229,6 @@ func pingRedis(ctx context.Context, raw string) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	return c.Ping(ctx).Err()
-}
-
-func withDatabase(raw, db string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	u.Path = "/" + db
-	return u.String()
-}
-
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable)"
-	}
-	return u.Redacted()
 }
 
 func shortErr(err error) string {

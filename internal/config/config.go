@@ -228,8 +228,8 @@ func Load(getenv func(string) string) (Config, error) {
 func (c Config) Redacted() []any {
 	return []any{
 		"app_env", c.Env, "port", c.Port, "log_level", c.LogLevel,
-		"database_url", redactURL(c.DatabaseURL), "db_pool_size", c.DBPoolSize,
-		"redis_url", redactURL(c.RedisURL), "cache_redis_url", redactURL(c.CacheRedisURL),
+		"database_url", RedactURL(c.DatabaseURL), "db_pool_size", c.DBPoolSize,
+		"redis_url", RedactURL(c.RedisURL), "cache_redis_url", RedactURL(c.CacheRedisURL),
 		"redis_ttl", c.RedisTTL.String(), "secret_key", mask(c.SecretKey),
 		"api_keys", len(c.APIKeys), "allowed_origins", c.AllowedOrigins,
 		"rate_limit", c.RateLimit, "model_path", c.ModelPath, "max_batch_size", c.MaxBatchSize,
@@ -246,7 +246,8 @@ func mask(s string) string {
 	return "***"
 }
 
-func redactURL(raw string) string {
+// RedactURL returns raw with its password masked, for logs.
+func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparsable)"

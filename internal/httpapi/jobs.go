@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -61,14 +62,7 @@ var (
 
 func ownerOf(c echo.Context) job.Owner {
 	p, _ := principalFrom(c.Request().Context())
-	return job.Owner{ID: cmpOr(p.KeyID, "name:"+p.Name), Name: p.Name}
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+	return job.Owner{ID: cmp.Or(p.KeyID, "name:"+p.Name), Name: p.Name}
 }
 
 func jobID(c echo.Context) (uuid.UUID, error) {

@@ -40,18 +40,14 @@ func queryTime(c echo.Context, name string) (time.Time, error) {
 // predictions, newest first, filtered by model version and time range.
 func (s *Server) handleListPredictions() echo.HandlerFunc {
 	return func(c echo.Context) error {
-		v := &validate.Error{}
-		limit, err := queryLimit(c, predstore.DefaultLimit, predstore.MaxLimit)
-		if err != nil {
-			v.Merge("", err.(*validate.Error))
-		}
-		from, err := queryTime(c, "from")
-		if err != nil {
-			v.Merge("", err.(*validate.Error))
-		}
-		to, err := queryTime(c, "to")
-		if err != nil {
-			v.Merge("", err.(*validate.Error))
+		limit, lerr := queryLimit(c, predstore.DefaultLimit, predstore.MaxLimit)
+		from, ferr := queryTime(c, "from")
+		to, terr := queryTime(c, "to")
+		v := &validate.Error{} // every bad parameter named at once
+		for _, err := range []error{lerr, ferr, terr} {
+			if fe, ok := errors.AsType[*validate.Error](err); ok {
+				v.Merge("", fe)
+			}
 		}
 		if err := v.Err(); err != nil {
 			return err

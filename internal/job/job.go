@@ -95,7 +95,6 @@ type Job struct {
 	Webhook             *Webhook          `json:"webhook"`
 	Metadata            map[string]string `json:"metadata"`
 
-	owner      string
 	deliveryID uuid.UUID // set by finish when a webhook delivery was recorded
 }
 

@@ -48,10 +48,7 @@ func (s *Service) Enqueue(ctx context.Context, id uuid.UUID) error {
 		return err
 	}
 	if len(chunks) == 0 {
-		// A job whose chunks are all done but that is not terminal (a crash between the
-		// last chunk and ... cannot happen: the last chunk finishes the job in its own
-		// transaction). Nothing to do.
-		return nil
+		return nil // terminal, or every chunk done (the last one finished the job)
 	}
 	if s.cfg.Enqueuer == nil {
 		return nil

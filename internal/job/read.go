@@ -15,7 +15,7 @@ import (
 	"github.com/predq/predq/internal/prediction"
 )
 
-const jobColumns = `j.id, j.owner, j.status, j.model_version, j.preprocessing, j.confidence_threshold, j.total, j.processed,
+const jobColumns = `j.id, j.status, j.model_version, j.preprocessing, j.confidence_threshold, j.total, j.processed,
 	j.failed, j.low_confidence, j.chunks_total, j.chunks_done, j.input_format, j.created_at, j.started_at, j.finished_at,
 	j.deadline_at, j.error, j.metadata, j.webhook_url,
 	d.id, d.status, d.attempts, d.last_status, d.last_error, d.delivered_at`
@@ -31,7 +31,7 @@ func scanJob(row pgx.Row) (Job, error) {
 	var dID *uuid.UUID
 	var dAttempts, dLast *int
 	var dAt *time.Time
-	err := row.Scan(&j.ID, &j.owner, &j.Status, &j.ModelVersion, &j.Preprocessing, &j.ConfidenceThreshold, &j.Total,
+	err := row.Scan(&j.ID, &j.Status, &j.ModelVersion, &j.Preprocessing, &j.ConfidenceThreshold, &j.Total,
 		&j.Processed, &j.Failed, &j.LowConfidence, &j.ChunksTotal, &j.ChunksDone, &j.InputFormat, &j.CreatedAt,
 		&j.StartedAt, &j.FinishedAt, &j.DeadlineAt, &j.Error, &j.Metadata, &webhookURL,
 		&dID, &dStatus, &dAttempts, &dLast, &dError, &dAt)

@@ -147,8 +147,8 @@ func (s *Service) ValidateOptions(ctx context.Context, o *Options) (*inference.M
 // *validate.Error. In every such case nothing is stored. If the enqueue fails after the
 // commit, the job stays queued (the reconciler enqueues it) and Submit still succeeds.
 //
-// For a JSON body the options are only complete once src is drained: pass validateAfter
-// and Submit validates them then (still inside the transaction).
+// For a JSON body the options are only complete once src is drained: pass lateOpts, which
+// Submit calls then and validates (still inside the transaction).
 func (s *Service) Submit(ctx context.Context, owner Owner, opts Options, format string, src RowSource, lateOpts func() (Options, error)) (Job, error) {
 	var model *inference.Model
 	var err error

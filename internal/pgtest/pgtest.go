@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/url"
 	"os"
 	"sort"
 	"sync"
@@ -98,7 +97,7 @@ func NewURL(t testing.TB) string {
 			t.Logf("pgtest: drop %s: %v", name, err)
 		}
 	})
-	return withDatabase(admin, name)
+	return postgres.WithDatabase(admin, name)
 }
 
 // AdminURL returns the URL of the server's postgres database, starting a throwaway server
@@ -119,7 +118,7 @@ func server(ctx context.Context) (string, error) {
 			if c == "" {
 				continue
 			}
-			c = withDatabase(c, "postgres")
+			c = postgres.WithDatabase(c, "postgres")
 			if ping(ctx, c) == nil {
 				adminURL = c
 				return
@@ -191,7 +190,7 @@ func ensureTemplate(ctx context.Context, admin, name string) error {
 	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s", pgx.Identifier{name}.Sanitize())); err != nil {
 		return err
 	}
-	pool, err := postgres.Open(ctx, withDatabase(admin, name), 2)
+	pool, err := postgres.Open(ctx, postgres.WithDatabase(admin, name), 2)
 	if err != nil {
 		return err
 	}
@@ -220,15 +219,6 @@ func migrationsHash() (string, error) {
 		h.Write(b)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-func withDatabase(raw, db string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	u.Path = "/" + db
-	return u.String()
 }
 
 func randomHex(n int) string {

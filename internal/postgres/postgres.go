@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/url"
 	"time"
 
 	"github.com/exaring/otelpgx"
@@ -136,4 +137,15 @@ func IsUnavailable(err error) bool {
 func isConnectError(err error) bool {
 	var ce *pgconn.ConnectError
 	return errors.As(err, &ce)
+}
+
+// WithDatabase returns the connection URL raw pointing at database db (raw unchanged when it
+// does not parse).
+func WithDatabase(raw, db string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	u.Path = "/" + db
+	return u.String()
 }

@@ -136,17 +136,12 @@ func (c *Cache) SetMany(ctx context.Context, keys []string, values []float64) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 	defer cancel()
-	var err error
-	if len(keys) == 1 {
-		err = c.rdb.Set(ctx, keys[0], strconv.FormatFloat(values[0], 'g', -1, 64), c.ttl).Err()
-	} else {
-		_, err = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, k := range keys {
-				p.Set(ctx, k, strconv.FormatFloat(values[i], 'g', -1, 64), c.ttl)
-			}
-			return nil
-		})
-	}
+	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			p.Set(ctx, k, strconv.FormatFloat(values[i], 'g', -1, 64), c.ttl)
+		}
+		return nil
+	})
 	if err != nil {
 		c.failed(ctx, "set", err)
 	}
