@@ -240,13 +240,27 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	}
 
 	b.log("starting api (%s), worker and ceiling server", b.apiURL)
+	apiEnv, workerEnv := minimalEnv(b.env), minimalEnv(b.env)
+	if b.opts.Pprof {
+		for _, p := range []struct {
+			name string
+			env  *[]string
+		}{{"api", &apiEnv}, {"worker", &workerEnv}} {
+			port, err := localsvc.FreePort()
+			if err != nil {
+				return err
+			}
+			*p.env = append(*p.env, fmt.Sprintf("PPROF_ADDR=127.0.0.1:%d", port))
+			b.log("%s pprof: http://127.0.0.1:%d/debug/pprof/", p.name, port)
+		}
+	}
 	cmd := b.pin.command(ctx, b.pin.Server, filepath.Join(b.binDir, "api"))
-	cmd.Dir, cmd.Env = b.binDir, minimalEnv(b.env)
+	cmd.Dir, cmd.Env = b.binDir, apiEnv
 	if b.api, err = startProc("api", cmd); err != nil {
 		return err
 	}
 	cmd = exec.CommandContext(ctx, filepath.Join(b.binDir, "worker"))
-	cmd.Dir, cmd.Env = b.binDir, minimalEnv(b.env)
+	cmd.Dir, cmd.Env = b.binDir, workerEnv
 	if b.worker, err = startProc("worker", cmd); err != nil {
 		return err
 	}

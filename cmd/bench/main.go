@@ -111,6 +111,7 @@ type options struct {
 	InferTime   time.Duration // per inference measurement
 	InferRounds int           // inference measurements, of which the best counts
 	NoPin       bool
+	Pprof       bool // api and worker serve net/http/pprof (PPROF_ADDR), addresses logged
 	Phases      map[string]bool // inference, http, queue, job
 	Render      string          // a -json report to print again, instead of measuring
 	Command     string
@@ -127,12 +128,13 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	jobRows := fs.Int("job-rows", 0, "rows of the NDJSON job (default 1000000, smoke 20000)")
 	queueTasks := fs.Int("queue-tasks", 0, "tasks of the queue measurements (default 100000, smoke 5000)")
 	noPin := fs.Bool("no-pin", false, "do not pin processes to cores even when taskset works")
+	pprof := fs.Bool("pprof", false, "let the api and the worker serve net/http/pprof on free loopback ports (logged), to profile a run")
 	render := fs.String("render", "", "print the table of a report saved with -json, without measuring")
 	phases := fs.String("phases", "inference,http,queue,job", "the measurements to run (a subset, for profiling)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return options{}, err
 	}
-	o := options{Smoke: *smoke, JSON: *jsonOut, Root: *root, NoPin: *noPin, Render: *render,
+	o := options{Smoke: *smoke, JSON: *jsonOut, Root: *root, NoPin: *noPin, Pprof: *pprof, Render: *render,
 		Duration: 10 * time.Second, Warmup: 2 * time.Second, Conns: []int{16, 64, 256},
 		JobRows: 1_000_000, QueueTasks: 100_000, InferTime: 200 * time.Millisecond, InferRounds: 5,
 		Command: strings.Join(append([]string{"bench"}, args[1:]...), " ")}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"slices"
@@ -54,6 +55,7 @@ type Config struct {
 	AlertWebhookURL     string // ALERT_WEBHOOK_URL
 
 	OTLPEndpoint string // OTEL_EXPORTER_OTLP_ENDPOINT
+	PprofAddr    string // PPROF_ADDR: host:port of the net/http/pprof listener; off when empty
 
 	ReconcileInterval   time.Duration // RECONCILE_INTERVAL
 	ReconcileGrace      time.Duration // RECONCILE_GRACE
@@ -110,6 +112,7 @@ var Vars = []Var{
 	{"WEBHOOK_ALLOW_PRIVATE", "false", "allow webhook URLs on private/loopback addresses (tests, local development)"},
 	{"ALERT_WEBHOOK_URL", "", "URL that receives low-confidence alerts (off when empty)"},
 	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "OTLP/HTTP endpoint for traces (off when empty)"},
+	{"PPROF_ADDR", "", "host:port of a net/http/pprof listener in the api and the worker, e.g. 127.0.0.1:6060 (off when empty; keep it off public interfaces)"},
 	{"RECONCILE_INTERVAL", "30s", "how often the scheduler enqueues maintenance:reconcile"},
 	{"RECONCILE_GRACE", "30s", "how long unfinished work may sit untouched before the reconciler enqueues it again"},
 	{"RETENTION_INTERVAL", "1h", "how often the scheduler enqueues maintenance:retention"},
@@ -202,6 +205,12 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if l.get("OTEL_EXPORTER_OTLP_ENDPOINT") != "" {
 		c.OTLPEndpoint = l.url("OTEL_EXPORTER_OTLP_ENDPOINT", "http", "https")
+	}
+	if a := l.get("PPROF_ADDR"); a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			l.fail("PPROF_ADDR", "%q is not a host:port like 127.0.0.1:6060", a)
+		}
+		c.PprofAddr = a
 	}
 	c.ReconcileInterval = l.duration("RECONCILE_INTERVAL", time.Second, 24*time.Hour)
 	c.ReconcileGrace = l.duration("RECONCILE_GRACE", time.Second, 24*time.Hour)

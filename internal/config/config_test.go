@@ -51,6 +51,7 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		"batch size over limit":  {map[string]string{"MAX_BATCH_SIZE": "1000000"}, "MAX_BATCH_SIZE"},
 		"worker concurrency 0":   {map[string]string{"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY"},
 		"otlp endpoint not http": {map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "grpc://x"}, "OTEL_EXPORTER_OTLP_ENDPOINT"},
+		"pprof without port":     {map[string]string{"PPROF_ADDR": "localhost"}, "PPROF_ADDR: \"localhost\" is not a host:port"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
