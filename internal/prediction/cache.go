@@ -133,12 +133,18 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Hit {
 // SetMany stores values under keys with the TTL, in the round trip of the current batch.
 // It returns once Redis has answered (or the batch failed); errors only trip the back-off.
 func (c *Cache) SetMany(ctx context.Context, keys []string, values []float64) {
+	c.startSet(ctx, keys, values)()
+}
+
+// startSet queues the writes of SetMany and returns the wait for their answer, so that a
+// caller can do other work (record the prediction) while they travel.
+func (c *Cache) startSet(ctx context.Context, keys []string, values []float64) (wait func()) {
 	if len(keys) == 0 || !c.available() {
-		return
+		return func() {}
 	}
 	op := &cacheOp{ctx: ctx, set: keys, values: values, done: make(chan struct{})}
 	c.submit(op)
-	<-op.done // bounded by the batch's timeout
+	return func() { <-op.done } // bounded by the batch's timeout
 }
 
 // submit adds op to the next batch, starting the batch runner when none runs.

@@ -136,11 +136,12 @@ func (s *Service) Predict(ctx context.Context, in Input, meta Meta) (Output, err
 	if verr != nil {
 		return Output{}, verr
 	}
-	p, cached, err := s.lookupOrInfer(ctx, []resolved{r})
+	p, cached, cacheWritten, err := s.lookupOrInfer(ctx, []resolved{r})
 	if err != nil {
 		return Output{}, err
 	}
 	outs, err := s.finish(ctx, []resolved{r}, p, cached, meta, start, false)
+	cacheWritten()
 	if err != nil {
 		return Output{}, err
 	}
@@ -166,18 +167,20 @@ func (s *Service) PredictBatch(ctx context.Context, ins []Input, parallel bool, 
 	if all.Len() > 0 {
 		return nil, all
 	}
-	p, cached, err := s.lookupOrInfer(ctx, rs)
+	p, cached, cacheWritten, err := s.lookupOrInfer(ctx, rs)
 	if err != nil {
 		return nil, err
 	}
+	defer cacheWritten()
 	return s.finish(ctx, rs, p, cached, meta, start, true)
 }
 
 // lookupOrInfer reads the cache for every input, infers the misses grouped by model and
-// preprocessing, and writes them back.
-func (s *Service) lookupOrInfer(ctx context.Context, rs []resolved) ([]float64, []bool, error) {
-	probs := make([]float64, len(rs))
-	cached := make([]bool, len(rs))
+// preprocessing, and starts writing them back: cacheWritten waits for that write, so that the
+// caller records the prediction meanwhile and still answers only once the cache holds it.
+func (s *Service) lookupOrInfer(ctx context.Context, rs []resolved) (probs []float64, cached []bool, cacheWritten func(), err error) {
+	probs = make([]float64, len(rs))
+	cached = make([]bool, len(rs))
 	keys := make([]string, len(rs))
 	for i, r := range rs {
 		keys[i] = r.key
@@ -235,17 +238,18 @@ func (s *Service) lookupOrInfer(ctx context.Context, rs []resolved) ([]float64, 
 		span.End()
 		if err != nil {
 			// Validation ran before: an error here is a defect, not the client's input.
-			return nil, nil, fmt.Errorf("inference %s/%s: %w", g.model.Version, g.prep, err)
+			return nil, nil, nil, fmt.Errorf("inference %s/%s: %w", g.model.Version, g.prep, err)
 		}
 		for _, i := range g.idx {
 			missKeys = append(missKeys, keys[i])
 			missVals = append(missVals, probs[i])
 		}
 	}
+	cacheWritten = func() {}
 	if s.cache != nil {
-		s.cache.SetMany(ctx, missKeys, missVals)
+		cacheWritten = s.cache.startSet(ctx, missKeys, missVals)
 	}
-	return probs, cached, nil
+	return probs, cached, cacheWritten, nil
 }
 
 // finish builds the outputs, records them and counts them.
