@@ -3,8 +3,12 @@ package inference_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/gonum"
+	"gonum.org/v1/gonum/floats"
 	"gonum.org/v1/gonum/mat"
 
 	"github.com/predq/predq/internal/inference"
@@ -17,9 +21,12 @@ import (
 //
 //	go test -run '^$' -bench 'RawKernel|Predict' ./internal/inference/
 //
-// The "as-model" variants use the product forms PredictBatch uses (Dense.Mul with a
-// transposed weight matrix, including for a single output column), to tell the cost of the
-// kernel choice from the cost of the work around it.
+// The "as-model" variants use the product forms PredictBatch uses (one row at a time, on
+// rows that are separate slices: floats.Dot for the logistic regression, a GEMV of the
+// hidden weights and floats.Dot for the MLP; one goroutine), to tell the cost of the kernel
+// choice from the cost of the work around it. Run with -cpu 1 to compare on one core (a
+// batch of 1000 rows goes through gonum's Dgemm on every CPU, and PredictBatch splits it
+// between up to GOMAXPROCS goroutines).
 
 // rawModel is the weights of a shipped model's standard variant.
 type rawModel struct {
@@ -75,6 +82,16 @@ func rawRows(n, d int) *mat.Dense {
 	return x
 }
 
+// rowSlices copies the rows of x into separate slices, as PredictBatch receives them.
+func rowSlices(x *mat.Dense) [][]float64 {
+	n, _ := x.Dims()
+	rows := make([][]float64, n)
+	for i := range rows {
+		rows[i] = slices.Clone(x.RawRowView(i))
+	}
+	return rows
+}
+
 func reportPerRow(b *testing.B, rows int) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*rows), "ns/row")
 }
@@ -90,7 +107,8 @@ func BenchmarkRawKernel(b *testing.B) {
 			wv := mat.NewVecDense(m.d, m.w)
 			one := mat.NewVecDense(1, nil)
 			out := mat.NewVecDense(n, nil)
-			outM := mat.NewDense(n, 1, nil)
+			rows := rowSlices(x)
+			outV := make([]float64, n)
 			b.Run(m.kind+"/one/MulVec", func(b *testing.B) {
 				for b.Loop() {
 					one.MulVec(w, x0)
@@ -103,9 +121,11 @@ func BenchmarkRawKernel(b *testing.B) {
 				}
 				reportPerRow(b, n)
 			})
-			b.Run(m.kind+"/batch1000/as-model-Mul", func(b *testing.B) {
+			b.Run(m.kind+"/batch1000/as-model-Dot", func(b *testing.B) {
 				for b.Loop() {
-					outM.Mul(x, w.T())
+					for i, r := range rows {
+						outV[i] = floats.Dot(r, m.w)
+					}
 				}
 				reportPerRow(b, n)
 			})
@@ -121,7 +141,8 @@ func BenchmarkRawKernel(b *testing.B) {
 			one := mat.NewVecDense(1, nil)
 			act := mat.NewDense(n, h, nil)
 			out := mat.NewVecDense(n, nil)
-			outM := mat.NewDense(n, 1, nil)
+			rows := rowSlices(x)
+			outV := make([]float64, n)
 			b.Run(m.kind+"/one/MulVec", func(b *testing.B) {
 				for b.Loop() {
 					hid.MulVec(w1, x0)
@@ -136,10 +157,14 @@ func BenchmarkRawKernel(b *testing.B) {
 				}
 				reportPerRow(b, n)
 			})
-			b.Run(m.kind+"/batch1000/as-model-Mul+Mul", func(b *testing.B) {
+			b.Run(m.kind+"/batch1000/as-model-Gemv+Dot", func(b *testing.B) {
+				w1d := w1.RawMatrix().Data
+				a := make([]float64, h)
 				for b.Loop() {
-					act.Mul(x, w1.T())
-					outM.Mul(act, w2.T())
+					for i, r := range rows {
+						gonum.Implementation{}.Dgemv(blas.NoTrans, h, m.d, 1, w1d, m.d, r, 1, 0, a, 1)
+						outV[i] = floats.Dot(a, m.w2)
+					}
 				}
 				reportPerRow(b, n)
 			})

@@ -12,7 +12,7 @@
 //
 // Every preprocessing is an affine map fitted on training rows only and stored in the
 // artifact as Center and Scale vectors; a feature x becomes (x - Center) / Scale, computed
-// as (x - Center) · (1/Scale) everywhere:
+// as (x - Center) · (1/Scale) in training and by Scaler.Transform:
 //
 //   - Standard: Center is the mean, Scale the population standard deviation (divide by n,
 //     like scikit-learn's StandardScaler).
@@ -23,11 +23,16 @@
 // A spread below MinSpread (a constant feature) would divide by ~0: its Scale is stored
 // as 1, so the feature is only centred.
 //
+// A Model folds the map into its first layer when it loads (weights w/Scale, bias
+// b - Σ (w/Scale)·Center), so that predictions multiply the features as they come. The two
+// forms differ only by rounding: below 1e-14 on the shipped models' probabilities.
+//
 // # Probabilities
 //
 // Models output P(positive class) for the artifact's PositiveClass ("M", mine, for the
 // sonar models). PredictOne and PredictBatch agree within 1e-12. In fact they compute every
-// dot product with the same gonum kernel in the same order, so for models of up to 64
-// inputs (gonum's block size; the sonar models have 60) they are bit-identical, which the
-// tests check.
+// row with the same functions (a gonum dot product or GEMV per row, then the activations),
+// so they are bit-identical, which the tests check. A NaN or infinite feature is detected
+// on the first layer's pre-activations, which it always makes non-finite, and only then
+// looked for feature by feature to name it.
 package inference

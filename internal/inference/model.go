@@ -1,13 +1,16 @@
 package inference
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"sync"
 
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/gonum"
 	"gonum.org/v1/gonum/floats"
-	"gonum.org/v1/gonum/mat"
 )
 
 // Model is a loaded, verified artifact ready to predict: one version of one kind, with one
@@ -27,48 +30,42 @@ type Model struct {
 
 	variants []*variant // in artifact order
 
-	// scratch recycles *scratch buffers for PredictOne (gonum's dot product is assembly,
-	// which would make a stack buffer escape) and PredictBatch.
-	scratch sync.Pool
+	// hidden recycles the MLP's hidden activations, one *[]float64 of the hidden width per
+	// row in flight (gonum's kernels are assembly, which would make a stack buffer escape).
+	hidden sync.Pool
 }
 
-// scratch is the working memory of a prediction: the scaled inputs and the hidden
-// activations, one row per sample.
-type scratch struct{ x, h []float64 }
-
-// getScratch returns a scratch whose x and h hold at least nx and nh values.
-func (m *Model) getScratch(nx, nh int) *scratch {
-	s, _ := m.scratch.Get().(*scratch)
-	if s == nil {
-		s = &scratch{}
+// getHidden returns a buffer of h values from the pool; putHidden gives it back.
+func (m *Model) getHidden(h int) *[]float64 {
+	b, _ := m.hidden.Get().(*[]float64)
+	if b == nil || cap(*b) < h {
+		s := make([]float64, h)
+		b = &s
 	}
-	if cap(s.x) < nx {
-		s.x = make([]float64, nx)
-	}
-	if cap(s.h) < nh {
-		s.h = make([]float64, nh)
-	}
-	s.x, s.h = s.x[:nx], s.h[:nh]
-	return s
+	*b = (*b)[:h]
+	return b
 }
 
-// variant is a Variant prepared for prediction. Every layer's weights are stored one row
-// per output unit, so that each output is one gonum dot product (f64.DotUnitary) of an
-// input row and a weight row: PredictBatch's matrix products (X·Wᵀ) and PredictOne's
-// floats.Dot calls then perform the same operations in the same order.
+func (m *Model) putHidden(b *[]float64) { m.hidden.Put(b) }
+
+// variant is a Variant prepared for prediction on unscaled inputs: the scaler is folded into
+// the first layer (see foldScaler), so that a row goes through the model's products as it
+// comes, with no scaling pass and no copy. Each row is computed on its own by predictRow,
+// which PredictOne and PredictBatch share: they are bit-identical by construction.
 type variant struct {
 	prep    Preprocessing
-	scaler  affine
 	metrics Metrics
+	d       int // input size
 
 	// KindLogistic: p = sigmoid(w·x + b).
-	w *mat.Dense // 1×d
+	w []float64 // d
 	b float64
 
 	// KindMLP: p = sigmoid(w2·tanh(W1 x + b1) + b2).
-	w1 *mat.Dense // h×d
-	b1 []float64
-	w2 *mat.Dense // 1×h
+	h  int       // hidden units
+	w1 []float64 // h×d, row-major: one row of weights per hidden unit
+	b1 []float64 // h
+	w2 []float64 // h
 	b2 float64
 }
 
@@ -94,34 +91,57 @@ func NewModel(a *Artifact) (*Model, error) {
 		Checksum:      a.Checksum,
 	}
 	for _, av := range a.Variants {
-		m.variants = append(m.variants, newVariant(a.Kind, a.InputSize, av))
+		v, err := newVariant(a.Kind, a.InputSize, av)
+		if err != nil {
+			return nil, fmt.Errorf("new model: %w: variant %s: %w", ErrInvalidArtifact, av.Preprocessing, err)
+		}
+		m.variants = append(m.variants, v)
 	}
 	return m, nil
 }
 
 // newVariant prepares a validated Variant of the given kind and input size for prediction,
-// copying its slices.
-func newVariant(kind string, d int, av Variant) *variant {
-	v := &variant{
-		prep:    av.Preprocessing,
-		scaler:  av.Scaler.prepare(),
-		metrics: av.Metrics,
-	}
+// folding its scaler into new slices. It fails when a folded weight or bias is not finite
+// (weights so large, or scales so small, that w/s overflows).
+func newVariant(kind string, d int, av Variant) (*variant, error) {
+	v := &variant{prep: av.Preprocessing, metrics: av.Metrics, d: d}
 	switch kind {
 	case KindLogistic:
-		v.w = mat.NewDense(1, d, slices.Clone(av.Logistic.Weights))
-		v.b = av.Logistic.Bias
-	case KindMLP:
-		h := len(av.MLP.HiddenWeights)
-		v.w1 = mat.NewDense(h, d, nil)
-		for j, row := range av.MLP.HiddenWeights {
-			v.w1.SetRow(j, row)
+		v.w = make([]float64, d)
+		v.b = foldScaler(v.w, av.Logistic.Weights, av.Logistic.Bias, av.Scaler)
+		if !allFinite(v.w...) || !finite(v.b) {
+			return nil, errors.New("logistic weights overflow once folded with the scaler")
 		}
-		v.b1 = slices.Clone(av.MLP.HiddenBias)
-		v.w2 = mat.NewDense(1, h, slices.Clone(av.MLP.OutputWeights))
+	case KindMLP:
+		v.h = len(av.MLP.HiddenWeights)
+		v.w1 = make([]float64, v.h*d)
+		v.b1 = make([]float64, v.h)
+		for j, row := range av.MLP.HiddenWeights {
+			v.b1[j] = foldScaler(v.w1[j*d:(j+1)*d], row, av.MLP.HiddenBias[j], av.Scaler)
+		}
+		if !allFinite(v.w1...) || !allFinite(v.b1...) {
+			return nil, errors.New("hidden weights overflow once folded with the scaler")
+		}
+		v.w2 = slices.Clone(av.MLP.OutputWeights)
 		v.b2 = av.MLP.OutputBias
 	}
-	return v
+	return v, nil
+}
+
+// foldScaler writes into dst the weights w of a unit that reads scaled inputs
+// (x - Center)/Scale, rewritten for unscaled inputs x, and returns the unit's bias b
+// rewritten likewise:
+//
+//	w·((x - c)/s) + b = Σ (w_i/s_i)·x_i + (b - Σ (w_i/s_i)·c_i)
+//
+// The two forms differ only by rounding: a few 1e-14 on the logits of the shipped models,
+// a few 1e-15 on their probabilities (TestFoldedModelMatchesScaled checks the bound).
+func foldScaler(dst, w []float64, b float64, s Scaler) float64 {
+	for i, wi := range w {
+		dst[i] = wi / s.Scale[i]
+		b -= dst[i] * s.Center[i]
+	}
+	return b
 }
 
 // Preprocessings returns the names of the model's preprocessings, in artifact order.
@@ -168,39 +188,39 @@ func (m *Model) lookup(prep string) (*variant, error) {
 // PredictOne returns the probability of the positive class for one feature vector, scaled
 // with the variant for prep. It allocates nothing in the steady state (its buffers are
 // recycled). Errors wrap ErrInputSize (len(features) != InputSize), ErrInvalidInput (a NaN
-// or infinite feature) or ErrUnsupportedPreprocessing.
+// or infinite feature) or ErrUnsupportedPreprocessing. Its result is bit-identical to
+// PredictBatch's for the same row.
 func (m *Model) PredictOne(features []float64, prep string) (float64, error) {
 	v, err := m.lookup(prep)
 	if err != nil {
 		return 0, err
 	}
-	if err := m.checkRow(features); err != nil {
-		return 0, err
+	if len(features) != m.InputSize {
+		return 0, m.checkRow(features)
 	}
-	s := m.getScratch(m.InputSize, v.hidden())
-	defer m.scratch.Put(s)
-	x := s.x
-	v.scaler.apply(x, features)
-
-	var z float64
-	switch m.Kind {
-	case KindLogistic:
-		z = floats.Dot(x, v.w.RawMatrix().Data) + v.b
-	case KindMLP:
-		w1 := v.w1.RawMatrix()
-		hid := s.h
-		for j := range hid {
-			hid[j] = tanh(floats.Dot(x, w1.Data[j*w1.Stride:j*w1.Stride+w1.Cols]) + v.b1[j])
+	var p float64
+	var ok bool
+	if v.h == 0 {
+		z := v.logit(features)
+		p, ok = sigmoid(z), finite(z)
+	} else {
+		hid := m.getHidden(v.h)
+		p, ok = v.mlp(features, *hid)
+		m.putHidden(hid)
+	}
+	if !ok {
+		if err := m.checkRow(features); err != nil {
+			return 0, err
 		}
-		z = floats.Dot(hid, v.w2.RawMatrix().Data) + v.b2
 	}
-	return sigmoid(z), nil
+	return p, nil
 }
 
 // PredictBatch writes into out[i] the probability of the positive class for rows[i], scaled
-// with the variant for prep; out must have len(rows). The whole batch goes through one
-// matrix multiplication per layer. Errors wrap ErrInputSize or ErrInvalidInput (naming the
-// first bad row) or ErrUnsupportedPreprocessing; on error out is left unspecified.
+// with the variant for prep; out must have len(rows). Batches of more than a few thousand
+// multiply-adds are split between up to GOMAXPROCS goroutines. Errors wrap ErrInputSize or
+// ErrInvalidInput (naming the first bad row) or ErrUnsupportedPreprocessing; on error out
+// is left unspecified. Each result is bit-identical to PredictOne's for the same row.
 func (m *Model) PredictBatch(rows [][]float64, prep string, out []float64) error {
 	v, err := m.lookup(prep)
 	if err != nil {
@@ -209,75 +229,133 @@ func (m *Model) PredictBatch(rows [][]float64, prep string, out []float64) error
 	if len(out) != len(rows) {
 		return fmt.Errorf("model %s: %w: %d outputs for %d rows", m.Version, ErrInvalidInput, len(out), len(rows))
 	}
-	if len(rows) == 0 {
+	for i, r := range rows {
+		if len(r) != m.InputSize {
+			// The first bad row may be an earlier one with a NaN or infinite feature.
+			return m.checkRows(rows[:i+1])
+		}
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(rows)*v.rowWork()/minParallelWork)
+	return m.predictBatch(v, rows, out, workers)
+}
+
+// predictBatch is PredictBatch on rows of the right length, split into workers contiguous
+// ranges of rows, one per goroutine (the calling goroutine takes the first).
+func (m *Model) predictBatch(v *variant, rows [][]float64, out []float64, workers int) error {
+	n := len(rows)
+	if workers = min(workers, n); workers <= 1 {
+		if b := m.predictRange(v, rows, out); b >= 0 {
+			return fmt.Errorf("row %d: %w", b, m.checkRow(rows[b]))
+		}
 		return nil
 	}
+	bad := make([]int, workers) // the first row of each range with a bad feature, or -1
+	var wg sync.WaitGroup
+	for w := workers - 1; w >= 0; w-- {
+		lo, hi := w*n/workers, (w+1)*n/workers
+		run := func() {
+			bad[w] = m.predictRange(v, rows[lo:hi], out[lo:hi])
+			if bad[w] >= 0 {
+				bad[w] += lo
+			}
+		}
+		if w == 0 {
+			run()
+		} else {
+			wg.Go(run)
+		}
+	}
+	wg.Wait()
+	for _, b := range bad {
+		if b >= 0 {
+			return fmt.Errorf("row %d: %w", b, m.checkRow(rows[b]))
+		}
+	}
+	return nil
+}
+
+// minParallelWork is the least work, in multiply-adds (see rowWork), that PredictBatch
+// gives a goroutine of its own: some 10 µs, against a few µs to start and join it on a
+// busy machine.
+const minParallelWork = 40_000
+
+// rowWork estimates the work of one row in multiply-adds, counting an activation (one
+// exponential and one division) as 25.
+func (v *variant) rowWork() int {
+	return v.d*max(v.h, 1) + 25*(v.h+1)
+}
+
+// predictRange writes the probabilities of rows (of the right length) into out. It stops
+// at the first row that has a NaN or infinite feature and returns its index, or returns -1.
+func (m *Model) predictRange(v *variant, rows [][]float64, out []float64) int {
+	if v.h == 0 {
+		// The logits first, then the sigmoids: a tight loop of independent exponentials
+		// overlaps them, where one after each dot product would wait for it.
+		for i, r := range rows {
+			out[i] = v.logit(r)
+		}
+		for i, z := range out {
+			if !finite(z) && m.checkRow(rows[i]) != nil {
+				return i
+			}
+			out[i] = sigmoid(z)
+		}
+		return -1
+	}
+	hid := m.getHidden(v.h)
+	defer m.putHidden(hid)
+	for i, r := range rows {
+		p, ok := v.mlp(r, *hid)
+		if !ok && m.checkRow(r) != nil {
+			return i
+		}
+		out[i] = p
+	}
+	return -1
+}
+
+// A row's result is checked on the first layer's pre-activations rather than feature by
+// feature: every first-layer unit is a dot product over all features, and NaN or ±Inf
+// times any weight is NaN or ±Inf (0·±Inf is NaN), which no finite sum undoes, so a NaN or
+// infinite feature always makes them non-finite. A first layer can also overflow on huge
+// finite features: callers tell both cases apart with checkRow, so that a row is checked
+// feature by feature only when something is wrong. logit and mlp are the only arithmetic
+// of PredictOne and PredictBatch, which are therefore bit-identical.
+
+// logit returns the logistic regression's logit w·x + b for x of length d; it is NaN or
+// infinite when a feature of x is.
+func (v *variant) logit(x []float64) float64 {
+	return floats.Dot(x, v.w) + v.b
+}
+
+// mlp returns the MLP's probability of the positive class for x of length d, using hid (h
+// values) as scratch, and whether its first hidden pre-activation is finite (false when a
+// feature of x is NaN or infinite).
+func (v *variant) mlp(x, hid []float64) (p float64, ok bool) {
+	// hid = W1·x: gonum's GEMV kernel computes four hidden units at a time, each over all
+	// of x, in an order that depends only on the sizes.
+	gonum.Implementation{}.Dgemv(blas.NoTrans, v.h, v.d, 1, v.w1, v.d, x, 1, 0, hid, 1)
+	ok = finite(hid[0])
+	for j, a := range hid {
+		hid[j] = tanh(a + v.b1[j])
+	}
+	return sigmoid(floats.Dot(hid, v.w2) + v.b2), ok
+}
+
+// checkRows returns the error of the first of rows that is of the wrong length or has a
+// NaN or infinite feature, prefixed with its index, or nil.
+func (m *Model) checkRows(rows [][]float64) error {
 	for i, r := range rows {
 		if err := m.checkRow(r); err != nil {
 			return fmt.Errorf("row %d: %w", i, err)
 		}
 	}
-	n, d := len(rows), m.InputSize
-	s := m.getScratch(n*d, n*v.hidden())
-	defer m.scratch.Put(s)
-	x := mat.NewDense(n, d, s.x)
-	for i, r := range rows {
-		v.scaler.apply(s.x[i*d:(i+1)*d], r)
-	}
-	v.forward(m.Kind, x, out, s.h)
 	return nil
-}
-
-// hidden returns the width of the MLP's hidden layer, 0 for logistic regression.
-func (v *variant) hidden() int {
-	if v.w1 == nil {
-		return 0
-	}
-	return v.w1.RawMatrix().Rows
-}
-
-// forward computes the positive-class probabilities of the scaled rows of x into out,
-// with one matrix product per layer. hid, if not nil, is scratch space for the hidden
-// activations (n·hidden values).
-func (v *variant) forward(kind string, x *mat.Dense, out, hid []float64) {
-	n, _ := x.Dims()
-	o := mat.NewDense(n, 1, out)
-	switch kind {
-	case KindLogistic:
-		o.Mul(x, v.w.T())
-		for i := range out {
-			out[i] = sigmoid(out[i] + v.b)
-		}
-	case KindMLP:
-		if hid == nil {
-			hid = make([]float64, n*v.hidden())
-		}
-		act := mat.NewDense(n, v.hidden(), hid)
-		act.Mul(x, v.w1.T())
-		hr := act.RawMatrix()
-		for i := range hr.Rows {
-			row := hr.Data[i*hr.Stride : i*hr.Stride+hr.Cols]
-			for j, a := range row {
-				row[j] = tanh(a + v.b1[j])
-			}
-		}
-		o.Mul(act, v.w2.T())
-		for i := range out {
-			out[i] = sigmoid(out[i] + v.b2)
-		}
-	}
 }
 
 func (m *Model) checkRow(r []float64) error {
 	if len(r) != m.InputSize {
 		return fmt.Errorf("model %s: %w: got %d, want %d", m.Version, ErrInputSize, len(r), m.InputSize)
-	}
-	var acc float64
-	for _, x := range r {
-		acc += x - x // 0 for finite x, NaN for NaN or ±Inf
-	}
-	if acc == 0 {
-		return nil
 	}
 	for i, x := range r {
 		if math.IsNaN(x) || math.IsInf(x, 0) {

@@ -83,9 +83,9 @@ func FitScaler(kind Preprocessing, x mat.Matrix) (Scaler, error) {
 }
 
 // Transform writes the scaled x into dst; both have the scaler's length. It computes
-// (x[i] - Center[i]) · (1/Scale[i]), multiplying by the reciprocal as every other path of the
-// package does (training, PredictOne, PredictBatch), so the results are identical. It
-// allocates the reciprocals on every call; the prediction paths keep them.
+// (x[i] - Center[i]) · (1/Scale[i]), multiplying by the reciprocal as training does, so the
+// results are identical. It allocates the reciprocals on every call. (A Model does not
+// scale: it folds the scaler into its first layer; see the package documentation.)
 func (s Scaler) Transform(dst, x []float64) {
 	s.prepare().apply(dst, x)
 }

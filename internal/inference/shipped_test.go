@@ -100,14 +100,14 @@ func TestShippedModels(t *testing.T) {
 }
 
 // TestShippedModelsOneMatchesBatch checks PredictOne against PredictBatch for every shipped
-// variant, on the golden inputs and 500 random rows (enough for gonum to split the batch's
-// matrix products across goroutines). With at most 64 inputs (gonum's block size) both
-// compute each dot product with the same kernel in the same order, so the results are
-// bit-identical; the API promises only 1e-12.
+// variant, on the golden inputs and 2000 random rows (enough for PredictBatch to split the
+// batch between goroutines, given two or more CPUs; TestPredictBatchSplits forces splits).
+// Both compute each row with the same functions, so the results are bit-identical; the API
+// promises only 1e-12.
 func TestShippedModelsOneMatchesBatch(t *testing.T) {
 	t.Parallel()
 
-	rows := randomRows(500, 60, 3)
+	rows := randomRows(2000, 60, 3)
 	for _, in := range loadGoldenInputs(t) {
 		rows = append(rows, in.Features)
 	}

@@ -283,11 +283,49 @@ func fitFold(kind string, x *mat.Dense, y []float64, vs VariantSpec, test []int,
 	if err != nil {
 		return nil, nil, err
 	}
-	v := newVariant(kind, d, av)
-	v.scaler.applyDense(xTest)
+	av.Scaler.TransformDense(xTest)
 	p = make([]float64, len(test))
-	v.forward(kind, xTest, p, nil)
+	forwardScaled(kind, av, xTest, p)
 	return yTest, p, nil
+}
+
+// forwardScaled computes into out the positive-class probabilities of the scaled rows of
+// x, with one matrix product per layer. Cross-validation scores its held-out rows with it:
+// it is the arithmetic the committed artifacts' metrics were computed with, kept as is so
+// that training reproduces them bit for bit. Model predicts the same function with the
+// scaler folded into the first layer, which differs only by rounding (a few 1e-15 on the
+// shipped models' probabilities; see TestFoldedModelMatchesScaled).
+func forwardScaled(kind string, av Variant, x *mat.Dense, out []float64) {
+	n, d := x.Dims()
+	o := mat.NewDense(n, 1, out)
+	switch kind {
+	case KindLogistic:
+		w := mat.NewDense(1, d, slices.Clone(av.Logistic.Weights))
+		o.Mul(x, w.T())
+		for i := range out {
+			out[i] = sigmoid(out[i] + av.Logistic.Bias)
+		}
+	case KindMLP:
+		mw := av.MLP
+		h := len(mw.HiddenWeights)
+		w1 := mat.NewDense(h, d, nil)
+		for j, row := range mw.HiddenWeights {
+			w1.SetRow(j, row)
+		}
+		act := mat.NewDense(n, h, nil)
+		act.Mul(x, w1.T())
+		hr := act.RawMatrix()
+		for i := range hr.Rows {
+			row := hr.Data[i*hr.Stride : i*hr.Stride+hr.Cols]
+			for j, a := range row {
+				row[j] = tanh(a + mw.HiddenBias[j])
+			}
+		}
+		o.Mul(act, mat.NewDense(1, h, slices.Clone(mw.OutputWeights)).T())
+		for i := range out {
+			out[i] = sigmoid(out[i] + mw.OutputBias)
+		}
+	}
 }
 
 // StratifiedKFold splits the rows of labels y (1 or 0) into k folds of test rows with the
