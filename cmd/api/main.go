@@ -74,7 +74,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		return serve(ctx, cfg, stdout)
+		gogc, memLimit := config.TuneGC(getenv)
+		return serve(ctx, cfg, stdout, "gogc", gogc, "gomemlimit", memLimit)
 	case "migrate":
 		cfg, err := loadConfig(getenv)
 		if err != nil {
@@ -118,9 +119,10 @@ func loadConfig(getenv func(string) string) (config.Config, error) {
 	return cfg, nil
 }
 
-func serve(ctx context.Context, cfg config.Config, stdout io.Writer) error {
+// serve runs the HTTP API until ctx is done; logArgs are added to the "starting" log line.
+func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...any) error {
 	logger := telemetry.NewLogger(stdout, cfg.LogLevel, "api")
-	logger.InfoContext(ctx, "starting", append([]any{"version", version}, cfg.Redacted()...)...)
+	logger.InfoContext(ctx, "starting", append(append([]any{"version", version}, logArgs...), cfg.Redacted()...)...)
 
 	tp, shutdownTracing, err := telemetry.TracerProvider(ctx, "predq-api", version, cfg.OTLPEndpoint)
 	if err != nil {

@@ -81,8 +81,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("REDIS_URL: %w", err)
 	}
 
+	gogc, memLimit := config.TuneGC(getenv)
 	logger := telemetry.NewLogger(stdout, cfg.LogLevel, "worker")
-	logger.InfoContext(ctx, "starting", append([]any{"version", version, "queues", wcfg.Queues,
+	logger.InfoContext(ctx, "starting", append([]any{"version", version, "gogc", gogc, "gomemlimit", memLimit, "queues", wcfg.Queues,
 		"shutdown_timeout", wcfg.ShutdownTimeout.String(), "persist_group_max_size", wcfg.GroupMaxSize,
 		"persist_group_max_delay", wcfg.GroupMaxDelay.String(), "alert_webhook", cfg.AlertWebhookURL != ""},
 		cfg.Redacted()...)...)

@@ -112,6 +112,8 @@ var Vars = []Var{
 	{"WEBHOOK_ALLOW_PRIVATE", "false", "allow webhook URLs on private/loopback addresses (tests, local development)"},
 	{"ALERT_WEBHOOK_URL", "", "URL that receives low-confidence alerts (off when empty)"},
 	{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "OTLP/HTTP endpoint for traces (off when empty)"},
+	{"GOGC", "400", "Go's garbage-collector target in the api and the worker (Go's own default is 100; see TuneGC)"},
+	{"GOMEMLIMIT", "256MiB", "Go's soft memory limit in the api and the worker; set it below the container's memory limit"},
 	{"PPROF_ADDR", "", "host:port of a net/http/pprof listener in the api and the worker, e.g. 127.0.0.1:6060 (off when empty; keep it off public interfaces)"},
 	{"RECONCILE_INTERVAL", "30s", "how often the scheduler enqueues maintenance:reconcile"},
 	{"RECONCILE_GRACE", "30s", "how long unfinished work may sit untouched before the reconciler enqueues it again"},
