@@ -346,5 +346,5 @@ func TestCommandRole(t *testing.T) {
 func TestCheckEnvNames(t *testing.T) {
 	t.Parallel()
 	require.Empty(t, checkEnvNames("x", []string{"DATABASE_URL", "PORT"}))
-	requireProblem(t, checkEnvNames("x", []string{"PORT", "GOMEMLIMIT"}), "GOMEMLIMIT is not in internal/config Vars")
+	requireProblem(t, checkEnvNames("x", []string{"PORT", "GOMAXPROCS"}), "GOMAXPROCS is not in internal/config Vars")
 }

@@ -1106,8 +1106,8 @@ func TestRenderedProblems(t *testing.T) {
 		{"args to the worker", "Deployment", "predq-worker", "takes no arguments", func(m map[string]any) {
 			ctr(m)["args"] = []any{"--concurrency=4"}
 		}},
-		{"unknown literal variable", "Deployment", "predq-api", "GOMEMLIMIT is not in internal/config Vars", func(m map[string]any) {
-			ctr(m)["env"] = append(ctr(m)["env"].([]any), map[string]any{"name": "GOMEMLIMIT", "value": "400MiB"})
+		{"unknown literal variable", "Deployment", "predq-api", "GOMAXPROCS is not in internal/config Vars", func(m map[string]any) {
+			ctr(m)["env"] = append(ctr(m)["env"].([]any), map[string]any{"name": "GOMAXPROCS", "value": "2"})
 		}},
 		{"unknown ConfigMap key", "ConfigMap", "predq-config", "WORKER_THREADS is not in internal/config Vars", func(m map[string]any) {
 			m["data"].(map[string]any)["WORKER_THREADS"] = "4"

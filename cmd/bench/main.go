@@ -111,7 +111,7 @@ type options struct {
 	InferTime   time.Duration // per inference measurement
 	InferRounds int           // inference measurements, of which the best counts
 	NoPin       bool
-	Pprof       bool // api and worker serve net/http/pprof (PPROF_ADDR), addresses logged
+	Pprof       bool            // api and worker serve net/http/pprof (PPROF_ADDR), addresses logged
 	Phases      map[string]bool // inference, http, queue, job
 	Render      string          // a -json report to print again, instead of measuring
 	Command     string
