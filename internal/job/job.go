@@ -4,7 +4,8 @@
 //
 // Postgres is the source of truth. A job's inputs are stored a chunk per row (job_chunks);
 // a chunk moves from pending to done exactly once, in the same transaction that writes its
-// results and adds its counts to the job, so a chunk delivered twice counts nothing twice.
+// results and its counts, so a chunk delivered twice counts nothing twice. An active job's
+// counts are the sums of its done chunks'; they are stored on the job when it ends.
 package job
 
 import (

@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -48,7 +49,8 @@ func (s *Service) Enqueue(ctx context.Context, id uuid.UUID) error {
 		return err
 	}
 	if len(chunks) == 0 {
-		return nil // terminal, or every chunk done (the last one finished the job)
+		// Terminal, or every chunk done: finish the job if the last chunk's worker could not.
+		return s.finishIfDone(ctx, id)
 	}
 	if s.cfg.Enqueuer == nil {
 		return nil
@@ -85,10 +87,10 @@ func (s *Service) ProcessChunk(ctx context.Context, id uuid.UUID, chunk int) err
 		return s.Fail(ctx, id, "the job exceeded its deadline (JOB_TIMEOUT) before finishing")
 	}
 	var status string
-	var start, n int
+	var start, n, encoding int
 	var blob []byte
-	err = s.cfg.Pool.QueryRow(ctx, `SELECT status, start_index, rows, features FROM job_chunks WHERE job_id = $1 AND chunk_index = $2`, id, chunk).
-		Scan(&status, &start, &n, &blob)
+	err = s.cfg.Pool.QueryRow(ctx, `SELECT status, start_index, rows, features, encoding FROM job_chunks WHERE job_id = $1 AND chunk_index = $2`, id, chunk).
+		Scan(&status, &start, &n, &blob, &encoding)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil
 	}
@@ -96,13 +98,14 @@ func (s *Service) ProcessChunk(ctx context.Context, id uuid.UUID, chunk int) err
 		return fmt.Errorf("chunk %s/%d: load: %w", id, chunk, err)
 	}
 	if status != "pending" {
-		return nil
+		// Done by an earlier delivery, which may have stopped before finishing the job.
+		return s.finishIfDone(ctx, id)
 	}
 	model, err := s.cfg.Models.Resolve(j.version)
 	if err != nil {
 		return fmt.Errorf("chunk %s/%d: model %s not loaded in this worker: %w", id, chunk, j.version, err)
 	}
-	rows, err := decodeChunk(blob, n)
+	rows, err := decodeChunk(blob, n, encoding)
 	if err != nil {
 		return s.FailChunk(ctx, id, chunk, err.Error())
 	}
@@ -160,49 +163,108 @@ func (s *Service) FailChunk(ctx context.Context, id uuid.UUID, chunk int, reason
 	}, 0, n, 0)
 }
 
+// jobLockClass is the first key of the advisory locks of jobs (pg_advisory_xact_lock(int,
+// int)); the second is jobLockKey of the job id.
+const jobLockClass = 0x6a6f6273 // "jobs"
+
+// jobLockKey maps a job id onto the second key of its advisory lock. Two jobs may share a
+// key: that only makes a Cancel wait for the other job's chunk commits too.
+func jobLockKey(id uuid.UUID) int32 {
+	return int32(binary.BigEndian.Uint32(id[12:]) ^ binary.BigEndian.Uint32(id[8:]))
+}
+
 // commitChunk is the exactly-once step: under the chunk's row lock, if it is still pending
-// and its job still active, write (the results), mark it done and count it.
+// and its job still active, write (the results), mark it done with its counts; then, after
+// the commit, finish the job if no chunk is left.
+//
+// The chunks of a job commit in parallel, and never write the job's row: an active job's
+// counts are the sums of its done chunks' (see jobFrom), stored on the job when it ends.
+// (The job's row is the target of job_results' foreign key: while it was updated by every
+// chunk, the chunks committed one at a time behind its row lock, and each result row's key
+// check walked the row's versions.) Each commit holds the job's advisory lock in shared mode
+// from before it reads the job's status until it ends; terminate (Cancel, Fail) takes it in
+// exclusive mode before it changes the status, so it waits for the commits under way, and
+// the commits that come later wait for it (the lock manager queues them behind it) and then
+// see the terminal status.
 func (s *Service) commitChunk(ctx context.Context, id uuid.UUID, chunk int, write func(pgx.Tx) error, ok, failed, low int) error {
-	var finished *Job
+	// At most ChunkWriters commits at once: more only make them queue inside Postgres, for
+	// the extension of job_results and the lock of the job's row in every key check.
+	select {
+	case s.writers <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("chunk %s/%d: %w", id, chunk, ctx.Err())
+	}
+	committed := false
 	err := postgres.WithTx(ctx, s.cfg.Pool, func(tx pgx.Tx) error {
-		// Lock the job first, then the chunk: the order Cancel and Fail use too.
-		var jobStatus string
-		err := tx.QueryRow(ctx, `SELECT status FROM jobs WHERE id = $1 FOR UPDATE`, id).Scan(&jobStatus)
-		if errors.Is(err, pgx.ErrNoRows) || (err == nil && Terminal(jobStatus)) {
-			return nil
-		}
-		if err != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1, $2)`, jobLockClass, jobLockKey(id)); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `UPDATE job_chunks SET status = 'done', done_at = now(), features = ''::bytea
-			WHERE job_id = $1 AND chunk_index = $2 AND status = 'pending'`, id, chunk)
+		// A statement of its own, so that it reads the job after the lock is granted.
+		tag, err := tx.Exec(ctx, `UPDATE job_chunks c SET status = 'done', done_at = now(), features = ''::bytea,
+				processed = $3, failed = $4, low_confidence = $5
+			FROM jobs j
+			WHERE c.job_id = $1 AND c.chunk_index = $2 AND c.status = 'pending'
+			  AND j.id = c.job_id AND j.status IN ('queued', 'running')`, id, chunk, ok, failed, low)
 		if err != nil {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
-			return nil // done by an earlier delivery of this chunk
+			return nil // done by an earlier delivery of this chunk, or the job is over
 		}
 		if err := write(tx); err != nil {
 			return err
 		}
-		var done, total int
-		if err := tx.QueryRow(ctx, `UPDATE jobs SET processed = processed + $2, failed = failed + $3, low_confidence = low_confidence + $4,
-				chunks_done = chunks_done + 1, status = 'running', started_at = COALESCE(started_at, now()), updated_at = now()
-			WHERE id = $1 RETURNING chunks_done, chunks_total`, id, ok, failed, low).Scan(&done, &total); err != nil {
-			return err
-		}
-		if done < total {
-			return nil
-		}
-		j, err := s.finish(ctx, tx, id, "", "")
-		finished = j
-		return err
+		committed = true
+		return nil
 	})
+	<-s.writers
 	if err != nil {
 		return fmt.Errorf("chunk %s/%d: %w", id, chunk, err)
 	}
-	s.metrics.items.WithLabelValues("processed").Add(float64(ok))
-	s.metrics.items.WithLabelValues("failed").Add(float64(failed))
+	if committed {
+		s.metrics.items.WithLabelValues("processed").Add(float64(ok))
+		s.metrics.items.WithLabelValues("failed").Add(float64(failed))
+	}
+	return s.finishIfDone(ctx, id)
+}
+
+// finishIfDone finishes a running job none of whose chunks is pending, and otherwise marks
+// it alive for the reconciler (updated_at, at most every few seconds). Every chunk calls it
+// after its commit: the last one to commit finds no chunk pending (two may, and the second
+// finds the job finished). A chunk delivered again after its commit calls it too, so a
+// worker that stopped between the two does not leave the job running.
+func (s *Service) finishIfDone(ctx context.Context, id uuid.UUID) error {
+	var pending bool
+	err := s.cfg.Pool.QueryRow(ctx, `WITH alive AS (
+			UPDATE jobs SET updated_at = now() WHERE id = $1 AND status IN ('queued', 'running') AND updated_at < now() - interval '5 seconds')
+		SELECT EXISTS (SELECT 1 FROM job_chunks WHERE job_id = $1 AND status = 'pending')`, id).Scan(&pending)
+	if err != nil {
+		return fmt.Errorf("job %s: pending chunks: %w", id, err)
+	}
+	if pending {
+		return nil
+	}
+	var finished *Job
+	err = postgres.WithTx(ctx, s.cfg.Pool, func(tx pgx.Tx) error {
+		var status string
+		var pending bool
+		err := tx.QueryRow(ctx, `SELECT status FROM jobs WHERE id = $1 FOR UPDATE`, id).Scan(&status)
+		if errors.Is(err, pgx.ErrNoRows) || (err == nil && Terminal(status)) {
+			return nil // gone, or finished already
+		}
+		if err != nil {
+			return err
+		}
+		// Under the job's lock, in a statement that sees every commit before it.
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM job_chunks WHERE job_id = $1 AND status = 'pending')`, id).Scan(&pending); err != nil || pending {
+			return err
+		}
+		finished, err = s.finish(ctx, tx, id, "", "")
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("finish job %s: %w", id, err)
+	}
 	if finished != nil {
 		s.afterFinish(ctx, *finished)
 	}
@@ -211,12 +273,20 @@ func (s *Service) commitChunk(ctx context.Context, id uuid.UUID, chunk int, writ
 
 // finish moves a job to its terminal status inside tx: status (succeeded, or failed when
 // items failed) unless forced, finished_at, and the webhook delivery. It returns the job.
+//
+// The caller holds the job's row lock, and no chunk commit of the job is under way (the last
+// one has committed, or terminate holds the job's advisory lock), so the counts summed from
+// the chunks here are final.
 func (s *Service) finish(ctx context.Context, tx pgx.Tx, id uuid.UUID, forceStatus, reason string) (*Job, error) {
-	if _, err := tx.Exec(ctx, `UPDATE jobs SET
-			status = CASE WHEN $2 <> '' THEN $2 WHEN failed > 0 THEN 'failed' ELSE 'succeeded' END,
-			error = CASE WHEN $3 <> '' THEN $3 WHEN $2 = '' AND failed > 0 THEN failed || ' of ' || total || ' items failed' ELSE error END,
-			finished_at = now(), updated_at = now()
-		WHERE id = $1`, id, forceStatus, reason); err != nil {
+	if _, err := tx.Exec(ctx, `UPDATE jobs j SET
+			processed = c.processed, failed = c.failed, low_confidence = c.low_confidence, chunks_done = c.done,
+			status = CASE WHEN $2 <> '' THEN $2 WHEN c.failed > 0 THEN 'failed' ELSE 'succeeded' END,
+			error = CASE WHEN $3 <> '' THEN $3 WHEN $2 = '' AND c.failed > 0 THEN c.failed || ' of ' || j.total || ' items failed' ELSE j.error END,
+			started_at = COALESCE(j.started_at, now()), finished_at = now(), updated_at = now()
+		FROM (SELECT COALESCE(sum(processed), 0)::int AS processed, COALESCE(sum(failed), 0)::int AS failed,
+				COALESCE(sum(low_confidence), 0)::int AS low_confidence, count(*)::int AS done
+			FROM job_chunks WHERE job_id = $1 AND status = 'done') c
+		WHERE j.id = $1`, id, forceStatus, reason); err != nil {
 		return nil, err
 	}
 	if forceStatus != "" {
@@ -286,6 +356,10 @@ func (s *Service) Cancel(ctx context.Context, owner Owner, id uuid.UUID) (Job, e
 func (s *Service) terminate(ctx context.Context, owner string, id uuid.UUID, status, reason string) error {
 	var finished *Job
 	err := postgres.WithTx(ctx, s.cfg.Pool, func(tx pgx.Tx) error {
+		// Exclusive: wait for the chunk commits under way (see commitChunk).
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, jobLockClass, jobLockKey(id)); err != nil {
+			return classify(err)
+		}
 		var cur string
 		err := tx.QueryRow(ctx, `SELECT status FROM jobs WHERE id = $1 AND ($2 = '' OR owner = $2) FOR UPDATE`, id, owner).Scan(&cur)
 		if errors.Is(err, pgx.ErrNoRows) {

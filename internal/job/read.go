@@ -15,15 +15,27 @@ import (
 	"github.com/predq/predq/internal/prediction"
 )
 
-const jobColumns = `j.id, j.status, j.model_version, j.preprocessing, j.confidence_threshold, j.total, j.processed,
-	j.failed, j.low_confidence, j.chunks_total, j.chunks_done, j.input_format, j.created_at, j.started_at, j.finished_at,
+// jobColumns are the columns of a Job. An active job's counts are the sums of its done
+// chunks' (p); a terminal job's are stored on its row (see commitChunk and finish).
+const jobColumns = `j.id, j.status, j.model_version, j.preprocessing, j.confidence_threshold, j.total,
+	CASE WHEN j.status IN ('queued', 'running') THEN COALESCE(p.processed, 0) ELSE j.processed END,
+	CASE WHEN j.status IN ('queued', 'running') THEN COALESCE(p.failed, 0) ELSE j.failed END,
+	CASE WHEN j.status IN ('queued', 'running') THEN COALESCE(p.low_confidence, 0) ELSE j.low_confidence END,
+	j.chunks_total,
+	CASE WHEN j.status IN ('queued', 'running') THEN COALESCE(p.done, 0) ELSE j.chunks_done END,
+	j.input_format, j.created_at, j.started_at, j.finished_at,
 	j.deadline_at, j.error, j.metadata, j.webhook_url,
 	d.id, d.status, d.attempts, d.last_status, d.last_error, d.delivered_at`
 
-// jobFrom joins the latest webhook delivery of the job.
+// jobFrom joins the latest webhook delivery of the job and, for an active job only, the
+// sums of its done chunks.
 const jobFrom = `FROM jobs j LEFT JOIN LATERAL (
 	SELECT id, status, attempts, last_status, last_error, delivered_at FROM webhook_deliveries
-	WHERE job_id = j.id ORDER BY created_at DESC LIMIT 1) d ON true`
+	WHERE job_id = j.id ORDER BY created_at DESC LIMIT 1) d ON true
+	LEFT JOIN LATERAL (
+	SELECT sum(c.processed)::int AS processed, sum(c.failed)::int AS failed,
+		sum(c.low_confidence)::int AS low_confidence, count(*)::int AS done
+	FROM job_chunks c WHERE c.job_id = j.id AND c.status = 'done' AND j.status IN ('queued', 'running')) p ON true`
 
 func scanJob(row pgx.Row) (Job, error) {
 	var j Job

@@ -54,17 +54,21 @@ type Config struct {
 	Enqueuer   Enqueuer // nil: nothing is enqueued (the reconciler will)
 	Notifier   Notifier // nil: webhooks are not recorded
 	CheckURL   URLChecker
-	MaxSamples int           // JSON bodies; default 100,000
-	MaxRows    int           // NDJSON/CSV bodies; default 5,000,000
-	ChunkSize  int           // rows per chunk; default 5,000
-	Timeout    time.Duration // deadline after submission; default 1h
-	Registerer prometheus.Registerer
-	Logger     *slog.Logger
+	MaxSamples int // JSON bodies; default 100,000
+	MaxRows    int // NDJSON/CSV bodies; default 5,000,000
+	ChunkSize  int // rows per chunk; default 5,000
+	// ChunkWriters bounds the chunk commits (result COPYs) of this process at once; default
+	// 2. Inference and reads are not bounded by it, only by the worker's concurrency.
+	ChunkWriters int
+	Timeout      time.Duration // deadline after submission; default 1h
+	Registerer   prometheus.Registerer
+	Logger       *slog.Logger
 }
 
 // Service runs the job feature.
 type Service struct {
 	cfg     Config
+	writers chan struct{}
 	metrics *metrics
 	logger  *slog.Logger
 }
@@ -86,11 +90,14 @@ func NewService(cfg Config) (*Service, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = time.Hour
 	}
+	if cfg.ChunkWriters <= 0 {
+		cfg.ChunkWriters = 2
+	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg, metrics: newMetrics(cfg.Registerer), logger: logger}, nil
+	return &Service{cfg: cfg, writers: make(chan struct{}, cfg.ChunkWriters), metrics: newMetrics(cfg.Registerer), logger: logger}, nil
 }
 
 // Formats of a submission body.
@@ -186,7 +193,7 @@ func (s *Service) Submit(ctx context.Context, owner Owner, opts Options, format 
 			// Rows are checked against the size of the first row, then against the model.
 			packer.inputSize = -1
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"job_chunks"}, []string{"job_id", "chunk_index", "start_index", "rows", "features"}, packer); err != nil {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"job_chunks"}, []string{"job_id", "chunk_index", "start_index", "rows", "features", "encoding"}, packer); err != nil {
 			if packer.err != nil {
 				return packer.err
 			}
@@ -269,6 +276,7 @@ type chunkPacker struct {
 	rows, chunks int
 	buf          []byte
 	n            int // rows in buf
+	scale        int // of the last row (appendDecimalRow)
 	values       []any
 	err          error
 	eof          bool
@@ -298,21 +306,25 @@ func (p *chunkPacker) Next() bool {
 			p.fail(v)
 			return false
 		}
-		for _, f := range x {
-			p.buf = binary.LittleEndian.AppendUint64(p.buf, math.Float64bits(f))
+		if p.n == 0 {
+			p.buf = binary.AppendUvarint(p.buf, uint64(len(x)))
 		}
+		p.buf = appendDecimalRow(p.buf, x, &p.scale)
 		p.rows++
 		p.n++
 	}
 	if p.n == 0 {
 		return false
 	}
-	p.values = []any{p.jobID, p.chunks, start, p.n, p.buf}
+	p.values = []any{p.jobID, p.chunks, start, p.n, p.buf, encodingDecimal}
 	p.chunks++
 	return true
 }
 
 func (p *chunkPacker) check(row int, x []float64) *RowError {
+	if len(x) == p.inputSize && len(x) <= prediction.MaxFeatures && inRange(x) {
+		return nil // the common case, decided without building a validate.Error
+	}
 	v := &validate.Error{}
 	prediction.ValidateFeatures(v, "features", x)
 	if v.Len() > 0 {
@@ -325,6 +337,17 @@ func (p *chunkPacker) check(row int, x []float64) *RowError {
 		return &RowError{Row: row, Field: "features", Message: fmt.Sprintf("must hold %d numbers (the model's input size), got %d", p.inputSize, len(x))}
 	}
 	return nil
+}
+
+// inRange reports whether every feature is a number within ±prediction.MaxAbsFeature (NaN
+// and the infinities are not).
+func inRange(x []float64) bool {
+	for _, f := range x {
+		if !(math.Abs(f) <= prediction.MaxAbsFeature) {
+			return false
+		}
+	}
+	return true
 }
 
 // fail records a bad row and scans on for up to maxRowErrors of them. A non-row error (a
@@ -372,20 +395,3 @@ func (p *chunkPacker) rowField(re *RowError) string {
 
 func (p *chunkPacker) Values() ([]any, error) { return p.values, nil }
 func (p *chunkPacker) Err() error             { return p.err }
-
-// decodeChunk unpacks a chunk's rows.
-func decodeChunk(b []byte, rows int) ([][]float64, error) {
-	if rows <= 0 || len(b)%(8*rows) != 0 {
-		return nil, fmt.Errorf("chunk of %d bytes does not hold %d rows", len(b), rows)
-	}
-	d := len(b) / 8 / rows
-	flat := make([]float64, rows*d)
-	for i := range flat {
-		flat[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[i*8:]))
-	}
-	out := make([][]float64, rows)
-	for i := range out {
-		out[i] = flat[i*d : (i+1)*d : (i+1)*d]
-	}
-	return out, nil
-}

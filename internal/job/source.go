@@ -18,7 +18,8 @@ import (
 
 // RowSource yields the feature vectors of a submission one at a time, so that a submission of
 // millions of rows is stored with bounded memory. Next returns io.EOF after the last row. A
-// row that cannot be read is a *RowError; any other error ends the submission.
+// row that cannot be read is a *RowError; any other error ends the submission. The slice
+// Next returns may be reused by the following call.
 type RowSource interface {
 	Next() ([]float64, error)
 }
@@ -46,6 +47,7 @@ type NDJSONSource struct {
 	r    *bufio.Reader
 	line int
 	buf  []byte
+	row  []float64 // reused by the fast path
 }
 
 // NewNDJSONSource reads from r.
@@ -74,7 +76,8 @@ func (s *NDJSONSource) Next() ([]float64, error) {
 		}
 		var x []float64
 		if line[0] == '[' {
-			if x, ok := parseNumberArray(line); ok {
+			if x, ok := parseNumberArray(s.row[:0], line); ok {
+				s.row = x
 				return x, nil
 			}
 			err = json.Unmarshal(line, &x, strictjson.Options)
@@ -100,16 +103,18 @@ func (s *NDJSONSource) Next() ([]float64, error) {
 // strconv.ParseFloat, as strictjson does), at a fraction of its cost; anything else
 // (another value, a JSON error, an overflowing number, an empty array) reports false, and
 // the caller decodes the line with the strict decoder for its exact answer or error.
-func parseNumberArray(line []byte) ([]float64, bool) {
+//
+// The numbers are appended to x[:0].
+func parseNumberArray(x []float64, line []byte) ([]float64, bool) {
 	i := skipSpace(line, 1) // line[0] == '['
-	x := make([]float64, 0, 64)
+	x = x[:0]
 	for {
 		n := numberLen(line[i:])
 		if n == 0 {
 			return nil, false
 		}
-		f, err := strconv.ParseFloat(string(line[i:i+n]), 64)
-		if err != nil {
+		f, ok := parseNumber(line[i : i+n])
+		if !ok {
 			return nil, false
 		}
 		x = append(x, f)
@@ -129,6 +134,92 @@ func parseNumberArray(line []byte) ([]float64, bool) {
 			return nil, false
 		}
 	}
+}
+
+// pow10 holds the powers of ten that a float64 represents exactly.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+	1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+
+// parseNumber returns the float64 of b, a JSON number (numberLen(b) == len(b)), exactly as
+// strconv.ParseFloat(string(b), 64) does; false when ParseFloat refuses it (out of range).
+//
+// Most numbers take the exact path that strconv itself tries first (Clinger's fast path):
+// when the decimal digits, without the point, make an integer m < 2^53 and the number is
+// m·10^e with |e| <= 22, both m and 10^|e| are float64s, and one IEEE multiplication or
+// division rounds m·10^e correctly, to nearest-even, which is ParseFloat's result by
+// definition. It skips ParseFloat's general parser (underscores, hex, infinities, long
+// mantissas) and the string conversion. Every other number goes to ParseFloat.
+func parseNumber(b []byte) (float64, bool) {
+	i, neg := 0, false
+	if b[0] == '-' {
+		i, neg = 1, true
+	}
+	var m uint64
+	digits, exp := 0, 0 // significant digits in m; the decimal exponent of m
+	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+		if m == 0 && b[i] == '0' {
+			continue
+		}
+		if digits == 19 {
+			return parseNumberSlow(b)
+		}
+		m = m*10 + uint64(b[i]-'0')
+		digits++
+	}
+	if i < len(b) && b[i] == '.' {
+		for i++; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+			if m == 0 && b[i] == '0' {
+				exp--
+				continue
+			}
+			if digits == 19 {
+				return parseNumberSlow(b)
+			}
+			m = m*10 + uint64(b[i]-'0')
+			digits++
+			exp--
+		}
+	}
+	if i < len(b) { // an exponent: e, E, an optional sign and digits (numberLen checked them)
+		i++
+		eneg := false
+		if b[i] == '+' || b[i] == '-' {
+			eneg = b[i] == '-'
+			i++
+		}
+		e := 0
+		for ; i < len(b); i++ {
+			if e > 1000 {
+				return parseNumberSlow(b)
+			}
+			e = e*10 + int(b[i]-'0')
+		}
+		if eneg {
+			e = -e
+		}
+		exp += e
+	}
+	if m>>53 != 0 {
+		return parseNumberSlow(b)
+	}
+	f := float64(m)
+	if neg {
+		f = -f
+	}
+	switch {
+	case m == 0 || exp == 0:
+		return f, true
+	case exp > 0 && exp <= 22:
+		return f * pow10[exp], true
+	case exp < 0 && exp >= -22:
+		return f / pow10[-exp], true
+	}
+	return parseNumberSlow(b)
+}
+
+func parseNumberSlow(b []byte) (float64, bool) {
+	f, err := strconv.ParseFloat(string(b), 64)
+	return f, err == nil
 }
 
 // skipSpace returns the index of the first byte at or after i that is not JSON whitespace.

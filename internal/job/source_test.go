@@ -17,7 +17,7 @@ import (
 // the strict decoder returns for it.
 func checkFastPath(t *testing.T, line string) (fast bool) {
 	t.Helper()
-	got, ok := parseNumberArray([]byte(line))
+	got, ok := parseNumberArray(nil, []byte(line))
 	var want []float64
 	err := json.Unmarshal([]byte(line), &want, strictjson.Options)
 	if !ok {
@@ -66,6 +66,80 @@ func TestNumberArrayFastPathAgreesWithTheDecoder(t *testing.T) {
 		b.WriteString(space[rng.IntN(len(space))] + "]")
 		require.True(t, checkFastPath(t, b.String()), "fast path declined %q", b.String())
 	}
+}
+
+// checkNumber checks that parseNumber returns for s exactly what strconv.ParseFloat returns,
+// bit for bit (the sign of zero included), or declines what ParseFloat refuses.
+func checkNumber(t *testing.T, s string) {
+	t.Helper()
+	want, err := strconv.ParseFloat(s, 64)
+	got, ok := parseNumber([]byte(s))
+	require.Equal(t, err == nil, ok, "%q: ParseFloat error %v", s, err)
+	if ok {
+		require.Equal(t, math.Float64bits(want), math.Float64bits(got), "%q: got %v, want %v", s, got, want)
+	}
+}
+
+func TestParseNumberAgreesWithParseFloat(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{
+		"0", "-0", "0.0", "-0.000", "0e5", "-0E-5", "0e999999", "1", "-1", "0.0200", "0.0371", "123.456", "1e22", "1e23",
+		"9007199254740991", "9007199254740992", "9007199254740993", "18446744073709551615", "18446744073709551616",
+		"1234567890123456789", "12345678901234567890", "0.1", "0.3", "2.2250738585072014e-308", "4.9e-324", "5e-324",
+		"2e-324", "1e-400", "1.7976931348623157e308", "1.7976931348623158e308", "1e308", "1e309", "-1e309",
+		"1e-22", "1e-23", "123456789012345e-22", "4503599627370497e22", "0.000000000000000000000000000001",
+		"100000000000000000000000", "1.00000000000000011102230246251565404236316680908203125",
+		"1.00000000000000011102230246251565404236316680908203124", "3e0", "3E+00", "7e-0010",
+	} {
+		checkNumber(t, s)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 200_000 {
+		var b strings.Builder
+		if rng.IntN(2) == 0 {
+			b.WriteByte('-')
+		}
+		if rng.IntN(4) == 0 {
+			b.WriteByte('0')
+		} else {
+			b.WriteByte(byte('1' + rng.IntN(9)))
+			for range rng.IntN(22) {
+				b.WriteByte(byte('0' + rng.IntN(10)))
+			}
+		}
+		if rng.IntN(3) > 0 {
+			b.WriteByte('.')
+			for range 1 + rng.IntN(22) {
+				b.WriteByte(byte('0' + rng.IntN(10)))
+			}
+		}
+		if rng.IntN(3) == 0 {
+			b.WriteString([]string{"e", "E", "e+", "e-", "E-"}[rng.IntN(5)])
+			b.WriteString(strconv.Itoa(rng.IntN(40)))
+		}
+		checkNumber(t, b.String())
+	}
+	// Shortest and fixed formats of random float64s, which must come back unchanged.
+	for range 100_000 {
+		f := math.Float64frombits(rng.Uint64())
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			continue
+		}
+		checkNumber(t, strconv.FormatFloat(f, 'g', -1, 64))
+		checkNumber(t, strconv.FormatFloat(f, 'f', rng.IntN(8), 64))
+	}
+}
+
+func FuzzParseNumber(f *testing.F) {
+	for _, s := range []string{"0", "-0.0200", "1e22", "9007199254740993", "1.5e-7", "123456789012345678901"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if s == "" || numberLen([]byte(s)) != len(s) {
+			return // not a JSON number: never handed to parseNumber
+		}
+		checkNumber(t, s)
+	})
 }
 
 func TestNDJSONSourceKeepsItsErrors(t *testing.T) {
