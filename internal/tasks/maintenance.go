@@ -136,15 +136,17 @@ type ReconcileConfig struct {
 
 // ReconcileResult counts what one run re-drove.
 type ReconcileResult struct {
-	QueuedJobs int
-	Chunks     int
-	Expired    int
-	Webhooks   int
+	QueuedJobs     int
+	Chunks         int
+	UnfinishedJobs int // running, every chunk done, not finished
+	Expired        int
+	Webhooks       int
 }
 
 // Reconcile drives every job and delivery that Postgres says is unfinished back into the
 // queues (after Redis lost data, or an enqueue failed after a commit): queued jobs get their
-// job:run again, running jobs their pending chunks, terminal jobs their pending webhooks;
+// job:run again, running jobs their pending chunks (or, with none left, job:run, which
+// finishes them), terminal jobs their pending webhooks;
 // jobs past their deadline fail. Every enqueue has a deterministic TaskID, so what is still
 // queued is not duplicated.
 func Reconcile(ctx context.Context, cfg ReconcileConfig) (ReconcileResult, error) {
@@ -206,6 +208,21 @@ func Reconcile(ctx context.Context, cfg ReconcileConfig) (ReconcileResult, error
 		}
 		res.Chunks += len(chunks)
 	}
+	// Running with no chunk pending, untouched for the grace period: the worker of the last
+	// chunk stopped between its commit and finishing the job, and its task is lost. job:run
+	// again finishes it (it finds no chunk to enqueue).
+	stalled, err := ids(ctx, cfg.Pool, `SELECT id FROM jobs j WHERE status = 'running' AND updated_at < now() - $1::interval
+		AND NOT EXISTS (SELECT 1 FROM job_chunks c WHERE c.job_id = j.id AND c.status = 'pending')
+		ORDER BY created_at LIMIT 1000`, grace.String())
+	if err != nil {
+		return res, err
+	}
+	for _, id := range stalled {
+		if err := cfg.Jobs.EnqueueJobRun(ctx, id); err != nil {
+			return res, fmt.Errorf("reconcile job %s: %w", id, err)
+		}
+		res.UnfinishedJobs++
+	}
 	// Deliveries still pending and not enqueued within the grace period.
 	deliveries, err := ids(ctx, cfg.Pool, `SELECT id FROM webhook_deliveries WHERE status = 'pending'
 		AND (enqueued_at IS NULL OR enqueued_at < now() - $1::interval) ORDER BY created_at LIMIT 1000`, grace.String())
@@ -244,7 +261,7 @@ func HandleReconcile(cfg ReconcileConfig) asynq.HandlerFunc {
 			return err
 		}
 		if res != (ReconcileResult{}) {
-			cfg.Logger.InfoContext(ctx, "reconciled", "queued_jobs", res.QueuedJobs, "chunks", res.Chunks,
+			cfg.Logger.InfoContext(ctx, "reconciled", "queued_jobs", res.QueuedJobs, "chunks", res.Chunks, "unfinished_jobs", res.UnfinishedJobs,
 				"expired_jobs", res.Expired, "webhooks", res.Webhooks)
 		}
 		return nil
