@@ -238,8 +238,10 @@ func TestPredictNonFiniteFeature(t *testing.T) {
 						}
 						v := m.variant(prep)
 						for _, workers := range []int{1, 2, 3, 7} {
-							err := m.predictBatch(v, rows, make([]float64, len(rows)), workers)
-							require.EqualError(t, err, "row 29: "+want, "%d workers", workers)
+							for _, size := range []int{1, 5, 8, 40} {
+								err := m.predictBatch(v, rows, make([]float64, len(rows)), workers, size)
+								require.EqualError(t, err, "row 29: "+want, "%d workers, blocks of %d", workers, size)
+							}
 						}
 						err = m.PredictBatch(rows, prep, make([]float64, len(rows)))
 						require.ErrorIs(t, err, ErrInvalidInput)
@@ -295,11 +297,13 @@ func TestPredictBatchSplits(t *testing.T) {
 		for _, prep := range sm.model.Preprocessings() {
 			v := sm.model.variant(prep)
 			want := make([]float64, len(rows))
-			require.NoError(t, sm.model.predictBatch(v, rows, want, 1))
+			require.NoError(t, sm.model.predictBatch(v, rows, want, 1, len(rows)))
 			for _, workers := range []int{2, 3, 8, 2000} {
-				got := make([]float64, len(rows))
-				require.NoError(t, sm.model.predictBatch(v, rows, got, workers))
-				require.Equal(t, want, got, "%s %s, %d workers", sm.file, prep, workers)
+				for _, size := range []int{1, 8, 100} {
+					got := make([]float64, len(rows))
+					require.NoError(t, sm.model.predictBatch(v, rows, got, workers, size))
+					require.Equal(t, want, got, "%s %s, %d workers, blocks of %d", sm.file, prep, workers, size)
+				}
 			}
 		}
 	}
