@@ -354,3 +354,60 @@ func TestPromotionReachesEveryAPIProcess(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, a.do("POST", "/api/v1/models/v7.0.0/promote", nil, nil))
 	require.Equal(t, http.StatusUnprocessableEntity, a.do("POST", "/api/v1/models/v1.0.0/promote?alias=NO%20WAY", nil, nil))
 }
+
+// Idempotency-Key on predict: a retry gets the first answer byte for byte (same request id,
+// not a cache hit: nothing ran again), another body with the key is 422, and a key whose
+// request failed may be used again.
+func TestPredictIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	a := startAPI(t, nil)
+	xs, _ := sonar(t)
+	post := func(path, key string, body any) (int, http.Header, []byte) {
+		t.Helper()
+		b, err := json.Marshal(body)
+		require.NoError(t, err)
+		req, err := http.NewRequest("POST", a.base+path, bytes.NewReader(b))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", key)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		out, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, resp.Header, out
+	}
+
+	for off, path := range []string{"/api/v1/predict", "/api/v1/predict/batch"} {
+		t.Run(path, func(t *testing.T) {
+			body := func(i int) any { // rows of their own per path: no answer is cached before
+				x := xs[i+50*off]
+				if path == "/api/v1/predict" {
+					return map[string]any{"features": x}
+				}
+				return map[string]any{"samples": []any{map[string]any{"features": x}}}
+			}
+			key := "retry-" + path
+			st, h1, first := post(path, key, body(10))
+			require.Equal(t, http.StatusOK, st, string(first))
+			require.Empty(t, h1.Get("Idempotent-Replayed"))
+			st, h2, again := post(path, key, body(10))
+			require.Equal(t, http.StatusOK, st, string(again))
+			require.Equal(t, "true", h2.Get("Idempotent-Replayed"))
+			require.Equal(t, string(first), string(again), "the first answer, byte for byte")
+			require.NotContains(t, string(again), `"cached":true`)
+
+			st, _, other := post(path, key, body(11))
+			require.Equal(t, http.StatusUnprocessableEntity, st, string(other))
+			require.Contains(t, string(other), `"field":"Idempotency-Key"`)
+
+			// A refused request keeps nothing: the key answers the corrected request.
+			bad := "bad-" + path
+			st, _, refused := post(path, bad, map[string]any{"features": []float64{1}})
+			require.GreaterOrEqual(t, st, 400, string(refused))
+			st, _, fixed := post(path, bad, body(12))
+			require.Equal(t, http.StatusOK, st, string(fixed))
+		})
+	}
+}

@@ -157,6 +157,10 @@ var (
 	openSecurity = []map[string][]string{}
 	// requestIDParam lets every operation take the client's X-Request-ID.
 	requestIDParam = []parameter{{Ref: "#/components/parameters/RequestID"}}
+	// idempotencyKeyParam is the Idempotency-Key header of job submission and predict.
+	idempotencyKeyParam = parameter{Name: "Idempotency-Key", In: "header", Description: "The same key and body return the first answer " +
+		"(with Idempotent-Replayed: true); another body is 422; while the first is in flight, 409. Kept 24 hours, per API key.",
+		Schema: &schema{Type: "string", MaxLength: ptr(255)}}
 	// requestIDHeader is on every response.
 	requestIDHeader = map[string]header{"X-Request-ID": {Ref: "#/components/headers/X-Request-ID"}}
 )
@@ -194,6 +198,7 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 		"415": respRef("UnsupportedMediaType"),
 		"422": respRef("UnprocessableEntity"),
 		"429": respRef("TooManyRequests"),
+		"409": respRef("Conflict"),
 		"500": respRef("InternalError"),
 		"503": respRef("NoModels"),
 	}
@@ -267,7 +272,7 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 			Description: "Answers from the cache or by inline inference. JSON decoding is strict: unknown, duplicate " +
 				"or case-variant members, numbers that overflow float64, trailing data and invalid UTF-8 are refused " +
 				"with 400; well-formed input that breaks a rule is refused with 422 naming each field.",
-			Tags: []string{"predict"}, Parameters: requestIDParam, Security: apiKeySecurity,
+			Tags: []string{"predict"}, Parameters: append([]parameter{idempotencyKeyParam}, requestIDParam...), Security: apiKeySecurity,
 			RequestBody: &requestBody{Required: true, Content: jsonContent(ref("PredictionInput"), exampleInput())},
 			Responses: withErrors(map[string]response{
 				"200": okResponse("The prediction.", ref("PredictionOutput"), exampleOutput()),
@@ -276,7 +281,7 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 		"/api/v1/predict/batch": {"post": {
 			OperationID: "predictBatch", Summary: "Up to " + strconv.Itoa(s.cfg.MaxBatchSize) + " predictions answered inline",
 			Description: "Samples are answered in order. Field errors name the sample: samples[2].features[0].",
-			Tags:        []string{"predict"}, Parameters: requestIDParam, Security: apiKeySecurity,
+			Tags:        []string{"predict"}, Parameters: append([]parameter{idempotencyKeyParam}, requestIDParam...), Security: apiKeySecurity,
 			RequestBody: &requestBody{Required: true, Content: jsonContent(ref("BatchRequest"),
 				map[string]any{"samples": []any{exampleInput()}, "parallel": true})},
 			Responses: withErrors(map[string]response{

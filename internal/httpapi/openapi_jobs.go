@@ -36,8 +36,7 @@ func (s *Server) jobPaths() map[string]map[string]operation {
 		q("confidence_threshold", "NDJSON and CSV bodies: items less confident than this are flagged.", &schema{Type: "number", Default: prediction.DefaultThreshold}),
 		q("webhook_url", "NDJSON and CSV bodies: receives the signed job.* event when the job ends.", &schema{Type: "string", Format: "uri"}),
 		q("metadata", "NDJSON and CSV bodies: key=value, repeatable (at most 16).", &schema{Type: "string"}),
-		{Name: "Idempotency-Key", In: "header", Description: "The same key and body return the first answer; another body is 422; " +
-			"while the first is in flight, 409. Kept 24 hours, per API key.", Schema: &schema{Type: "string", MaxLength: ptr(255)}},
+		idempotencyKeyParam,
 	}
 	return map[string]map[string]operation{
 		"/api/v1/jobs": {

@@ -57,8 +57,8 @@ func (s *Server) routes() {
 	// TestAPIRoutesRequireKey fails for a route added here without them.
 	key := []echo.MiddlewareFunc{s.authenticate, s.rateLimit}
 	v1 := e.Group("/api/v1")
-	v1.POST("/predict", handlePredict(s.deps.Predictor), key...)
-	v1.POST("/predict/batch", handlePredictBatch(s.deps.Predictor, s.cfg.MaxBatchSize), key...)
+	v1.POST("/predict", handlePredict(s.deps.Predictor), append(key, s.idempotent)...)
+	v1.POST("/predict/batch", handlePredictBatch(s.deps.Predictor, s.cfg.MaxBatchSize), append(key, s.idempotent)...)
 	v1.GET("/models", handleListModels(s.deps.Models), key...)
 	v1.GET("/models/:version", handleGetModel(s.deps.Models), key...)
 	if s.deps.Promoter != nil {

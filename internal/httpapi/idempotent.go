@@ -1,0 +1,91 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/predq/predq/internal/idempotency"
+	"github.com/predq/predq/internal/validate"
+)
+
+// idempotent gives a route the Idempotency-Key semantics of job submission (see
+// internal/idempotency): a request with a key that was answered before gets that answer
+// again, byte for byte, with Idempotent-Replayed: true (a predict's request_id and timestamp
+// included, and nothing is predicted or recorded again); the same key with another body is
+// 422; while the first request is in flight, 409. Only successful answers are kept: after an
+// error the key may be used again. Requests without the header pass through.
+func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		key := strings.TrimSpace(req.Header.Get("Idempotency-Key"))
+		if key == "" || s.deps.Idempotency == nil {
+			return next(c)
+		}
+		if len(key) > idempotency.MaxKeyLength {
+			return badRequest("The Idempotency-Key header is too long.", []validate.FieldError{{Field: "Idempotency-Key",
+				Message: fmt.Sprintf("must be at most %d characters", idempotency.MaxKeyLength)}}, nil)
+		}
+		ctx := req.Context()
+		owner := ownerOf(c).ID
+		hasher := idempotency.NewHasher(req.Method, req.URL.Path, req.URL.RawQuery, req.Header.Get(echo.HeaderContentType))
+		stored, err := s.deps.Idempotency.Claim(ctx, owner, key)
+		if err != nil {
+			return err
+		}
+		if stored != nil {
+			if err := hasher.Drain(req.Body); err != nil {
+				return badRequest("The request body could not be read.", nil, err)
+			}
+			resp, err := stored.Replay(hasher.Sum())
+			if err != nil {
+				return err
+			}
+			c.Response().Header().Set("Idempotent-Replayed", "true")
+			return c.Blob(resp.Status, echo.MIMEApplicationJSON, resp.Body)
+		}
+		req.Body = readCloser{hasher.Reader(req.Body), req.Body}
+		rec := &recordingWriter{ResponseWriter: c.Response().Writer}
+		c.Response().Writer = rec
+		err = next(c)
+		c.Response().Writer = rec.ResponseWriter
+		if err != nil || c.Response().Status != http.StatusOK {
+			_ = s.deps.Idempotency.Release(context.WithoutCancel(ctx), owner, key)
+			return err
+		}
+		_ = hasher.Drain(req.Body) // whatever follows the JSON value counts too
+		if err := s.deps.Idempotency.Complete(context.WithoutCancel(ctx), owner, key, hasher.Sum(),
+			idempotency.Response{Status: http.StatusOK, Body: rec.body.Bytes()}); err != nil {
+			s.log.WarnContext(ctx, "idempotency key not recorded", "error", err.Error())
+		}
+		return nil
+	}
+}
+
+// readCloser reads through r and closes c.
+type readCloser struct {
+	r io.Reader
+	c io.Closer
+}
+
+func (rc readCloser) Read(p []byte) (int, error) { return rc.r.Read(p) }
+func (rc readCloser) Close() error               { return rc.c.Close() }
+
+// recordingWriter keeps a copy of the body it writes (before any compression, which wraps
+// the writer further out).
+type recordingWriter struct {
+	http.ResponseWriter
+	body bytes.Buffer
+}
+
+func (w *recordingWriter) Write(p []byte) (int, error) {
+	w.body.Write(p)
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *recordingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
