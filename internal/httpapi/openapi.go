@@ -348,6 +348,9 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 		}}
 		paths["/api/v1/predictions/{id}"] = map[string]operation{"get": {
 			OperationID: "getPrediction", Summary: "One persisted prediction, by id or request id", Tags: []string{"predict"},
+			Description: "A request id names the first prediction stored under it. When a client sends the same " +
+				"X-Request-ID with another prediction, that one is stored too, under <request id>~<its created_at in " +
+				"microseconds, base 36>, and listed by GET /api/v1/predictions.",
 			Parameters: append([]parameter{{Name: "id", In: "path", Required: true, Schema: &schema{Type: "string"}}}, requestIDParam...),
 			Security:   apiKeySecurity,
 			Responses: withErrors(map[string]response{

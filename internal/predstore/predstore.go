@@ -109,11 +109,32 @@ const selectCols = `id, request_id, input_features, prediction, confidence, pred
 	model_version, preprocessing, confidence_threshold, cached, coalesce(user_id, ''), latency_ms,
 	status, created_at, updated_at`
 
-// Insert writes recs in one statement, skipping request ids that are already stored (also
-// within recs), and returns how many rows it inserted. A replay of the same records inserts 0.
-// Records with a zero CreatedAt get the current time. Errors are Postgres errors (see
-// postgres.IsUnavailable); nothing is written when one is returned.
+// Insert writes recs in one statement, skipping the records that are already stored, and
+// returns how many rows it inserted: a replay of the same records inserts 0. Records with a
+// zero CreatedAt get the current time.
+//
+// A record is the one already stored under its request id when their created_at match. A
+// client may send the same X-Request-ID with two different predictions, though: when a
+// request id is taken by another prediction, the record is stored under
+// "<request id>~<created_at in µs, base 36>", a second statement (a replay of it, again,
+// inserts nothing). Errors are Postgres errors (see postgres.IsUnavailable); when one is
+// returned, the first statement's rows may be stored, and a retry of the same records
+// completes the rest.
 func (s *Store) Insert(ctx context.Context, recs []prediction.Record) (int64, error) {
+	n, err := s.insertOnce(ctx, recs)
+	if err != nil || n == int64(len(recs)) {
+		return n, err
+	}
+	// Some request ids were taken: by these records (a replay), or by other predictions.
+	others, err := s.takenByOthers(ctx, recs)
+	if err != nil || len(others) == 0 {
+		return n, err
+	}
+	m, err := s.insertOnce(ctx, others)
+	return n + m, err
+}
+
+func (s *Store) insertOnce(ctx context.Context, recs []prediction.Record) (int64, error) {
 	if len(recs) == 0 {
 		return 0, nil
 	}
@@ -121,6 +142,46 @@ func (s *Store) Insert(ctx context.Context, recs []prediction.Record) (int64, er
 		return s.insertUnnest(ctx, recs)
 	}
 	return s.insertCopy(ctx, recs)
+}
+
+// takenByOthers returns, renamed (see Insert), the records whose request id is stored with
+// another created_at; records stored already, and records with a zero CreatedAt (which
+// cannot be told apart), are left out.
+func (s *Store) takenByOthers(ctx context.Context, recs []prediction.Record) ([]prediction.Record, error) {
+	ids := make([]string, len(recs))
+	for i, r := range recs {
+		ids[i] = r.RequestID
+	}
+	rows, err := s.db.Query(ctx, `SELECT request_id, created_at FROM predictions WHERE request_id = ANY($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("insert predictions: taken request ids: %w", err)
+	}
+	stored := map[string]time.Time{}
+	var id string
+	var at time.Time
+	if _, err := pgx.ForEachRow(rows, []any{&id, &at}, func() error {
+		stored[id] = at
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("insert predictions: taken request ids: %w", err)
+	}
+	var others []prediction.Record
+	for _, r := range recs {
+		at, ok := stored[r.RequestID]
+		if !ok || r.CreatedAt.IsZero() || sameMicrosecond(at, r.CreatedAt) {
+			continue
+		}
+		r.RequestID += "~" + strconv.FormatInt(r.CreatedAt.UnixMicro(), 36)
+		others = append(others, r)
+	}
+	return others, nil
+}
+
+// sameMicrosecond reports whether a, read from Postgres (microseconds, rounded), is the
+// stored form of b.
+func sameMicrosecond(a, b time.Time) bool {
+	d := a.Sub(b)
+	return d < time.Microsecond && d > -time.Microsecond
 }
 
 // insertUnnestSQL inserts one row per array element. The features of all rows travel as one

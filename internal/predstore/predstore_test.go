@@ -129,6 +129,50 @@ func TestInsert(t *testing.T) {
 				require.EqualValues(t, 30, count(t, b.pool))
 			})
 
+			t.Run("ARequestIDReusedByAnotherPredictionKeepsBoth", func(t *testing.T) {
+				t.Parallel()
+				store, b := setup(t, path.opt)
+				ctx := context.Background()
+				// Two predictions a client sent with the same X-Request-ID: another time,
+				// other features.
+				first, second := record("x", 1), record("x", 2)
+				second.RequestID = first.RequestID
+				renamed := first.RequestID + "~" + strconv.FormatInt(second.CreatedAt.UnixMicro(), 36)
+
+				n, err := store.Insert(ctx, []prediction.Record{first})
+				require.NoError(t, err)
+				require.EqualValues(t, 1, n)
+				n, err = store.Insert(ctx, []prediction.Record{second})
+				require.NoError(t, err)
+				require.EqualValues(t, 1, n, "the second prediction is stored too")
+				got, err := store.Get(ctx, first.RequestID)
+				require.NoError(t, err)
+				require.Equal(t, first.Features, got.Features)
+				got, err = store.Get(ctx, renamed)
+				require.NoError(t, err)
+				require.Equal(t, second.Features, got.Features)
+				require.Equal(t, second.Prediction, got.Prediction)
+
+				// Replays of either, alone or together, write nothing.
+				for _, replay := range [][]prediction.Record{{second}, {first}, {first, second}, {second, first, second}} {
+					n, err = store.Insert(ctx, replay)
+					require.NoError(t, err)
+					require.EqualValues(t, 0, n)
+				}
+				require.EqualValues(t, 2, count(t, b.pool))
+
+				// Both in one batch, never stored before: both written.
+				third, fourth := record("y", 3), record("y", 4)
+				fourth.RequestID = third.RequestID
+				n, err = store.Insert(ctx, []prediction.Record{third, fourth})
+				require.NoError(t, err)
+				require.EqualValues(t, 2, n)
+				n, err = store.Insert(ctx, []prediction.Record{fourth, third})
+				require.NoError(t, err)
+				require.EqualValues(t, 0, n)
+				require.EqualValues(t, 4, count(t, b.pool))
+			})
+
 			t.Run("DuplicateWithinOneBatchIsWrittenOnce", func(t *testing.T) {
 				t.Parallel()
 				store, b := setup(t, path.opt)
