@@ -50,6 +50,7 @@ type workerConfig struct {
 	ShutdownTimeout time.Duration  // WORKER_SHUTDOWN_TIMEOUT
 	GroupMaxSize    int            // PERSIST_GROUP_MAX_SIZE
 	GroupMaxDelay   time.Duration  // PERSIST_GROUP_MAX_DELAY
+	ChunkWriters    int            // JOB_CHUNK_WRITERS
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -85,7 +86,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger := telemetry.NewLogger(stdout, cfg.LogLevel, "worker")
 	logger.InfoContext(ctx, "starting", append([]any{"version", version, "gogc", gogc, "gomemlimit", memLimit, "queues", wcfg.Queues,
 		"shutdown_timeout", wcfg.ShutdownTimeout.String(), "persist_group_max_size", wcfg.GroupMaxSize,
-		"persist_group_max_delay", wcfg.GroupMaxDelay.String(), "alert_webhook", cfg.AlertWebhookURL != ""},
+		"persist_group_max_delay", wcfg.GroupMaxDelay.String(), "job_chunk_writers", wcfg.ChunkWriters, "alert_webhook", cfg.AlertWebhookURL != ""},
 		cfg.Redacted()...)...)
 
 	tp, shutdownTracing, err := telemetry.TracerProvider(ctx, "predq-worker", version, cfg.OTLPEndpoint)
@@ -128,7 +129,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer jobClient.Close()
 	jobs, err := job.NewService(job.Config{
 		Pool: pool, Models: registry, Enqueuer: jobClient, Notifier: deliveries,
-		ChunkSize: cfg.JobChunkSize, Timeout: cfg.JobTimeout, Registerer: reg, Logger: logger,
+		ChunkSize: cfg.JobChunkSize, ChunkWriters: wcfg.ChunkWriters, Timeout: cfg.JobTimeout, Registerer: reg, Logger: logger,
 	})
 	if err != nil {
 		return err
@@ -254,5 +255,10 @@ func loadWorkerConfig(getenv func(string) string) (workerConfig, error) {
 		errs = append(errs, fmt.Errorf("PERSIST_GROUP_MAX_SIZE: must be a whole number between 1 and 5000, got %q", get("PERSIST_GROUP_MAX_SIZE")))
 	}
 	c.GroupMaxSize = n
+	w, err := strconv.Atoi(get("JOB_CHUNK_WRITERS"))
+	if err != nil || w < 1 || w > 64 {
+		errs = append(errs, fmt.Errorf("JOB_CHUNK_WRITERS: must be a whole number between 1 and 64, got %q", get("JOB_CHUNK_WRITERS")))
+	}
+	c.ChunkWriters = w
 	return c, errors.Join(errs...)
 }

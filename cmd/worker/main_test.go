@@ -211,10 +211,10 @@ func TestRun(t *testing.T) {
 
 	t.Run("BadConfigNamesEveryVariable", func(t *testing.T) {
 		t.Parallel()
-		e := env{"WORKER_QUEUES": "critical=1", "PERSIST_GROUP_MAX_SIZE": "0", "WORKER_SHUTDOWN_TIMEOUT": "forever", "REDIS_URL": "http://x"}
+		e := env{"WORKER_QUEUES": "critical=1", "PERSIST_GROUP_MAX_SIZE": "0", "JOB_CHUNK_WRITERS": "0", "WORKER_SHUTDOWN_TIMEOUT": "forever", "REDIS_URL": "http://x"}
 		err := run(context.Background(), []string{"worker"}, e.get, io.Discard, io.Discard)
 		require.Error(t, err)
-		for _, name := range []string{"WORKER_QUEUES", "PERSIST_GROUP_MAX_SIZE", "WORKER_SHUTDOWN_TIMEOUT", "REDIS_URL"} {
+		for _, name := range []string{"WORKER_QUEUES", "PERSIST_GROUP_MAX_SIZE", "JOB_CHUNK_WRITERS", "WORKER_SHUTDOWN_TIMEOUT", "REDIS_URL"} {
 			require.ErrorContains(t, err, name)
 		}
 	})

@@ -100,6 +100,7 @@ var Vars = []Var{
 	{"MAX_JOB_SAMPLES", "100000", "samples of a JSON job submission"},
 	{"MAX_JOB_ROWS", "5000000", "rows of an NDJSON or CSV job submission"},
 	{"JOB_CHUNK_SIZE", "5000", "rows per job:chunk task"},
+	{"JOB_CHUNK_WRITERS", "2", "job chunks a worker commits at once (their result COPYs; more only queue inside Postgres)"},
 	{"JOB_TIMEOUT", "1h", "a job not finished this long after submission fails"},
 	{"WORKER_CONCURRENCY", "16", "tasks a worker runs at once"},
 	{"WORKER_METRICS_PORT", "9091", "worker's /health and /metrics port"},
