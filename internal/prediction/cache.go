@@ -124,8 +124,8 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Hit {
 	case <-op.done:
 		return op.hits
 	case <-ctx.Done():
-		// The batch may still fill op.hits: answer with misses of our own.
-		c.misses.Add(float64(len(keys)))
+		// The batch may still fill op.hits (and counts the lookups): answer with misses of
+		// our own.
 		return make([]Hit, len(keys))
 	}
 }
