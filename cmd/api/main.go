@@ -131,13 +131,11 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 	defer shutdownTracing(context.WithoutCancel(ctx)) //nolint:errcheck
 	telemetry.SetGlobal(tp)
 	reg := telemetry.NewRegistry()
-	if cfg.PprofAddr != "" {
-		stopPprof, err := telemetry.StartPprof(cfg.PprofAddr, logger)
-		if err != nil {
-			return err
-		}
-		defer stopPprof()
+	stopPprof, err := telemetry.StartPprof(cfg.PprofAddr, logger)
+	if err != nil {
+		return err
 	}
+	defer stopPprof()
 
 	pool, err := postgres.Open(ctx, cfg.DatabaseURL, cfg.DBPoolSize)
 	if err != nil {

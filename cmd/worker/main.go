@@ -96,13 +96,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer shutdownTracing(context.WithoutCancel(ctx)) //nolint:errcheck
 	telemetry.SetGlobal(tp)
 	reg := telemetry.NewRegistry()
-	if cfg.PprofAddr != "" {
-		stopPprof, err := telemetry.StartPprof(cfg.PprofAddr, logger)
-		if err != nil {
-			return err
-		}
-		defer stopPprof()
+	stopPprof, err := telemetry.StartPprof(cfg.PprofAddr, logger)
+	if err != nil {
+		return err
 	}
+	defer stopPprof()
 
 	pool, err := postgres.Open(ctx, cfg.DatabaseURL, cfg.DBPoolSize)
 	if err != nil {

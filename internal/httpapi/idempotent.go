@@ -23,13 +23,12 @@ import (
 func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
-		key := strings.TrimSpace(req.Header.Get("Idempotency-Key"))
+		key, err := idempotencyKey(req)
+		if err != nil {
+			return err
+		}
 		if key == "" || s.deps.Idempotency == nil {
 			return next(c)
-		}
-		if len(key) > idempotency.MaxKeyLength {
-			return badRequest("The Idempotency-Key header is too long.", []validate.FieldError{{Field: "Idempotency-Key",
-				Message: fmt.Sprintf("must be at most %d characters", idempotency.MaxKeyLength)}}, nil)
 		}
 		ctx := req.Context()
 		owner := ownerOf(c).ID
@@ -39,15 +38,7 @@ func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 			return err
 		}
 		if stored != nil {
-			if err := hasher.Drain(req.Body); err != nil {
-				return badRequest("The request body could not be read.", nil, err)
-			}
-			resp, err := stored.Replay(hasher.Sum())
-			if err != nil {
-				return err
-			}
-			c.Response().Header().Set("Idempotent-Replayed", "true")
-			return c.Blob(resp.Status, echo.MIMEApplicationJSON, resp.Body)
+			return replay(c, stored, hasher, req.Body, "")
 		}
 		req.Body = readCloser{hasher.Reader(req.Body), req.Body}
 		rec := &recordingWriter{ResponseWriter: c.Response().Writer}
@@ -65,6 +56,35 @@ func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return nil
 	}
+}
+
+// idempotencyKey returns the request's Idempotency-Key ("" when it has none), or a 400 when
+// it is too long.
+func idempotencyKey(req *http.Request) (string, error) {
+	key := strings.TrimSpace(req.Header.Get("Idempotency-Key"))
+	if len(key) > idempotency.MaxKeyLength {
+		return "", badRequest("The Idempotency-Key header is too long.", []validate.FieldError{{Field: "Idempotency-Key",
+			Message: fmt.Sprintf("must be at most %d characters", idempotency.MaxKeyLength)}}, nil)
+	}
+	return key, nil
+}
+
+// replay answers a request whose key was answered before: the stored answer when body (read
+// to the end into hasher) is the same request, else ErrMismatch. location, when not empty,
+// is the Location of the stored answer's resource.
+func replay(c echo.Context, stored *idempotency.Stored, hasher *idempotency.Hasher, body io.Reader, location string) error {
+	if err := hasher.Drain(body); err != nil {
+		return badRequest("The request body could not be read.", nil, err)
+	}
+	resp, err := stored.Replay(hasher.Sum())
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Idempotent-Replayed", "true")
+	if location != "" {
+		c.Response().Header().Set(echo.HeaderLocation, location)
+	}
+	return c.Blob(resp.Status, echo.MIMEApplicationJSON, resp.Body)
 }
 
 // readCloser reads through r and closes c.

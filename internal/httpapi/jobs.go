@@ -171,30 +171,23 @@ func (s *Server) handleSubmitJob() echo.HandlerFunc {
 		body := io.Reader(http.MaxBytesReader(c.Response(), req.Body, s.cfg.JobBodyLimit))
 		owner := ownerOf(c)
 
-		key := strings.TrimSpace(req.Header.Get("Idempotency-Key"))
+		key, err := idempotencyKey(req)
+		if err != nil {
+			return err
+		}
 		var hasher *idempotency.Hasher
 		if key != "" && s.deps.Idempotency != nil {
-			if len(key) > idempotency.MaxKeyLength {
-				return badRequest("The Idempotency-Key header is too long.", []validate.FieldError{{Field: "Idempotency-Key", Message: fmt.Sprintf("must be at most %d characters", idempotency.MaxKeyLength)}}, nil)
-			}
 			hasher = idempotency.NewHasher(req.Method, req.URL.Path, req.URL.RawQuery, req.Header.Get(echo.HeaderContentType))
 			stored, err := s.deps.Idempotency.Claim(ctx, owner.ID, key)
 			if err != nil {
 				return err
 			}
 			if stored != nil {
-				if err := hasher.Drain(body); err != nil {
-					return badRequest("The request body could not be read.", nil, err)
+				location := ""
+				if id := stored.Response.ResourceID; id != "" {
+					location = "/api/v1/jobs/" + id
 				}
-				resp, err := stored.Replay(hasher.Sum())
-				if err != nil {
-					return err
-				}
-				c.Response().Header().Set("Idempotent-Replayed", "true")
-				if resp.ResourceID != "" {
-					c.Response().Header().Set(echo.HeaderLocation, "/api/v1/jobs/"+resp.ResourceID)
-				}
-				return c.Blob(resp.Status, echo.MIMEApplicationJSON, resp.Body)
+				return replay(c, stored, hasher, body, location)
 			}
 			body = hasher.Reader(body)
 		}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"strconv"
 	"time"
 
@@ -322,7 +321,7 @@ func (p *chunkPacker) Next() bool {
 }
 
 func (p *chunkPacker) check(row int, x []float64) *RowError {
-	if len(x) == p.inputSize && len(x) <= prediction.MaxFeatures && inRange(x) {
+	if len(x) == p.inputSize && prediction.FeaturesValid(x) {
 		return nil // the common case, decided without building a validate.Error
 	}
 	v := &validate.Error{}
@@ -337,17 +336,6 @@ func (p *chunkPacker) check(row int, x []float64) *RowError {
 		return &RowError{Row: row, Field: "features", Message: fmt.Sprintf("must hold %d numbers (the model's input size), got %d", p.inputSize, len(x))}
 	}
 	return nil
-}
-
-// inRange reports whether every feature is a number within ±prediction.MaxAbsFeature (NaN
-// and the infinities are not).
-func inRange(x []float64) bool {
-	for _, f := range x {
-		if !(math.Abs(f) <= prediction.MaxAbsFeature) {
-			return false
-		}
-	}
-	return true
 }
 
 // fail records a bad row and scans on for up to maxRowErrors of them. A non-row error (a

@@ -74,3 +74,21 @@ func TestNormalizeFillsDefaults(t *testing.T) {
 		t.Fatalf("got %+v", in)
 	}
 }
+
+// FeaturesValid agrees with ValidateFeatures on every rule.
+func TestFeaturesValidAgreesWithValidateFeatures(t *testing.T) {
+	t.Parallel()
+	cases := map[string][]float64{
+		"nil": nil, "empty": {}, "one": {0}, "limits": {-MaxAbsFeature, MaxAbsFeature},
+		"over": {MaxAbsFeature * (1 + 1e-15)}, "under": {-MaxAbsFeature * 1.5}, "nan": {1, math.NaN()},
+		"+inf": {math.Inf(1)}, "-inf": {0, math.Inf(-1)}, "max": features(MaxFeatures, 0.5),
+		"too many": features(MaxFeatures+1, 0.5), "negative zero": {math.Copysign(0, -1)},
+	}
+	for name, x := range cases {
+		v := &validate.Error{}
+		ValidateFeatures(v, "features", x)
+		if got, want := FeaturesValid(x), v.Len() == 0; got != want {
+			t.Errorf("%s: FeaturesValid %v, ValidateFeatures finds %d problems", name, got, v.Len())
+		}
+	}
+}

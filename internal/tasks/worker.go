@@ -178,9 +178,6 @@ func (w *Worker) Ping(ctx context.Context) error {
 	}
 }
 
-// Inspector returns the worker's asynq inspector (queue sizes, tasks; for tests and tools).
-func (w *Worker) Inspector() *asynq.Inspector { return w.inspector }
-
 // aggregating sums the sizes of the groups of the default queue (-1 when Redis does not answer).
 func (w *Worker) aggregating() float64 {
 	groups, err := w.inspector.Groups(QueueDefault)

@@ -69,9 +69,6 @@ func StartOps(port int, reg *prometheus.Registry, ready func(context.Context) er
 	return s, nil
 }
 
-// Addr is the address the server listens on.
-func (s *OpsServer) Addr() string { return s.ln.Addr().String() }
-
 // Err delivers the error that stopped the server, if it stops by itself.
 func (s *OpsServer) Err() <-chan error { return s.errc }
 

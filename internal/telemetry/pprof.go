@@ -10,9 +10,13 @@ import (
 	"time"
 )
 
-// StartPprof serves net/http/pprof on addr (PPROF_ADDR) until the returned stop is called.
-// It has its own listener and mux, so the profiles never reach the public API.
+// StartPprof serves net/http/pprof on addr (PPROF_ADDR) until the returned stop is called;
+// with an empty addr it serves nothing. It has its own listener and mux, so the profiles
+// never reach the public API.
 func StartPprof(addr string, logger *slog.Logger) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("PPROF_ADDR: %w", err)
