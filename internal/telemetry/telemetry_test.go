@@ -9,6 +9,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 func TestLoggerAddsRequestIDOnce(t *testing.T) {
@@ -28,4 +31,32 @@ func TestLoggerAddsRequestIDOnce(t *testing.T) {
 		require.Equal(t, "req-1", m["request_id"])
 		require.Equal(t, "test", m["service"])
 	}
+}
+
+// Without an exporter nothing reads a span, so spans are not recorded, yet each keeps valid
+// ids for logs and task headers; an extra processor, or OTEL_TRACES_SAMPLER, records them.
+func TestTracerProviderRecordsOnlyWhenSomethingReads(t *testing.T) {
+	start := func(t *testing.T, extra ...sdktrace.SpanProcessor) trace.Span {
+		t.Helper()
+		tp, shutdown, err := TracerProvider(context.Background(), "test", "v0", "", extra...)
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, shutdown(context.Background())) })
+		_, span := tp.Tracer("t").Start(context.Background(), "op")
+		span.End()
+		return span
+	}
+	t.Setenv("OTEL_TRACES_SAMPLER", "")
+
+	span := start(t)
+	require.False(t, span.IsRecording())
+	require.False(t, span.SpanContext().IsSampled())
+	require.True(t, span.SpanContext().HasTraceID())
+	require.True(t, span.SpanContext().HasSpanID())
+
+	spans := tracetest.NewSpanRecorder()
+	require.True(t, start(t, spans).SpanContext().IsSampled())
+	require.Len(t, spans.Ended(), 1)
+
+	t.Setenv("OTEL_TRACES_SAMPLER", "always_on")
+	require.True(t, start(t).SpanContext().IsSampled())
 }
