@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 
-	jsonv2 "github.com/go-json-experiment/json"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -196,7 +195,7 @@ func traceLinksHeader(first string, others []*commitWaiter) string {
 // low-confidence record of batch with the trace context of its own request (the first
 // request's through ctx, which holds the producer span).
 func (r *Recorder) enqueueBatch(ctx context.Context, recs []prediction.Record, headers map[string]string, batch []*commitWaiter) error {
-	payload, err := jsonv2.Marshal(recs)
+	payload, err := marshalPersist(recs)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errEncode, err)
 	}

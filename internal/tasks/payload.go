@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/hibiken/asynq"
 
 	"github.com/predq/predq/internal/prediction"
@@ -44,10 +43,11 @@ func PersistTaskID(requestID string) string { return TypePredictionPersist + ":"
 func AlertTaskID(requestID string) string { return TypeAlertLowConfidence + ":" + requestID }
 
 // NewPredictionPersistTask returns the prediction:persist task of one record, for the group
-// named group of the default queue. Its payload is the record as a JSON object; headers carry
-// the trace context. It fails only when the record cannot be encoded (a NaN or infinity).
+// named group of the default queue. Its payload is the record as a JSON object (features in
+// binary, see features.go); headers carry the trace context. It fails only when the record
+// cannot be encoded (a NaN or infinity).
 func NewPredictionPersistTask(rec prediction.Record, group string, headers map[string]string) (*asynq.Task, error) {
-	b, err := json.Marshal(rec)
+	b, err := marshalPersist(rec)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s payload: %w", TypePredictionPersist, err)
 	}
@@ -69,8 +69,8 @@ func NewPredictionPersistBatchTask(payload []byte, headers map[string]string) *a
 var ErrBadPayload = errors.New("bad task payload")
 
 // ParsePersistPayload decodes a prediction:persist payload: a JSON object (one record, as
-// enqueued by the Recorder) or a JSON array of records (an aggregated task). Errors wrap
-// ErrBadPayload.
+// enqueued by the Recorder) or a JSON array of records (an aggregated task), features in
+// binary or as numbers (features.go). Errors wrap ErrBadPayload.
 func ParsePersistPayload(b []byte) ([]prediction.Record, error) {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 {
@@ -79,14 +79,14 @@ func ParsePersistPayload(b []byte) ([]prediction.Record, error) {
 	switch b[0] {
 	case '{':
 		var r prediction.Record
-		if err := jsonv2.Unmarshal(b, &r); err != nil {
+		if err := unmarshalPersist(b, &r); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
 		}
 		return []prediction.Record{r}, nil
 	case '[':
 		// The v2 decoder: a third of the worker's CPU per record went to encoding/json here.
 		var rs []prediction.Record
-		if err := jsonv2.Unmarshal(b, &rs); err != nil {
+		if err := unmarshalPersist(b, &rs); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
 		}
 		return rs, nil

@@ -1,9 +1,12 @@
 package tasks_test
 
 import (
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +89,33 @@ func TestParsePersistPayload(t *testing.T) {
 		got, err := tasks.ParsePersistPayload(b)
 		require.NoError(t, err)
 		require.Equal(t, []prediction.Record{r0, r1}, got)
+	})
+
+	t.Run("FeaturesTravelAsExactBinary", func(t *testing.T) {
+		r := r0
+		r.Features = []float64{0, math.Copysign(0, -1), 5e-324, -math.MaxFloat64, 0.1, 1.0 / 3, -999.999999999}
+		task, err := tasks.NewPredictionPersistTask(r, "predictions:0", nil)
+		require.NoError(t, err)
+		var raw map[string]any
+		require.NoError(t, json.Unmarshal(task.Payload(), &raw))
+		require.IsType(t, "", raw["features"], "features are one base64 string: %s", task.Payload())
+		require.Equal(t, r.RequestID, raw["request_id"], "the other members stay readable")
+		got, err := tasks.ParsePersistPayload(task.Payload())
+		require.NoError(t, err)
+		require.Len(t, got, 1)
+		require.Len(t, got[0].Features, len(r.Features))
+		for i, f := range r.Features {
+			require.Equal(t, math.Float64bits(f), math.Float64bits(got[0].Features[i]), "feature %d", i)
+		}
+	})
+
+	t.Run("BadBinaryFeaturesAreErrBadPayload", func(t *testing.T) {
+		nanBits := base64.StdEncoding.EncodeToString(binary.LittleEndian.AppendUint64(nil, math.Float64bits(math.NaN())))
+		for _, f := range []string{`"not base64!"`, `"AAAA"`, `"` + nanBits + `"`, `"AAAAAAAAAAAAAA=="`} {
+			p := `{"request_id":"x","features":` + f + `,"model_version":"v1.0.0","prediction_class":"positive"}`
+			_, err := tasks.ParsePersistPayload([]byte(p))
+			require.ErrorIs(t, err, tasks.ErrBadPayload, "payload %s", p)
+		}
 	})
 
 	t.Run("GarbageIsErrBadPayload", func(t *testing.T) {
