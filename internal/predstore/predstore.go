@@ -227,7 +227,7 @@ func (s *Store) insertUnnest(ctx context.Context, recs []prediction.Record) (int
 	if feat == nil {
 		feat = []float64{}
 	}
-	tag, err := s.db.Exec(ctx, insertUnnestSQL, rid, feat, off, cnt, pred, conf, class, mv, prep, thr, cache, user, lat, at)
+	tag, err := s.db.Exec(ctx, insertUnnestSQL, rid, postgres.Float8s(feat), off, cnt, pred, conf, class, mv, prep, thr, cache, user, lat, at)
 	if err != nil {
 		return 0, fmt.Errorf("insert predictions: %w", err)
 	}
@@ -266,9 +266,9 @@ func (s *Store) insertCopy(ctx context.Context, recs []prediction.Record) (int64
 		if r.UserID != "" {
 			user = r.UserID
 		}
-		feats := r.Features
+		feats := postgres.Float8s(r.Features)
 		if feats == nil {
-			feats = []float64{}
+			feats = postgres.Float8s{}
 		}
 		return []any{r.RequestID, feats, r.Prediction, r.Confidence, r.PredictionClass,
 			r.ModelVersion, r.Preprocessing, r.ConfidenceThreshold, r.Cached, user, r.LatencyMS, at, at}, nil
