@@ -123,12 +123,20 @@ func benchModel(a *inference.Artifact, rows [][]float64, d time.Duration, rounds
 	dim := a.InputSize
 	res := inferResult{Version: a.Version, Kind: a.Kind}
 
-	// The batch: batchRows sonar rows as the api receives them, and scaled (what the kernels
-	// multiply; their values do not change the work).
+	// The batch: batchRows sonar rows as a real caller hands them over, and scaled (what the
+	// kernels multiply; their values do not change the work). A job chunk is decoded into
+	// one flat buffer (internal/job's decodeChunk), so the batch is batchRows rows backed by
+	// one flat slice too, each row sliced with its capacity running on over the next rows,
+	// which is how PredictBatch recognises them as one matrix: it computes them with one
+	// matrix-vector product, as the raw kernel does. (Rows of separate allocations, as the
+	// HTTP batch endpoint decodes them, are copied together 16 at a time first;
+	// BenchmarkPredictBatch1000 in internal/inference measures both.)
+	flat := make([]float64, batchRows*dim)
 	batch := make([][]float64, batchRows)
 	scaled := mat.NewDense(batchRows, dim, nil)
 	for i := range batch {
-		batch[i] = rows[i%len(rows)]
+		batch[i] = flat[i*dim : (i+1)*dim]
+		copy(batch[i], rows[i%len(rows)])
 		v.Scaler.Transform(scaled.RawRowView(i), batch[i])
 	}
 	probs := make([]float64, batchRows)

@@ -21,12 +21,14 @@ import (
 //
 //	go test -run '^$' -bench 'RawKernel|Predict' ./internal/inference/
 //
-// The "as-model" variants use the product forms PredictBatch uses (one row at a time, on
-// rows that are separate slices: floats.Dot for the logistic regression, a GEMV of the
-// hidden weights and floats.Dot for the MLP; one goroutine), to tell the cost of the kernel
-// choice from the cost of the work around it. Run with -cpu 1 to compare on one core (a
-// batch of 1000 rows goes through gonum's Dgemm on every CPU, and PredictBatch splits it
-// between up to GOMAXPROCS goroutines).
+// The "as-model" variants use the product forms PredictBatch uses where they differ from
+// the kernel's (one goroutine), to tell the cost of the kernel choice from the cost of the
+// work around it: for the logistic regression on rows that are separate slices, the rows
+// copied 16 at a time into a block that one GEMV takes (rows that lie in one buffer go
+// through the kernel's own GEMV), and for comparison a floats.Dot per row (the form before
+// the GEMV); for the MLP, a GEMV of the hidden weights and floats.Dot per row. Run with
+// -cpu 1 to compare on one core (a batch of 1000 rows goes through gonum's Dgemm on every
+// CPU, and PredictBatch splits it between up to GOMAXPROCS goroutines).
 
 // rawModel is the weights of a shipped model's standard variant.
 type rawModel struct {
@@ -121,7 +123,20 @@ func BenchmarkRawKernel(b *testing.B) {
 				}
 				reportPerRow(b, n)
 			})
-			b.Run(m.kind+"/batch1000/as-model-Dot", func(b *testing.B) {
+			b.Run(m.kind+"/batch1000/as-model-gather16+Gemv", func(b *testing.B) {
+				blk := make([]float64, 16*m.d)
+				for b.Loop() {
+					for lo := 0; lo < n; lo += 16 {
+						hi := min(lo+16, n)
+						for i, r := range rows[lo:hi] {
+							copy(blk[i*m.d:(i+1)*m.d], r)
+						}
+						gonum.Implementation{}.Dgemv(blas.NoTrans, hi-lo, m.d, 1, blk, m.d, m.w, 1, 0, outV[lo:hi], 1)
+					}
+				}
+				reportPerRow(b, n)
+			})
+			b.Run(m.kind+"/batch1000/Dot", func(b *testing.B) {
 				for b.Loop() {
 					for i, r := range rows {
 						outV[i] = floats.Dot(r, m.w)

@@ -30,9 +30,13 @@
 // # Probabilities
 //
 // Models output P(positive class) for the artifact's PositiveClass ("M", mine, for the
-// sonar models). PredictOne and PredictBatch agree within 1e-12. In fact they compute every
-// row with the same functions (a gonum dot product or GEMV per row, then the activations),
-// so they are bit-identical, which the tests check. A NaN or infinite feature is detected
-// on the first layer's pre-activations, which it always makes non-finite, and only then
-// looked for feature by feature to name it.
+// sonar models). PredictOne and PredictBatch agree within 1e-12. In fact they are
+// bit-identical, which the tests check: the MLP computes every row with the same functions
+// (a gonum GEMV per row, then the activations), and the logistic regression computes the
+// rows of a batch that lie back to back in one buffer as one gonum GEMV, whose result for
+// a row does not depend on the rows computed with it (see products); other rows are copied
+// together for it. The activations use a table-driven exponential within about half an
+// ulp, in a tight loop over a slice (see sigmoidInPlace); training keeps math.Exp. A NaN
+// or infinite feature is detected on the first layer's pre-activations, which it always
+// makes non-finite, and only then looked for feature by feature to name it.
 package inference

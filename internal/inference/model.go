@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
@@ -31,28 +32,30 @@ type Model struct {
 
 	variants []*variant // in artifact order
 
-	// hidden recycles the MLP's hidden activations, one *[]float64 of the hidden width per
-	// row in flight (gonum's kernels are assembly, which would make a stack buffer escape).
-	hidden sync.Pool
+	// scratch recycles the buffers gonum's kernels read or write (see variant.scratchLen),
+	// one *[]float64 per call in flight (the kernels are assembly, which would make a stack
+	// buffer escape).
+	scratch sync.Pool
 }
 
-// getHidden returns a buffer of h values from the pool; putHidden gives it back.
-func (m *Model) getHidden(h int) *[]float64 {
-	b, _ := m.hidden.Get().(*[]float64)
-	if b == nil || cap(*b) < h {
-		s := make([]float64, h)
+// getScratch returns a buffer of n values from the pool; putScratch gives it back.
+func (m *Model) getScratch(n int) *[]float64 {
+	b, _ := m.scratch.Get().(*[]float64)
+	if b == nil || cap(*b) < n {
+		s := make([]float64, n)
 		b = &s
 	}
-	*b = (*b)[:h]
+	*b = (*b)[:n]
 	return b
 }
 
-func (m *Model) putHidden(b *[]float64) { m.hidden.Put(b) }
+func (m *Model) putScratch(b *[]float64) { m.scratch.Put(b) }
 
 // variant is a Variant prepared for prediction on unscaled inputs: the scaler is folded into
 // the first layer (see foldScaler), so that a row goes through the model's products as it
-// comes, with no scaling pass and no copy. Each row is computed on its own by predictRow,
-// which PredictOne and PredictBatch share: they are bit-identical by construction.
+// comes, with no scaling pass and no copy. PredictOne and PredictBatch share products (the
+// logistic regression), mlpProducts (the MLP) and sigmoidInPlace, whose result for a row
+// does not depend on the rows computed with it: they are bit-identical (see products).
 type variant struct {
 	prep    Preprocessing
 	metrics Metrics
@@ -63,11 +66,11 @@ type variant struct {
 	b float64
 
 	// KindMLP: p = sigmoid(w2·tanh(W1 x + b1) + b2).
-	h  int       // hidden units
-	w1 []float64 // h×d, row-major: one row of weights per hidden unit
-	b1 []float64 // h
-	w2 []float64 // h
-	b2 float64
+	h    int       // hidden units
+	w1   []float64 // h×d, row-major: one row of weights per hidden unit
+	b1x2 []float64 // h: 2·b1 (see mlpProducts)
+	w2   []float64 // h
+	b2   float64
 }
 
 // NewModel validates a and builds its Model; the Model copies what it keeps, so a may be
@@ -116,11 +119,11 @@ func newVariant(kind string, d int, av Variant) (*variant, error) {
 	case KindMLP:
 		v.h = len(av.MLP.HiddenWeights)
 		v.w1 = make([]float64, v.h*d)
-		v.b1 = make([]float64, v.h)
+		v.b1x2 = make([]float64, v.h)
 		for j, row := range av.MLP.HiddenWeights {
-			v.b1[j] = foldScaler(v.w1[j*d:(j+1)*d], row, av.MLP.HiddenBias[j], av.Scaler)
+			v.b1x2[j] = 2 * foldScaler(v.w1[j*d:(j+1)*d], row, av.MLP.HiddenBias[j], av.Scaler)
 		}
-		if !allFinite(v.w1...) || !allFinite(v.b1...) {
+		if !allFinite(v.w1...) || !allFinite(v.b1x2...) {
 			return nil, errors.New("hidden weights overflow once folded with the scaler")
 		}
 		v.w2 = slices.Clone(av.MLP.OutputWeights)
@@ -199,22 +202,27 @@ func (m *Model) PredictOne(features []float64, prep string) (float64, error) {
 	if len(features) != m.InputSize {
 		return 0, m.checkRow(features)
 	}
-	var p float64
+	var z [1]float64 // the logit less its bias; sigmoidInPlace does not make it escape
 	var ok bool
 	if v.h == 0 {
-		z := v.logit(features)
-		p, ok = sigmoid(z), finite(z)
+		buf := m.getScratch(v.scratchLen())
+		rows := [1][]float64{features}
+		v.products(rows[:], features, nil, (*buf)[:1])
+		z[0] = (*buf)[0]
+		m.putScratch(buf)
+		ok = sigmoidInPlace(z[:], v.b)
 	} else {
-		hid := m.getHidden(v.h)
-		p, ok = v.mlp(features, *hid)
-		m.putHidden(hid)
+		hid := m.getScratch(v.scratchLen())
+		z[0], ok = v.mlpProducts(features, *hid)
+		m.putScratch(hid)
+		sigmoidInPlace(z[:], v.b2)
 	}
 	if !ok {
 		if err := m.checkRow(features); err != nil {
 			return 0, err
 		}
 	}
-	return p, nil
+	return z[0], nil
 }
 
 // PredictBatch writes into out[i] the probability of the positive class for rows[i], scaled
@@ -222,6 +230,11 @@ func (m *Model) PredictOne(features []float64, prep string) (float64, error) {
 // multiply-adds are split between up to GOMAXPROCS goroutines. Errors wrap ErrInputSize or
 // ErrInvalidInput (naming the first bad row) or ErrUnsupportedPreprocessing; on error out
 // is left unspecified. Each result is bit-identical to PredictOne's for the same row.
+//
+// The logistic regression is fastest on rows that are consecutive slices of one buffer,
+// rows[i] = buf[i*InputSize : (i+1)*InputSize] (capacity running on to the end of buf):
+// they are one matrix-vector product. Rows allocated separately, or sliced with their
+// capacity cut at their end, are first copied together, 16 at a time (see products).
 func (m *Model) PredictBatch(rows [][]float64, prep string, out []float64) error {
 	v, err := m.lookup(prep)
 	if err != nil {
@@ -230,24 +243,53 @@ func (m *Model) PredictBatch(rows [][]float64, prep string, out []float64) error
 	if len(out) != len(rows) {
 		return fmt.Errorf("model %s: %w: %d outputs for %d rows", m.Version, ErrInvalidInput, len(out), len(rows))
 	}
-	for i, r := range rows {
-		if len(r) != m.InputSize {
-			// The first bad row may be an earlier one with a NaN or infinite feature.
-			return m.checkRows(rows[:i+1])
-		}
+	flat, err := m.checkLengths(rows)
+	if err != nil {
+		return err
 	}
 	workers := min(runtime.GOMAXPROCS(0), len(rows)*v.rowWork()/minParallelWork)
-	return m.predictBatch(v, rows, out, workers, max(8, blockWork/v.rowWork()))
+	return m.predictBatch(v, rows, flat, out, workers, max(8, blockWork/v.rowWork()))
 }
 
-// predictBatch is PredictBatch on rows of the right length, shared by workers goroutines
-// (the calling goroutine is one of them) that take blocks of size rows in turn: the caller
-// starts at once and keeps taking blocks while the others wake up, where fixed halves would
-// wait for the latest to start.
-func (m *Model) predictBatch(v *variant, rows [][]float64, out []float64, workers, size int) error {
-	n := len(rows)
+// checkLengths returns the error of the first of rows that is of the wrong length (or an
+// earlier row with a NaN or infinite feature), prefixed with its index. Otherwise it
+// returns the rows as one flat slice when they lie back to back within the first row's
+// capacity (rows[i] is rows[0][i*d:(i+1)*d]; see products), or nil. One pass does both,
+// comparing each row's address with where it would be in the first row's buffer, as plain
+// numbers (never turned back into pointers): walking the rows twice, or indexing the
+// buffer with its bounds checks, cost a twentieth of the logistic regression's time.
+func (m *Model) checkLengths(rows [][]float64) ([]float64, error) {
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	d := m.InputSize
+	at := uintptr(unsafe.Pointer(unsafe.SliceData(rows[0])))
+	step := uintptr(d) * 8
+	one := cap(rows[0]) >= len(rows)*d
+	for i, r := range rows {
+		if len(r) != d {
+			// The first bad row may be an earlier one with a NaN or infinite feature.
+			return nil, m.checkRows(rows[:i+1])
+		}
+		if uintptr(unsafe.Pointer(unsafe.SliceData(r))) != at {
+			one = false
+		}
+		at += step
+	}
+	if !one {
+		return nil, nil
+	}
+	return rows[0][:len(rows)*d], nil
+}
+
+// predictBatch is PredictBatch on rows of the right length (flat: as checkLengths returns
+// them), shared by workers goroutines (the calling goroutine is one of them) that take
+// blocks of size rows in turn: the caller starts at once and keeps taking blocks while the
+// others wake up, where fixed halves would wait for the latest to start.
+func (m *Model) predictBatch(v *variant, rows [][]float64, flat, out []float64, workers, size int) error {
+	n, d := len(rows), v.d
 	if workers = min(workers, n); workers <= 1 {
-		if b := m.predictRange(v, rows, out); b >= 0 {
+		if b := m.predictRange(v, rows, flat, out); b >= 0 {
 			return fmt.Errorf("row %d: %w", b, m.checkRow(rows[b]))
 		}
 		return nil
@@ -262,7 +304,11 @@ func (m *Model) predictBatch(v *variant, rows [][]float64, out []float64, worker
 				return
 			}
 			lo, hi := b*size, min((b+1)*size, n)
-			bad[b] = m.predictRange(v, rows[lo:hi], out[lo:hi])
+			var f []float64
+			if flat != nil {
+				f = flat[lo*d : hi*d]
+			}
+			bad[b] = m.predictRange(v, rows[lo:hi], f, out[lo:hi])
 			if bad[b] >= 0 {
 				bad[b] += lo
 			}
@@ -287,42 +333,54 @@ func (m *Model) predictBatch(v *variant, rows [][]float64, out []float64, worker
 const blockWork = 10_000
 
 // minParallelWork is the least work, in multiply-adds (see rowWork), that PredictBatch
-// gives a goroutine of its own: some 50 µs, against the µs it takes to wake and join one
-// (a 1,000-row logistic regression batch, some 16 µs, ran slower on two goroutines).
-const minParallelWork = 200_000
+// gives a goroutine of its own: some 80 µs, against the tens of µs it takes to wake and
+// join one on a busy machine. Measured on two cores (one worker against two, on one batch
+// at a time): both kinds ran slower on two goroutines up to about 275,000 (3,000 logistic
+// regression rows, 100 MLP rows) and faster from 425,000 (5,000 rows) and 549,000 (200
+// MLP rows) on.
+const minParallelWork = 400_000
 
 // rowWork estimates the work of one row in multiply-adds, counting an activation (one
-// exponential and one division) as 25.
+// exponential and one division) as 25: sigmoidInPlace takes about as long per value as
+// gonum's GEMV takes for 25 multiply-adds.
 func (v *variant) rowWork() int {
 	return v.d*max(v.h, 1) + 25*(v.h+1)
 }
 
-// predictRange writes the probabilities of rows (of the right length) into out. It stops
-// at the first row that has a NaN or infinite feature and returns its index, or returns -1.
-func (m *Model) predictRange(v *variant, rows [][]float64, out []float64) int {
+// predictRange writes the probabilities of rows (of the right length; flat: the rows as one
+// slice, or nil) into out. It stops at the first row that has a NaN or infinite feature and
+// returns its index, or returns -1. The logits come first, then the sigmoids in one tight
+// loop, whose independent exponentials overlap where one after each row would wait for it.
+func (m *Model) predictRange(v *variant, rows [][]float64, flat, out []float64) int {
 	if v.h == 0 {
-		// The logits first, then the sigmoids: a tight loop of independent exponentials
-		// overlaps them, where one after each dot product would wait for it.
-		for i, r := range rows {
-			out[i] = v.logit(r)
+		var gather []float64
+		if flat == nil {
+			g := m.getScratch(v.scratchLen())
+			defer m.putScratch(g)
+			gather = *g
 		}
-		for i, z := range out {
-			if !finite(z) && m.checkRow(rows[i]) != nil {
-				return i
+		v.products(rows, flat, gather, out)
+		if !sigmoidInPlace(out, v.b) {
+			// A logit was NaN or infinite: the first row with a bad feature, if any, is the
+			// first bad row (every bad row has a non-finite logit).
+			for i, r := range rows {
+				if m.checkRow(r) != nil {
+					return i
+				}
 			}
-			out[i] = sigmoid(z)
 		}
 		return -1
 	}
-	hid := m.getHidden(v.h)
-	defer m.putHidden(hid)
+	hid := m.getScratch(v.scratchLen())
+	defer m.putScratch(hid)
 	for i, r := range rows {
-		p, ok := v.mlp(r, *hid)
+		z, ok := v.mlpProducts(r, *hid)
 		if !ok && m.checkRow(r) != nil {
 			return i
 		}
-		out[i] = p
+		out[i] = z
 	}
+	sigmoidInPlace(out, v.b2)
 	return -1
 }
 
@@ -331,27 +389,124 @@ func (m *Model) predictRange(v *variant, rows [][]float64, out []float64) int {
 // times any weight is NaN or ±Inf (0·±Inf is NaN), which no finite sum undoes, so a NaN or
 // infinite feature always makes them non-finite. A first layer can also overflow on huge
 // finite features: callers tell both cases apart with checkRow, so that a row is checked
-// feature by feature only when something is wrong. logit and mlp are the only arithmetic
-// of PredictOne and PredictBatch, which are therefore bit-identical.
+// feature by feature only when something is wrong. products, mlpProducts and
+// sigmoidInPlace are the only arithmetic of PredictOne and PredictBatch, which are
+// therefore bit-identical.
 
-// logit returns the logistic regression's logit w·x + b for x of length d; it is NaN or
-// infinite when a feature of x is.
-func (v *variant) logit(x []float64) float64 {
-	return floats.Dot(x, v.w) + v.b
+// products writes into out the logistic regression's products w·x of rows (each of length
+// d), its logits less the bias; a product is NaN or infinite when a feature of its row is.
+//
+// Rows that lie back to back in one buffer, as a batch decoded into one buffer has them
+// (rows[i] is buf[i*d:(i+1)*d], sliced so that its capacity runs on over the next rows),
+// are one matrix: gonum's GEMV goes over them at once, four rows at a time, about twice as
+// fast as a dot product per row. flat, when not nil, is all the rows as one slice (rows[i]
+// is flat[i*d:(i+1)*d]), as checkLengths finds them. Otherwise products finds the runs of
+// such rows (contiguousRows): runs of gatherRows rows or more go through the GEMV where
+// they lie, and the rows of shorter runs (separate allocations, rows whose capacity ends
+// with them) are copied into gather (gatherRows·d values), gatherRows at a time, and go
+// through it there: the copy costs less than a GEMV of one row (which is latency-bound).
+// Adjacent addresses alone do not make a run: the allocator places separately made rows
+// of the same size back to back, and one slice over two allocations is invalid (the race
+// detector's checkptr rejects it); a run is taken only as far as the first row's capacity
+// reaches, which proves that it is one buffer.
+//
+// The result of a row does not depend on where the GEMV finds it. gonum's amd64 kernel sums
+// a row's even and odd columns in two lanes, column by column, and then adds the two lanes,
+// in the same order whether it computes the row in a block of four, of two or alone; only
+// an odd last column is added in a different place (in the blocks, after the lanes are
+// added; alone, into the even lane first). So the GEMV goes over an even number of
+// columns, and an odd last column is added here, to every row in the same way. (gonum's
+// pure Go kernel, on other platforms, takes one plain dot product per row.)
+// TestGemvRowIndependence checks the kernel, TestProductsIndependentOfRuns products.
+func (v *variant) products(rows [][]float64, flat, gather, out []float64) {
+	d, w := v.d, v.w
+	even := d &^ 1
+	gemv := func(a, y []float64) {
+		gonum.Implementation{}.Dgemv(blas.NoTrans, len(y), even, 1, a, d, w, 1, 0, y, 1)
+	}
+	switch {
+	case even == 0:
+		clear(out)
+	case flat != nil:
+		gemv(flat, out)
+	default:
+		g := 0 // rows copied into gather, the last of them rows[i-1]
+		for i := 0; i < len(rows); i++ {
+			r := rows[i]
+			// Only a row whose capacity holds gatherRows rows can start a long run.
+			if cap(r) >= gatherRows*d {
+				if n := contiguousRows(rows[i:], d); n >= gatherRows {
+					if g > 0 {
+						gemv(gather, out[i-g:i])
+						g = 0
+					}
+					gemv(r[:n*d], out[i:i+n])
+					i += n - 1
+					continue
+				}
+			}
+			copy(gather[g*d:(g+1)*d], r)
+			if g++; g == gatherRows {
+				gemv(gather, out[i+1-g:i+1])
+				g = 0
+			}
+		}
+		if g > 0 {
+			gemv(gather, out[len(rows)-g:])
+		}
+	}
+	if even < d {
+		last := w[d-1]
+		for i, r := range rows {
+			out[i] += float64(r[d-1] * last)
+		}
+	}
 }
 
-// mlp returns the MLP's probability of the positive class for x of length d, using hid (h
-// values) as scratch, and whether its first hidden pre-activation is finite (false when a
-// feature of x is NaN or infinite).
-func (v *variant) mlp(x, hid []float64) (p float64, ok bool) {
-	// hid = W1·x: gonum's GEMV kernel computes four hidden units at a time, each over all
-	// of x, in an order that depends only on the sizes.
-	gonum.Implementation{}.Dgemv(blas.NoTrans, v.h, v.d, 1, v.w1, v.d, x, 1, 0, hid, 1)
-	ok = finite(hid[0])
-	for j, a := range hid {
-		hid[j] = tanh(a + v.b1[j])
+// gatherRows is the number of rows products copies together for one GEMV, and the least
+// number of back-to-back rows it takes where they lie: 16 rows of 60 values fill 7.5 KiB.
+const gatherRows = 16
+
+// scratchLen is the length of v's scratch buffers (see Model.scratch): the hidden
+// activations of an MLP, the rows products gathers for a logistic regression (PredictOne
+// takes one value of it), so that the buffers in the pool all fit.
+func (v *variant) scratchLen() int {
+	if v.h > 0 {
+		return v.h
 	}
-	return sigmoid(floats.Dot(hid, v.w2) + v.b2), ok
+	return gatherRows * v.d
+}
+
+// contiguousRows returns how many of rows, from the first (at least one), lie back to back
+// within the first row's capacity: rows[k] is rows[0][k*d:(k+1)*d] for each of them. Every
+// row has length d > 0. Like checkLengths, it compares addresses as numbers.
+func contiguousRows(rows [][]float64, d int) int {
+	n := min(len(rows), cap(rows[0])/d)
+	at := uintptr(unsafe.Pointer(unsafe.SliceData(rows[0])))
+	step := uintptr(d) * 8
+	k := 1
+	for ; k < n; k++ {
+		at += step
+		if uintptr(unsafe.Pointer(unsafe.SliceData(rows[k]))) != at {
+			break
+		}
+	}
+	return k
+}
+
+// mlpProducts returns the MLP's logit less its bias, w2·tanh(W1 x + b1), for x of length d,
+// using hid (h values) as scratch, and whether its first hidden pre-activation is finite
+// (false when a feature of x is NaN or infinite).
+func (v *variant) mlpProducts(x, hid []float64) (z float64, ok bool) {
+	// hid = 2·(W1·x + b1), the doubled pre-activations that tanhOfDoubledInPlace takes: the
+	// GEMV adds 2·(W1·x) to hid = 2·b1, which is exactly twice W1·x + b1 (doubling is
+	// exact). gonum's GEMV kernel computes four hidden units at a time, each over all of x,
+	// in an order that depends only on the sizes.
+	copy(hid, v.b1x2)
+	gonum.Implementation{}.Dgemv(blas.NoTrans, v.h, v.d, 2, v.w1, v.d, x, 1, 1, hid, 1)
+	ok = finite(hid[0])
+	tanhOfDoubledInPlace(hid)
+	return floats.Dot(hid, v.w2), ok
 }
 
 // checkRows returns the error of the first of rows that is of the wrong length or has a

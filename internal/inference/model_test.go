@@ -237,9 +237,10 @@ func TestPredictNonFiniteFeature(t *testing.T) {
 							rows[29][j+1] = math.Inf(1)
 						}
 						v := m.variant(prep)
+						flat := flatOf(t, m, rows)
 						for _, workers := range []int{1, 2, 3, 7} {
 							for _, size := range []int{1, 5, 8, 40} {
-								err := m.predictBatch(v, rows, make([]float64, len(rows)), workers, size)
+								err := m.predictBatch(v, rows, flat, make([]float64, len(rows)), workers, size)
 								require.EqualError(t, err, "row 29: "+want, "%d workers, blocks of %d", workers, size)
 							}
 						}
@@ -297,11 +298,12 @@ func TestPredictBatchSplits(t *testing.T) {
 		for _, prep := range sm.model.Preprocessings() {
 			v := sm.model.variant(prep)
 			want := make([]float64, len(rows))
-			require.NoError(t, sm.model.predictBatch(v, rows, want, 1, len(rows)))
+			flat := flatOf(t, sm.model, rows)
+			require.NoError(t, sm.model.predictBatch(v, rows, flat, want, 1, len(rows)))
 			for _, workers := range []int{2, 3, 8, 2000} {
 				for _, size := range []int{1, 8, 100} {
 					got := make([]float64, len(rows))
-					require.NoError(t, sm.model.predictBatch(v, rows, got, workers, size))
+					require.NoError(t, sm.model.predictBatch(v, rows, flat, got, workers, size))
 					require.Equal(t, want, got, "%s %s, %d workers, blocks of %d", sm.file, prep, workers, size)
 				}
 			}

@@ -128,10 +128,14 @@ func decodeChunk(b []byte, rows, encoding int) ([][]float64, error) {
 	return nil, fmt.Errorf("unknown chunk encoding %d", encoding)
 }
 
+// splitRows slices flat into rows of d. Each row keeps the capacity running on to the end
+// of flat: that is how inference.Model.PredictBatch knows the rows are one matrix, which it
+// multiplies in one product instead of copying them together first. Nothing appends to a
+// row.
 func splitRows(flat []float64, rows, d int) [][]float64 {
 	out := make([][]float64, rows)
 	for i := range out {
-		out[i] = flat[i*d : (i+1)*d : (i+1)*d]
+		out[i] = flat[i*d : (i+1)*d]
 	}
 	return out
 }

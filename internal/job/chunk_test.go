@@ -122,3 +122,16 @@ func TestBrokenChunksAreErrors(t *testing.T) {
 		require.Error(t, err, name)
 	}
 }
+
+// Decoded rows are one matrix (each row's capacity runs on through the rows after it), so
+// PredictBatch multiplies them in one product rather than copying them together.
+func TestDecodedRowsShareOneBuffer(t *testing.T) {
+	t.Parallel()
+	rows := [][]float64{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}}
+	got, err := decodeChunk(encodeRows(rows), len(rows), encodingDecimal)
+	require.NoError(t, err)
+	flat := got[0][:len(rows)*3]
+	for i := range got {
+		require.Same(t, &flat[i*3], &got[i][0], "row %d", i)
+	}
+}
