@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -60,9 +61,11 @@ func unmarshalFeatures(dec *jsontext.Decoder, fs *[]float64) error {
 	if err != nil {
 		return err
 	}
-	s, err := jsontext.AppendUnquote(nil, v)
-	if err != nil {
-		return err
+	s := v[1 : len(v)-1] // base64 needs no escapes; a writer may have escaped "/" anyway
+	if bytes.IndexByte(s, '\\') >= 0 {
+		if s, err = jsontext.AppendUnquote(nil, v); err != nil {
+			return err
+		}
 	}
 	raw, err := base64.StdEncoding.AppendDecode(nil, s)
 	if err != nil {

@@ -109,6 +109,14 @@ func TestParsePersistPayload(t *testing.T) {
 		}
 	})
 
+	t.Run("EscapedBinaryFeaturesDecode", func(t *testing.T) {
+		// "AAAAAAAAAAA=" (eight zero bytes) with its first letter escaped.
+		p := `{"request_id":"x","features":"\u0041AAAAAAAAAA=","model_version":"v1.0.0","prediction_class":"positive"}`
+		got, err := tasks.ParsePersistPayload([]byte(p))
+		require.NoError(t, err)
+		require.Equal(t, []float64{0}, got[0].Features)
+	})
+
 	t.Run("BadBinaryFeaturesAreErrBadPayload", func(t *testing.T) {
 		nanBits := base64.StdEncoding.EncodeToString(binary.LittleEndian.AppendUint64(nil, math.Float64bits(math.NaN())))
 		for _, f := range []string{`"not base64!"`, `"AAAA"`, `"` + nanBits + `"`, `"AAAAAAAAAAAAAA=="`} {
