@@ -6,6 +6,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/stretchr/testify/require"
 
@@ -46,6 +47,13 @@ func TestFloat8sRoundTripsThroughPostgres(t *testing.T) {
 		postgres.Float8s{}, postgres.Float8s(nil)).Scan(&empty, &null))
 	require.True(t, empty, "an empty Float8s is the empty array")
 	require.True(t, null, "a nil Float8s is NULL")
+
+	// A connection without the codec (not opened by Open) still takes a Float8s.
+	plain, err := pgx.Connect(ctx, pool.Config().ConnConfig.ConnString())
+	require.NoError(t, err)
+	defer plain.Close(ctx)
+	require.NoError(t, plain.QueryRow(ctx, `SELECT $1::float8[]`, postgres.Float8s{4, 5}).Scan(&back))
+	require.Equal(t, []float64{4, 5}, back)
 
 	// Other float8[] values still go through pgx's codec.
 	require.NoError(t, conn.QueryRow(ctx, `SELECT $1::float8[]`, []float64{2, 3}).Scan(&back))
