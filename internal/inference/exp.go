@@ -96,11 +96,11 @@ func init() {
 //
 // The exponential is the kernel above, written out in the loop (it is too large for the
 // compiler to inline), so that nothing is called per element but math.Exp outside the
-// kernel's range; exp_test.go holds the same kernel as a function of its own, expKernel,
-// which the tests measure and check this function against bit for bit. It takes two
-// elements at a time, as two independent copies of sigmoidOneByOne's loop body (some 7%
-// faster: less loop control and branching per element); a pair with an element outside
-// the kernel's range, and an odd last element, go to sigmoidOneByOne. Like sigmoid
+// kernel's range; expKernel is the same kernel as a function of its own, which the tests
+// measure and check this function against bit for bit. It takes two elements at a time,
+// as two independent copies of expKernel's body (some 7% faster than one: less loop
+// control and branching per element); a pair with an element outside the kernel's range,
+// and an odd last element, go to sigmoidOneByOne. Like sigmoid
 // (math.Exp), the result saturates to exactly 1 once e^-z drops to 2^-53 (z above about
 // 36.7) and to exactly 0 once e^-z overflows (z below about -709.78, where math.Exp
 // computes it).
@@ -136,34 +136,38 @@ func sigmoidInPlace(z []float64, b float64) (ok bool) {
 	return ok
 }
 
-// sigmoidOneByOne is sigmoidInPlace one element at a time, with math.Exp outside the
-// kernel's range.
+// sigmoidOneByOne is sigmoidInPlace one element at a time, for the elements its pairs leave
+// (an odd last one, pairs with an element outside the kernel's range).
 func sigmoidOneByOne(z []float64, b float64) (ok bool) {
-	c := &expConst
-	negInvLn2N, shift, negLn2HiN, negLn2LoN := c[0], c[1], c[2], c[3]
-	c2, c3, c4, c5 := c[4], c[5], c[6], c[7]
 	ok = true
 	for i, v := range z {
 		v += b
-		// x = -v; kd = x·N/ln2 + shift, whose low bits are k = round(x·N/ln2).
-		kd := float64(negInvLn2N*v) + shift
-		ki := math.Float64bits(kd)
-		var e float64
-		if ki-(expShiftBits-expMaxK) <= 2*expMaxK { // |k| ≤ expMaxK; false for NaN, ±Inf
-			kd -= shift
-			r := (float64(kd*negLn2HiN) - v) + float64(kd*negLn2LoN) // x - k·ln2/N
-			t := &expTable[ki%expN]
-			s := math.Float64frombits(t.sbits + ki<<(52-expTableBits))
-			r2 := float64(r * r)
-			p := t.tail + r + float64(r2*(c2+float64(r*c3))) + float64(float64(r2*r2)*(c4+float64(r*c5)))
-			e = s + float64(s*p)
-		} else {
-			ok = ok && v-v == 0 // false for NaN and ±Inf
-			e = math.Exp(-v)
-		}
-		z[i] = 1 / (1 + e)
+		ok = ok && v-v == 0 // false for NaN and ±Inf
+		z[i] = 1 / (1 + expKernel(-v))
 	}
 	return ok
+}
+
+// expKernel is e^x by the kernel above, math.Exp outside its range: sigmoidInPlace's loop
+// body for one element (with x = -(z+b)), which TestSigmoidInPlaceUsesExpKernel checks bit
+// for bit and TestExpAccuracy measures.
+func expKernel(x float64) float64 {
+	c := &expConst
+	invLn2N, shift, negLn2HiN, negLn2LoN := -c[0], c[1], c[2], c[3]
+	c2, c3, c4, c5 := c[4], c[5], c[6], c[7]
+	// kd = x·N/ln2 + shift, whose low bits are k = round(x·N/ln2).
+	kd := float64(invLn2N*x) + shift
+	ki := math.Float64bits(kd)
+	if ki-(expShiftBits-expMaxK) > 2*expMaxK { // |k| > expMaxK; also NaN and ±Inf
+		return math.Exp(x)
+	}
+	kd -= shift
+	r := x + float64(kd*negLn2HiN) + float64(kd*negLn2LoN) // x - k·ln2/N
+	t := &expTable[ki%expN]
+	s := math.Float64frombits(t.sbits + ki<<(52-expTableBits))
+	r2 := float64(r * r)
+	p := t.tail + r + float64(r2*(c2+float64(r*c3))) + float64(float64(r2*r2)*(c4+float64(r*c5)))
+	return s + float64(s*p)
 }
 
 // tanhOfDoubledInPlace replaces every y[i] = 2a by tanh(a) = 2·sigmoid(2a) - 1 (tanh of

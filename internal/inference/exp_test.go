@@ -10,27 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// expKernel is e^x as sigmoidInPlace computes e^-z (with x = -z), written as a function of
-// its own so that the tests can measure it; TestSigmoidInPlaceUsesExpKernel checks that the
-// loop computes exactly this.
-func expKernel(x float64) float64 {
-	c := &expConst
-	invLn2N, shift, negLn2HiN, negLn2LoN := -c[0], c[1], c[2], c[3]
-	c2, c3, c4, c5 := c[4], c[5], c[6], c[7]
-	kd := float64(invLn2N*x) + shift
-	ki := math.Float64bits(kd)
-	if ki-(expShiftBits-expMaxK) > 2*expMaxK {
-		return math.Exp(x)
-	}
-	kd -= shift
-	r := x + float64(kd*negLn2HiN) + float64(kd*negLn2LoN)
-	t := &expTable[ki%expN]
-	s := math.Float64frombits(t.sbits + ki<<(52-expTableBits))
-	r2 := float64(r * r)
-	p := t.tail + r + float64(r2*(c2+float64(r*c3))) + float64(float64(r2*r2)*(c4+float64(r*c5)))
-	return s + float64(s*p)
-}
-
 // expKernelRange reports whether expKernel computes e^x itself rather than math.Exp.
 func expKernelRange(x float64) bool {
 	ki := math.Float64bits(float64(-expConst[0]*x) + expConst[1])

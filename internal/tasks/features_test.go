@@ -25,9 +25,9 @@ func BenchmarkPersistPayload(b *testing.B) {
 			PredictionClass: prediction.ClassPositive, ModelVersion: "v1.0.0", Preprocessing: "standard", ConfidenceThreshold: 0.5}
 	}
 	forms := []struct {
-		name    string
-		encode  func(any) ([]byte, error)
-		decoded func([]byte, any) error
+		name   string
+		encode func(any) ([]byte, error)
+		decode func([]byte, any) error
 	}{
 		{"numbers", func(v any) ([]byte, error) { return jsonv2.Marshal(v) }, func(p []byte, v any) error { return jsonv2.Unmarshal(p, v) }},
 		{"binary", marshalPersist, unmarshalPersist},
@@ -38,17 +38,17 @@ func BenchmarkPersistPayload(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.Run(f.name+"/encode", func(b *testing.B) {
-			b.ReportMetric(float64(len(p)), "payload-bytes")
 			for b.Loop() {
 				if _, err := f.encode(recs); err != nil {
 					b.Fatal(err)
 				}
 			}
+			b.ReportMetric(float64(len(p)), "payload-bytes")
 		})
 		b.Run(f.name+"/decode", func(b *testing.B) {
 			for b.Loop() {
 				var out []prediction.Record
-				if err := f.decoded(p, &out); err != nil {
+				if err := f.decode(p, &out); err != nil {
 					b.Fatal(err)
 				}
 			}
