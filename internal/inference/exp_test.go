@@ -3,7 +3,6 @@ package inference
 import (
 	"math"
 	"math/big"
-	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -85,26 +84,26 @@ func TestExpTable(t *testing.T) {
 // and checks the edges.
 func TestExpAccuracy(t *testing.T) {
 	t.Parallel()
-	rng := rand.New(rand.NewPCG(11, 12))
+	rng := newRand(11, 12)
 
 	// Against the reference: uniform over the kernel's range, uniform near 0, log-uniform
 	// magnitudes, points next to the boundaries between table entries (x = (k + 1/2)·ln2/N)
 	// and the ends of the kernel's range.
 	var xs []float64
 	for range 6000 {
-		xs = append(xs, (2*rng.Float64()-1)*700)
+		xs = append(xs, rng.uniform(700))
 	}
 	for range 2000 {
-		xs = append(xs, 2*rng.Float64()-1)
+		xs = append(xs, rng.uniform(1))
 	}
 	for range 3000 { // |x| from 1e-20 to 700
-		xs = append(xs, math.Copysign(math.Exp(-46+rng.Float64()*52.5), rng.Float64()-0.5))
+		xs = append(xs, math.Copysign(math.Exp(-46+rng.float64()*52.5), rng.float64()-0.5))
 	}
 	for range 3000 {
-		k := float64(rng.IntN(2*expMaxK) - expMaxK)
+		k := float64(rng.intn(2*expMaxK) - expMaxK)
 		x := (k + 0.5) * math.Ln2 / expN
-		for range rng.IntN(4) {
-			x = math.Nextafter(x, math.Inf(int(rng.Int64N(2)*2-1)))
+		for range rng.intn(4) {
+			x = math.Nextafter(x, math.Inf(int(rng.intn(2)*2-1)))
 		}
 		xs = append(xs, x)
 	}
@@ -144,13 +143,13 @@ func TestExpAccuracy(t *testing.T) {
 		for i := range z {
 			switch round {
 			case 0:
-				z[i] = (2*rng.Float64() - 1) * 750
+				z[i] = rng.uniform(750)
 			case 1:
-				z[i] = (2*rng.Float64() - 1) * 40
+				z[i] = rng.uniform(40)
 			case 2: // |x| from 690 to 750
-				z[i] = math.Copysign(690+rng.Float64()*60, rng.Float64()-0.5)
+				z[i] = math.Copysign(690+rng.float64()*60, rng.float64()-0.5)
 			case 3: // |x| from 1e-20 to 745
-				z[i] = math.Copysign(math.Exp(-46+rng.Float64()*52.6), rng.Float64()-0.5)
+				z[i] = math.Copysign(math.Exp(-46+rng.float64()*52.6), rng.float64()-0.5)
 			}
 		}
 		for _, x := range z {
@@ -256,17 +255,17 @@ func refSigmoid(z float64) *big.Float {
 // exactly 0 and 1 where sigmoid does.
 func TestSigmoidInPlace(t *testing.T) {
 	t.Parallel()
-	rng := rand.New(rand.NewPCG(13, 14))
+	rng := newRand(13, 14)
 
 	var zs []float64
 	for range 4000 {
-		zs = append(zs, (2*rng.Float64()-1)*40)
+		zs = append(zs, rng.uniform(40))
 	}
 	for range 2000 {
-		zs = append(zs, (2*rng.Float64()-1)*700)
+		zs = append(zs, rng.uniform(700))
 	}
 	for range 1000 {
-		zs = append(zs, (2*rng.Float64()-1)*1e-3)
+		zs = append(zs, rng.uniform(1e-3))
 	}
 	got := slices.Clone(zs)
 	require.True(t, sigmoidInPlace(got, 0))
@@ -335,9 +334,9 @@ func TestTanhOfDoubled(t *testing.T) {
 	for x := -25.0; x <= 25; x += 0.0137 {
 		xs = append(xs, x)
 	}
-	rng := rand.New(rand.NewPCG(15, 16))
+	rng := newRand(15, 16)
 	for range 100000 {
-		xs = append(xs, (2*rng.Float64()-1)*4, (2*rng.Float64()-1)*1e-6)
+		xs = append(xs, rng.uniform(4), rng.uniform(1e-6))
 	}
 	xs = append(xs, 0, math.Copysign(0, -1), 1e-300, -1e-10, 1e-8, 18.3, 18.4, 19, -19, -19.1, 20, -20,
 		20.0001, 350, -350, 351, -351, 355, -355, 700, -700, 1e300, -1e300, math.Inf(1), math.Inf(-1))
