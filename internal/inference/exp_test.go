@@ -190,11 +190,40 @@ func TestExpAccuracy(t *testing.T) {
 	require.True(t, math.IsNaN(expKernel(math.NaN())))
 }
 
-// TestSigmoidInPlaceUsesExpKernel checks that sigmoidInPlace's loop computes
-// 1/(1 + expKernel(-(z+b))) bit for bit, so that TestExpAccuracy measures its exponential:
-// on every table entry, over the kernel's range and past it, with and without a bias.
+// sigmoidLoops are the implementations of sigmoidInPlace that run here: the Go loop, and
+// the assembly loop where the CPU has AVX2.
+func sigmoidLoops() []struct {
+	name string
+	f    func([]float64, float64) bool
+} {
+	loops := []struct {
+		name string
+		f    func([]float64, float64) bool
+	}{{"sigmoidInPlace", sigmoidInPlace}, {"sigmoidInPlaceGo", sigmoidInPlaceGo}}
+	if useSigmoidAVX2 {
+		loops = append(loops, struct {
+			name string
+			f    func([]float64, float64) bool
+		}{"sigmoidInPlaceAVX2", sigmoidInPlaceAVX2})
+	}
+	return loops
+}
+
+// TestSigmoidInPlaceUsesExpKernel checks that sigmoidInPlace's loops (Go and assembly)
+// compute 1/(1 + expKernel(-(z+b))) bit for bit, so that TestExpAccuracy measures their
+// exponential: on every table entry, over the kernel's range and past it, with and without
+// a bias.
 func TestSigmoidInPlaceUsesExpKernel(t *testing.T) {
 	t.Parallel()
+	for _, loop := range sigmoidLoops() {
+		t.Run(loop.name, func(t *testing.T) {
+			t.Parallel()
+			testSigmoidUsesExpKernel(t, loop.f)
+		})
+	}
+}
+
+func testSigmoidUsesExpKernel(t *testing.T, loop func([]float64, float64) bool) {
 	rng := newRand(17, 18)
 	z := make([]float64, 0, 300000)
 	for range 100000 {
@@ -206,7 +235,7 @@ func TestSigmoidInPlaceUsesExpKernel(t *testing.T) {
 	z = append(z, 0, math.Copysign(0, -1), 700, -700, 1e300, -1e300, math.Inf(1), math.Inf(-1))
 	for _, b := range []float64{0, 0.37, -2.5} {
 		got := slices.Clone(z)
-		require.False(t, sigmoidInPlace(got, b)) // ±Inf
+		require.False(t, loop(got, b)) // ±Inf
 		for i, v := range z {
 			want := 1 / (1 + expKernel(-(v + b)))
 			if math.Float64bits(got[i]) != math.Float64bits(want) {
@@ -216,7 +245,8 @@ func TestSigmoidInPlaceUsesExpKernel(t *testing.T) {
 	}
 
 	// Every length up to 9 and every position of an element outside the kernel's range, so
-	// that pairs of both kinds and odd last elements are covered, with the finiteness report.
+	// that pairs and groups of four of both kinds and the elements left after them are
+	// covered, with the finiteness report.
 	for n := 1; n <= 9; n++ {
 		for at := range n {
 			for _, x := range []float64{800, -800, math.NaN(), math.Inf(1), math.Inf(-1)} {
@@ -226,7 +256,7 @@ func TestSigmoidInPlaceUsesExpKernel(t *testing.T) {
 				}
 				z[at] = x
 				got := slices.Clone(z)
-				require.Equal(t, !math.IsNaN(x) && !math.IsInf(x, 0), sigmoidInPlace(got, 0.5), "n %d, at %d, %v", n, at, x)
+				require.Equal(t, !math.IsNaN(x) && !math.IsInf(x, 0), loop(got, 0.5), "n %d, at %d, %v", n, at, x)
 				for i, v := range z {
 					want := 1 / (1 + expKernel(-(v + 0.5)))
 					if math.Float64bits(got[i]) != math.Float64bits(want) && !(math.IsNaN(got[i]) && math.IsNaN(want)) {
@@ -237,10 +267,10 @@ func TestSigmoidInPlaceUsesExpKernel(t *testing.T) {
 		}
 	}
 	for _, x := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
-		require.False(t, sigmoidInPlace([]float64{1, 2}, x), "bias %v", x)
+		require.False(t, loop([]float64{1, 2}, x), "bias %v", x)
 	}
-	require.True(t, sigmoidInPlace([]float64{1, 800, -800, math.MaxFloat64, -math.MaxFloat64}, 0))
-	require.True(t, sigmoidInPlace(nil, 0))
+	require.True(t, loop([]float64{1, 800, -800, math.MaxFloat64, -math.MaxFloat64}, 0))
+	require.True(t, loop(nil, 0))
 }
 
 // refSigmoid returns 1/(1+e^-z) to about 370 bits.
