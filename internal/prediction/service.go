@@ -217,9 +217,16 @@ func (s *Service) lookupOrInfer(ctx context.Context, rs []resolved) (probs []flo
 	var missVals []float64
 	for _, gk := range order {
 		g := groups[gk]
-		_, span := s.tracer.Start(ctx, "inference", trace.WithAttributes(
-			attribute.String("model.version", g.model.Version), attribute.String("model.preprocessing", g.prep),
-			attribute.Int("batch.size", len(g.idx))))
+		// A span per inference when the request's span records (sampled), none otherwise:
+		// starting a span that nobody records cost about 2% of the api's CPU (pprof).
+		span := trace.SpanFromContext(ctx)
+		if span.IsRecording() {
+			_, span = s.tracer.Start(ctx, "inference", trace.WithAttributes(
+				attribute.String("model.version", g.model.Version), attribute.String("model.preprocessing", g.prep),
+				attribute.Int("batch.size", len(g.idx))))
+		} else {
+			span = nil
+		}
 		var err error
 		if len(g.idx) == 1 {
 			i := g.idx[0]
@@ -235,7 +242,9 @@ func (s *Service) lookupOrInfer(ctx context.Context, rs []resolved) (probs []flo
 				probs[i] = out[j]
 			}
 		}
-		span.End()
+		if span != nil {
+			span.End()
+		}
 		if err != nil {
 			// Validation ran before: an error here is a defect, not the client's input.
 			return nil, nil, nil, fmt.Errorf("inference %s/%s: %w", g.model.Version, g.prep, err)
