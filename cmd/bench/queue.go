@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -189,7 +189,9 @@ func waitDrained(ctx context.Context, insp *asynq.Inspector, queue string, timeo
 		qi, err := insp.GetQueueInfo(queue)
 		now := time.Now()
 		switch {
-		case errors.Is(err, asynq.ErrQueueNotFound):
+		case err != nil && !queueExists(insp, queue):
+			// Nothing was ever enqueued there (asynq's NOT_FOUND is an internal error type,
+			// which errors.Is cannot match with asynq.ErrQueueNotFound).
 			return now, nil
 		case err != nil:
 			return now, err
@@ -206,4 +208,10 @@ func waitDrained(ctx context.Context, insp *asynq.Inspector, queue string, timeo
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// queueExists reports whether asynq knows queue (it has held a task).
+func queueExists(insp *asynq.Inspector, queue string) bool {
+	qs, err := insp.Queues()
+	return err != nil || slices.Contains(qs, queue)
 }
