@@ -2,9 +2,13 @@ package tasks
 
 import (
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"testing"
+	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/stretchr/testify/require"
 
 	"github.com/predq/predq/internal/prediction"
 )
@@ -54,4 +58,65 @@ func BenchmarkPersistPayload(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestAppendPersistRecordIsJSONv2: marshalPersist's own encoder writes the bytes of
+// jsonv2.Marshal with persistMarshal, for records and slices of them, and fails where it
+// fails.
+func TestAppendPersistRecordIsJSONv2(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(3, 4))
+	strs := []string{"", "r-1", "v2.0.0", `q"uote`, `back\\slash`, "<html>&", "é ü", "\u2028\u2029", "tab\t\x01", "\xff\xfe", "日本"}
+	floats := []float64{0, math.Copysign(0, -1), 0.5, 1, 1e-7, 1e21, 123.456, 5e-324, math.MaxFloat64, 0.1 + 0.2}
+	pick := func(xs []float64) float64 {
+		if rng.IntN(3) == 0 {
+			return xs[rng.IntN(len(xs))]
+		}
+		return math.Float64frombits(rng.Uint64())
+	}
+	var recs []prediction.Record
+	for i := range 3000 {
+		var fs []float64
+		switch i % 4 {
+		case 0:
+			fs = nil
+		case 1:
+			fs = []float64{}
+		default:
+			fs = make([]float64, rng.IntN(101))
+			for j := range fs {
+				fs[j] = pick(floats)
+			}
+		}
+		recs = append(recs, prediction.Record{
+			RequestID: strs[rng.IntN(len(strs))], UserID: strs[rng.IntN(len(strs))], Features: fs,
+			Prediction: pick(floats), Confidence: pick(floats), PredictionClass: strs[rng.IntN(len(strs))],
+			ModelVersion: strs[rng.IntN(len(strs))], Preprocessing: strs[rng.IntN(len(strs))],
+			ConfidenceThreshold: pick(floats), Cached: i%2 == 0, LatencyMS: pick(floats),
+			CreatedAt: time.Unix(rng.Int64N(1<<33), rng.Int64N(1e9)).In(time.FixedZone("z", 3600*(rng.IntN(25)-12))),
+		})
+	}
+	recs = append(recs, prediction.Record{RequestID: "far", CreatedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)})
+	ok, failed := 0, 0
+	check := func(v any) {
+		want, wantErr := jsonv2.Marshal(v, persistMarshal)
+		got, gotErr := marshalPersist(v)
+		if wantErr != nil {
+			require.Error(t, gotErr, "jsonv2 failed with %v", wantErr)
+			failed++
+			return
+		}
+		require.NoError(t, gotErr)
+		require.Equal(t, string(want), string(got))
+		ok++
+	}
+	for _, r := range recs {
+		check(r)
+	}
+	for i := 0; i+7 <= len(recs); i += 7 {
+		check(recs[i : i+7])
+	}
+	check([]prediction.Record{})
+	require.Greater(t, ok, 500)
+	require.Greater(t, failed, 100)
 }
