@@ -219,13 +219,11 @@ func (s *Service) lookupOrInfer(ctx context.Context, rs []resolved) (probs []flo
 		g := groups[gk]
 		// A span per inference when the request's span records (sampled), none otherwise:
 		// starting a span that nobody records cost about 2% of the api's CPU (pprof).
-		span := trace.SpanFromContext(ctx)
-		if span.IsRecording() {
+		var span trace.Span
+		if trace.SpanFromContext(ctx).IsRecording() {
 			_, span = s.tracer.Start(ctx, "inference", trace.WithAttributes(
 				attribute.String("model.version", g.model.Version), attribute.String("model.preprocessing", g.prep),
 				attribute.Int("batch.size", len(g.idx))))
-		} else {
-			span = nil
 		}
 		var err error
 		if len(g.idx) == 1 {

@@ -36,27 +36,34 @@ func TestLoggerAddsRequestIDOnce(t *testing.T) {
 // Without an exporter nothing reads a span, so spans are not recorded, yet each keeps valid
 // ids for logs and task headers; an extra processor, or OTEL_TRACES_SAMPLER, records them.
 func TestTracerProviderRecordsOnlyWhenSomethingReads(t *testing.T) {
-	start := func(t *testing.T, extra ...sdktrace.SpanProcessor) trace.Span {
+	// start returns an ended span and whether it was recording before it ended (every
+	// span stops recording when it ends).
+	start := func(t *testing.T, extra ...sdktrace.SpanProcessor) (trace.Span, bool) {
 		t.Helper()
 		tp, shutdown, err := TracerProvider(context.Background(), "test", "v0", "", extra...)
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, shutdown(context.Background())) })
 		_, span := tp.Tracer("t").Start(context.Background(), "op")
+		recording := span.IsRecording()
 		span.End()
-		return span
+		return span, recording
 	}
 	t.Setenv("OTEL_TRACES_SAMPLER", "")
 
-	span := start(t)
-	require.False(t, span.IsRecording())
+	span, recording := start(t)
+	require.False(t, recording)
 	require.False(t, span.SpanContext().IsSampled())
 	require.True(t, span.SpanContext().HasTraceID())
 	require.True(t, span.SpanContext().HasSpanID())
 
 	spans := tracetest.NewSpanRecorder()
-	require.True(t, start(t, spans).SpanContext().IsSampled())
+	span, recording = start(t, spans)
+	require.True(t, recording)
+	require.True(t, span.SpanContext().IsSampled())
 	require.Len(t, spans.Ended(), 1)
 
 	t.Setenv("OTEL_TRACES_SAMPLER", "always_on")
-	require.True(t, start(t).SpanContext().IsSampled())
+	span, recording = start(t)
+	require.True(t, recording)
+	require.True(t, span.SpanContext().IsSampled())
 }
