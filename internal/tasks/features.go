@@ -25,42 +25,33 @@ import (
 // decimals like the sonar data's (0.0200) 855 against 628. Decoding still accepts a JSON
 // array of numbers, the form of payloads enqueued before this encoding (and handy by hand).
 
-// The options of every persist payload encode and decode. They apply to every []float64 of
-// the value: prediction.Record has one, its features.
-var (
-	persistMarshal   = jsonv2.WithMarshalers(jsonv2.MarshalToFunc(marshalFeatures))
-	persistUnmarshal = jsonv2.WithUnmarshalers(jsonv2.UnmarshalFromFunc(unmarshalFeatures))
-)
+// persistUnmarshal is the option of every persist payload decode: it applies to every
+// []float64 of the value (prediction.Record has one, its features).
+var persistUnmarshal = jsonv2.WithUnmarshalers(jsonv2.UnmarshalFromFunc(unmarshalFeatures))
 
-// marshalPersist encodes a persist payload: a record or a slice of records. It fails on a
-// NaN or infinite feature, which the api never answers for, as the decimal form did.
-//
-// Records and slices of records, the payloads the api enqueues, are written by
-// appendPersistRecord, without reflection; anything else goes through jsonv2 with
-// persistMarshal, whose bytes appendPersistRecord reproduces (TestAppendPersistRecordIsJSONv2
-// compares them).
-func marshalPersist(v any) ([]byte, error) {
-	switch v := v.(type) {
-	case prediction.Record:
-		return appendPersistRecord(make([]byte, 0, persistRecordSize(&v)), &v)
-	case []prediction.Record:
-		size := 2
-		for i := range v {
-			size += persistRecordSize(&v[i]) + 1
-		}
-		b := append(make([]byte, 0, size), '[')
-		for i := range v {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			var err error
-			if b, err = appendPersistRecord(b, &v[i]); err != nil {
-				return nil, err
-			}
-		}
-		return append(b, ']'), nil
+// marshalPersistRecord encodes the payload of one record, a JSON object; marshalPersistBatch
+// the payload of several, a JSON array. They fail on a NaN or infinite number, which the
+// api never answers with, as the decimal form did.
+func marshalPersistRecord(r prediction.Record) ([]byte, error) {
+	return appendPersistRecord(make([]byte, 0, persistRecordSize(&r)), &r)
+}
+
+func marshalPersistBatch(recs []prediction.Record) ([]byte, error) {
+	size := 2
+	for i := range recs {
+		size += persistRecordSize(&recs[i]) + 1
 	}
-	return jsonv2.Marshal(v, persistMarshal)
+	b := append(make([]byte, 0, size), '[')
+	for i := range recs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var err error
+		if b, err = appendPersistRecord(b, &recs[i]); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, ']'), nil
 }
 
 // persistRecordSize is about the size of r's payload: its members' names, strings and
@@ -70,12 +61,20 @@ func persistRecordSize(r *prediction.Record) int {
 		len(r.Preprocessing) + base64.StdEncoding.EncodedLen(8*len(r.Features))
 }
 
-// appendPersistRecord appends r as jsonv2.Marshal(r, persistMarshal) writes it: the members
-// of prediction.Record in field order (user_id left out when empty), strings quoted by
-// jsontext, floats in jsonv2's format, created_at in RFC 3339 with nanoseconds, features in
-// binary (marshalFeatures). Writing the records by reflection was about 4% of the api's CPU
-// per prediction (pprof).
+// appendPersistRecord appends r as jsonv2 would write it with its features in binary: the
+// members of prediction.Record in field order (user_id left out when empty), strings quoted
+// by jsontext, floats in jsonv2's format, created_at in RFC 3339 with nanoseconds, features
+// by appendFeatures. Writing the records by reflection was about 4% of the api's CPU per
+// prediction (pprof); TestAppendPersistRecordIsJSONv2 compares the bytes with jsonv2's.
 func appendPersistRecord(b []byte, r *prediction.Record) ([]byte, error) {
+	for _, f := range [...]float64{r.Prediction, r.Confidence, r.ConfidenceThreshold, r.LatencyMS} {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil, fmt.Errorf("unsupported value: %v", f)
+		}
+	}
+	if y := r.CreatedAt.Year(); y < 0 || y > 9999 {
+		return nil, fmt.Errorf("created_at: year %d outside [0,9999]", y)
+	}
 	var err error
 	b = append(b, `{"request_id":`...)
 	if b, err = jsontext.AppendQuote(b, r.RequestID); err != nil {
@@ -113,33 +112,15 @@ func appendPersistRecord(b []byte, r *prediction.Record) ([]byte, error) {
 	b = strconv.AppendBool(b, r.Cached)
 	b = append(b, `,"latency_ms":`...)
 	b = jsontext.AppendFloat(b, r.LatencyMS, 64)
-	b = append(b, `,"created_at":`...)
-	if y := r.CreatedAt.Year(); y < 0 || y > 9999 {
-		return nil, fmt.Errorf("created_at: year %d outside [0,9999]", y)
-	}
-	b = append(b, '"')
+	b = append(b, `,"created_at":"`...)
 	b = r.CreatedAt.AppendFormat(b, time.RFC3339Nano)
-	b = append(b, '"', '}')
-	for _, f := range []float64{r.Prediction, r.Confidence, r.ConfidenceThreshold, r.LatencyMS} {
-		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return nil, fmt.Errorf("unsupported value: %v", f)
-		}
-	}
-	return b, nil
+	return append(b, '"', '}'), nil
 }
 
 // unmarshalPersist decodes a persist payload into v (a *prediction.Record or a
 // *[]prediction.Record).
 func unmarshalPersist(b []byte, v any) error {
 	return jsonv2.Unmarshal(b, v, persistUnmarshal)
-}
-
-func marshalFeatures(enc *jsontext.Encoder, fs []float64) error {
-	out, err := appendFeatures(make([]byte, 0, 2+base64.StdEncoding.EncodedLen(8*len(fs))), fs)
-	if err != nil {
-		return err
-	}
-	return enc.WriteValue(out)
 }
 
 // appendFeatures appends fs as a JSON string: the base64 of their little-endian bits.

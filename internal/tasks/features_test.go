@@ -8,6 +8,7 @@ import (
 	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/stretchr/testify/require"
 
 	"github.com/predq/predq/internal/prediction"
@@ -34,7 +35,7 @@ func BenchmarkPersistPayload(b *testing.B) {
 		decode func([]byte, any) error
 	}{
 		{"numbers", func(v any) ([]byte, error) { return jsonv2.Marshal(v) }, func(p []byte, v any) error { return jsonv2.Unmarshal(p, v) }},
-		{"binary", marshalPersist, unmarshalPersist},
+		{"binary", func(v any) ([]byte, error) { return marshalPersistBatch(v.([]prediction.Record)) }, unmarshalPersist},
 	}
 	for _, f := range forms {
 		p, err := f.encode(recs)
@@ -60,8 +61,18 @@ func BenchmarkPersistPayload(b *testing.B) {
 	}
 }
 
-// TestAppendPersistRecordIsJSONv2: marshalPersist's own encoder writes the bytes of
-// jsonv2.Marshal with persistMarshal, for records and slices of them, and fails where it
+// persistMarshal is the jsonv2 form of the persist payload encoders (jsonv2 with the
+// features as appendFeatures writes them), their reference in TestAppendPersistRecordIsJSONv2.
+var persistMarshal = jsonv2.WithMarshalers(jsonv2.MarshalToFunc(func(enc *jsontext.Encoder, fs []float64) error {
+	out, err := appendFeatures(nil, fs)
+	if err != nil {
+		return err
+	}
+	return enc.WriteValue(out)
+}))
+
+// TestAppendPersistRecordIsJSONv2: the persist payload encoders write the bytes of
+// jsonv2.Marshal with persistMarshal, for records and slices of them, and fail where it
 // fails.
 func TestAppendPersistRecordIsJSONv2(t *testing.T) {
 	t.Parallel()
@@ -100,7 +111,14 @@ func TestAppendPersistRecordIsJSONv2(t *testing.T) {
 	ok, failed := 0, 0
 	check := func(v any) {
 		want, wantErr := jsonv2.Marshal(v, persistMarshal)
-		got, gotErr := marshalPersist(v)
+		var got []byte
+		var gotErr error
+		switch v := v.(type) {
+		case prediction.Record:
+			got, gotErr = marshalPersistRecord(v)
+		case []prediction.Record:
+			got, gotErr = marshalPersistBatch(v)
+		}
 		if wantErr != nil {
 			require.Error(t, gotErr, "jsonv2 failed with %v", wantErr)
 			failed++

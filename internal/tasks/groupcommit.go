@@ -202,7 +202,7 @@ func traceLinksHeader(first string, others []*commitWaiter) string {
 // low-confidence record of batch with the trace context of its own request (the first
 // request's through ctx, which holds the producer span).
 func (r *Recorder) enqueueBatch(ctx context.Context, recs []prediction.Record, headers map[string]string, batch []*commitWaiter) error {
-	payload, err := marshalPersist(recs)
+	payload, err := marshalPersistBatch(recs)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errEncode, err)
 	}

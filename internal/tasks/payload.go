@@ -47,7 +47,7 @@ func AlertTaskID(requestID string) string { return TypeAlertLowConfidence + ":" 
 // binary, see features.go); headers carry the trace context. It fails only when the record
 // cannot be encoded (a NaN or infinity).
 func NewPredictionPersistTask(rec prediction.Record, group string, headers map[string]string) (*asynq.Task, error) {
-	b, err := marshalPersist(rec)
+	b, err := marshalPersistRecord(rec)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s payload: %w", TypePredictionPersist, err)
 	}
