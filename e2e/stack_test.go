@@ -120,22 +120,7 @@ func startStack(t *testing.T, o stackOpts) *stack {
 	for k, v := range o.env {
 		s.env[k] = v
 	}
-	s.base = "http://127.0.0.1:" + s.env["PORT"]
-	s.start("api")
-	if !o.noWorker {
-		s.start("worker")
-	}
-	if o.scheduler {
-		s.start("scheduler")
-	}
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(s.base + "/health/live")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 30*time.Second, 25*time.Millisecond, "api did not answer: %s", s.logs("api"))
+	// Registered first, so that a stack that fails to start is stopped and its logs shown.
 	t.Cleanup(func() {
 		for name := range s.procs {
 			s.stop(name)
@@ -146,7 +131,77 @@ func startStack(t *testing.T, o stackOpts) *stack {
 			}
 		}
 	})
+	s.start("api")
+	if !o.noWorker {
+		s.start("worker")
+	}
+	if o.scheduler {
+		s.start("scheduler")
+	}
+	s.awaitUp("api", "PORT", "/health/live")
+	if !o.noWorker {
+		s.awaitUp("worker", "WORKER_METRICS_PORT", "/health/live")
+	}
+	if o.scheduler {
+		s.awaitUp("scheduler", "SCHEDULER_METRICS_PORT", "/health/live")
+	}
 	return s
+}
+
+// awaitUp waits until the process answers 200 on path at the port in env[portKey]. A port
+// picked free can be taken before the process binds it: the tests run in parallel and open
+// many client connections, each on an ephemeral port. When the process exits saying so, it is
+// started again on another free port.
+func (s *stack) awaitUp(name, portKey, path string) {
+	s.t.Helper()
+	for attempt := 1; ; attempt++ {
+		p := s.procs[name]
+		url := "http://127.0.0.1:" + s.env[portKey] + path
+		if waitAnswer(p, url, 30*time.Second) {
+			if portKey == "PORT" {
+				s.base = "http://127.0.0.1:" + s.env["PORT"]
+			}
+			return
+		}
+		exited := false
+		select {
+		case <-p.done:
+			exited = true
+		default:
+		}
+		if exited && attempt < 5 && strings.Contains(p.log.String(), "address already in use") {
+			s.t.Logf("%s: port %s was taken before it could bind it; trying another", name, s.env[portKey])
+			s.env[portKey] = strconv.Itoa(freePort(s.t))
+			s.start(name)
+			continue
+		}
+		state := "still running"
+		if exited {
+			state = "exited: " + p.cmd.ProcessState.String()
+		}
+		s.t.Fatalf("%s did not answer on %s (%s); its log:\n%s", name, url, state, tail(p.log.String(), 4096))
+	}
+}
+
+// waitAnswer polls url until it answers 200 (true), the process exits or the time is up (false).
+func waitAnswer(p *proc, url string, within time.Duration) bool {
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return false
+		default:
+		}
+		if resp, err := client.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return true
+			}
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return false
 }
 
 func freePort(t *testing.T) int {
