@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"fmt"
+	oteltrace "go.opentelemetry.io/otel/trace"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -92,10 +93,35 @@ func (s *Server) trace() echo.MiddlewareFunc {
 	if prop == nil {
 		prop = propagation.TraceContext{}
 	}
+	if telemetry.RecordsNothing(s.cfg.TracerProvider) {
+		return traceIDsOnly(s.cfg.TracerProvider.Tracer(traceServiceName), prop)
+	}
 	return otelecho.Middleware(traceServiceName,
 		otelecho.WithTracerProvider(s.cfg.TracerProvider),
 		otelecho.WithPropagators(prop),
 		otelecho.WithSkipper(skipTracing))
+}
+
+// traceIDsOnly gives each request a span that no sampler records, continuing the caller's
+// trace context when it sends one: its ids reach the access log and the tasks the request
+// enqueues, as with otelecho. otelecho would also build the span's name and its
+// semantic-convention attributes for every request, which a span that is not recorded drops:
+// that was 7% of the api's CPU per cache hit (pprof, cmd/bench at 64 connections; CPU per
+// hit 43 → 40 µs).
+func traceIDsOnly(tracer oteltrace.Tracer, prop propagation.TextMapPropagator) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if skipTracing(c) {
+				return next(c)
+			}
+			req := c.Request()
+			ctx := prop.Extract(req.Context(), propagation.HeaderCarrier(req.Header))
+			ctx, span := tracer.Start(ctx, "request", oteltrace.WithSpanKind(oteltrace.SpanKindServer))
+			defer span.End()
+			c.SetRequest(req.WithContext(ctx))
+			return next(c)
+		}
+	}
 }
 
 // skipTracing names the requests that get no span: /metrics, /health and /health/*.

@@ -127,3 +127,45 @@ func TestTraceServerSpans(t *testing.T) {
 		require.NotContains(t, accessLine(t, logs.String(), "trace-req-3"), "trace_id")
 	})
 }
+
+// TestTraceIDsOnlyWhenNothingRecords: with the provider that records no span (no exporter),
+// a request still continues the caller's trace, or starts one, and its ids reach the
+// handler's context and the access log. (Not parallel: it sets OTEL_TRACES_SAMPLER.)
+func TestTraceIDsOnlyWhenNothingRecords(t *testing.T) {
+	t.Setenv("OTEL_TRACES_SAMPLER", "")
+	tp, shutdown, err := telemetry.TracerProvider(t.Context(), "api", "test", "")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = shutdown(t.Context()) })
+	require.True(t, telemetry.RecordsNothing(tp))
+	logs := &syncBuffer{}
+	s, b := setup(t, func(c *Config) {
+		c.TracerProvider = tp
+		c.Logger = telemetry.NewLogger(logs, "debug", "api")
+	})
+	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	rec := do(t, s, request{method: http.MethodPost, path: "/api/v1/predict", body: `{"features":[1]}`,
+		header: map[string]string{"X-Request-ID": "trace-req-4", "traceparent": parent}})
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	b.predictor.mu.Lock()
+	got := trace.SpanFromContext(b.predictor.ctx)
+	b.predictor.mu.Unlock()
+	require.False(t, got.IsRecording())
+	sc := got.SpanContext()
+	require.Equal(t, "4bf92f3577b34da6a3ce929d0e0e4736", sc.TraceID().String(), "the caller's trace")
+	require.True(t, sc.HasSpanID())
+	require.NotEqual(t, "00f067aa0ba902b7", sc.SpanID().String(), "a span of its own")
+	line := accessLine(t, logs.String(), "trace-req-4")
+	require.Equal(t, sc.TraceID().String(), line["trace_id"])
+	require.Equal(t, sc.SpanID().String(), line["span_id"])
+
+	// Without traceparent: a new trace, in the log too.
+	rec = do(t, s, request{method: http.MethodPost, path: "/api/v1/predict", body: `{"features":[1]}`,
+		header: map[string]string{"X-Request-ID": "trace-req-5"}})
+	require.Equal(t, http.StatusOK, rec.Code)
+	b.predictor.mu.Lock()
+	sc = trace.SpanContextFromContext(b.predictor.ctx)
+	b.predictor.mu.Unlock()
+	require.True(t, sc.IsValid())
+	require.NotEqual(t, "4bf92f3577b34da6a3ce929d0e0e4736", sc.TraceID().String())
+	require.Equal(t, sc.TraceID().String(), accessLine(t, logs.String(), "trace-req-5")["trace_id"])
+}

@@ -113,10 +113,24 @@ func TracerProvider(ctx context.Context, service, version, endpoint string, extr
 		opts = append(opts, sdktrace.WithSpanProcessor(p))
 	}
 	if endpoint == "" && len(extra) == 0 && os.Getenv("OTEL_TRACES_SAMPLER") == "" {
-		opts = append(opts, sdktrace.WithSampler(sdktrace.NeverSample()))
+		tp := sdktrace.NewTracerProvider(append(opts, sdktrace.WithSampler(sdktrace.NeverSample()))...)
+		return idsOnly{tp}, tp.Shutdown, nil
 	}
 	tp := sdktrace.NewTracerProvider(opts...)
 	return tp, tp.Shutdown, nil
+}
+
+// idsOnly is a TracerProvider whose spans are never recorded: they carry ids, nothing else.
+type idsOnly struct{ *sdktrace.TracerProvider }
+
+func (idsOnly) recordsNothing() {}
+
+// RecordsNothing reports whether tp is one that TracerProvider returned to record no span
+// at all. Instrumentation may then skip the attributes and names that only a recorded span
+// keeps, and give each request just its trace context.
+func RecordsNothing(tp trace.TracerProvider) bool {
+	_, ok := tp.(interface{ recordsNothing() })
+	return ok
 }
 
 // SetGlobal installs tp and the W3C trace-context propagator as the process-wide defaults,

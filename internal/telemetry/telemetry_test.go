@@ -38,11 +38,13 @@ func TestLoggerAddsRequestIDOnce(t *testing.T) {
 func TestTracerProviderRecordsOnlyWhenSomethingReads(t *testing.T) {
 	// start returns an ended span and whether it was recording before it ended (every
 	// span stops recording when it ends).
+	var nothing bool // RecordsNothing of the last provider
 	start := func(t *testing.T, extra ...sdktrace.SpanProcessor) (trace.Span, bool) {
 		t.Helper()
 		tp, shutdown, err := TracerProvider(context.Background(), "test", "v0", "", extra...)
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, shutdown(context.Background())) })
+		nothing = RecordsNothing(tp)
 		_, span := tp.Tracer("t").Start(context.Background(), "op")
 		recording := span.IsRecording()
 		span.End()
@@ -51,6 +53,7 @@ func TestTracerProviderRecordsOnlyWhenSomethingReads(t *testing.T) {
 	t.Setenv("OTEL_TRACES_SAMPLER", "")
 
 	span, recording := start(t)
+	require.True(t, nothing, "RecordsNothing")
 	require.False(t, recording)
 	require.False(t, span.SpanContext().IsSampled())
 	require.True(t, span.SpanContext().HasTraceID())
@@ -58,12 +61,16 @@ func TestTracerProviderRecordsOnlyWhenSomethingReads(t *testing.T) {
 
 	spans := tracetest.NewSpanRecorder()
 	span, recording = start(t, spans)
+	require.False(t, nothing)
 	require.True(t, recording)
 	require.True(t, span.SpanContext().IsSampled())
 	require.Len(t, spans.Ended(), 1)
 
 	t.Setenv("OTEL_TRACES_SAMPLER", "always_on")
 	span, recording = start(t)
+	require.False(t, nothing)
 	require.True(t, recording)
+	require.False(t, RecordsNothing(sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))),
+		"only the providers made here say so")
 	require.True(t, span.SpanContext().IsSampled())
 }
