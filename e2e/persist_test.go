@@ -24,7 +24,8 @@ func countRows(t *testing.T, dbURL, sql string, args ...any) int {
 	return n
 }
 
-// Issue 3: every answered prediction is stored exactly once, through the worker.
+// Issue 3: every computed prediction is stored exactly once, through the worker. (The inputs
+// are distinct: a cache hit is stored only when it is below its threshold, checked at the end.)
 func TestConcurrentPredictsAreAllPersistedOnce(t *testing.T) {
 	t.Parallel()
 	s := startStack(t, stackOpts{})
@@ -42,7 +43,7 @@ func TestConcurrentPredictsAreAllPersistedOnce(t *testing.T) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			// Every third request asks for a high threshold, so some answers are low-confidence.
-			body := map[string]any{"features": xs[i%len(xs)]}
+			body := map[string]any{"features": distinct(xs, i)}
 			if i%3 == 0 {
 				body["confidence_threshold"] = 0.99
 			}
@@ -90,10 +91,40 @@ func TestConcurrentPredictsAreAllPersistedOnce(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.status, string(r.body))
 	require.Equal(t, http.StatusNotFound, s.call("GET", "/api/v1/predictions/nope", nil, nil).status)
 
+	// A cache hit answers without being stored, unless it is below its threshold.
+	var hit, lowHit struct {
+		Cached     bool    `json:"cached"`
+		Confidence float64 `json:"confidence"`
+	}
+	r = s.call("POST", "/api/v1/predict", map[string]any{"features": distinct(xs, 1)}, map[string]string{"X-Request-ID": "e2e-hit"})
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	r.decode(t, &hit)
+	require.True(t, hit.Cached)
+	r = s.call("POST", "/api/v1/predict", map[string]any{"features": distinct(xs, 1), "confidence_threshold": 1},
+		map[string]string{"X-Request-ID": "e2e-low-hit"})
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	r.decode(t, &lowHit)
+	require.True(t, lowHit.Cached)
+	require.Less(t, lowHit.Confidence, 1.0)
+	require.Eventually(t, func() bool {
+		return countRows(t, s.dbURL, `SELECT count(*) FROM predictions WHERE request_id = 'e2e-low-hit' AND cached`) == 1
+	}, 20*time.Second, 100*time.Millisecond, "the low-confidence hit is stored")
+	require.Equal(t, http.StatusOK, s.call("GET", "/api/v1/predictions/e2e-low-hit", nil, nil).status)
+	require.Equal(t, http.StatusNotFound, s.call("GET", "/api/v1/predictions/e2e-hit", nil, nil).status, "a confident hit is not stored")
+	low++
+
 	// Low-confidence answers raised alerts that the worker handled (counted once each).
 	if low > 0 {
 		require.Eventually(t, func() bool {
 			return metricValue(scrape(t, "http://127.0.0.1:"+s.env["WORKER_METRICS_PORT"]+"/metrics"), "ml_low_confidence_total") >= float64(low)
 		}, 10*time.Second, 100*time.Millisecond)
 	}
+}
+
+// distinct is sonar row i mod 208 with its first feature moved by (1+i/208)·1e-9, so that no
+// two i give the same input (no cache hit among them).
+func distinct(xs [][]float64, i int) []float64 {
+	x := append([]float64(nil), xs[i%len(xs)]...)
+	x[0] += float64(1+i/len(xs)) * 1e-9
+	return x
 }

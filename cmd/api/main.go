@@ -181,12 +181,13 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 	}
 
 	svc, err := prediction.NewService(prediction.ServiceConfig{
-		Models:     registry,
-		Cache:      prediction.NewCache(cacheRedis, cfg.RedisTTL, cfg.RedisTimeout, reg, logger),
-		Recorder:   commits,
-		Registerer: reg,
-		Tracer:     tp.Tracer("predq/prediction"),
-		Logger:     logger,
+		Models:           registry,
+		Cache:            prediction.NewCache(cacheRedis, cfg.RedisTTL, cfg.RedisTimeout, reg, logger),
+		Recorder:         commits,
+		PersistCacheHits: cfg.PersistCacheHits,
+		Registerer:       reg,
+		Tracer:           tp.Tracer("predq/prediction"),
+		Logger:           logger,
 	})
 	if err != nil {
 		return err

@@ -30,6 +30,8 @@ type Config struct {
 	CacheRedisURL string        // CACHE_REDIS_URL: defaults to REDIS_URL
 	RedisTTL      time.Duration // REDIS_TTL: seconds, >= 60
 	RedisTimeout  time.Duration // REDIS_TIMEOUT: per cache call; predict falls back to inference past it
+	// PersistCacheHits: PERSIST_CACHE_HITS; cache hits are stored like computed predictions.
+	PersistCacheHits bool
 
 	SecretKey      string   // SECRET_KEY: >= 32 characters; signs pagination cursors
 	APIKeys        []string // API_KEYS: comma-separated, each "name:key" or "key"
@@ -89,6 +91,7 @@ var Vars = []Var{
 	{"CACHE_REDIS_URL", "", "cache Redis (defaults to REDIS_URL)"},
 	{"REDIS_TTL", "3600", "seconds a cached prediction lives (>= 60)"},
 	{"REDIS_TIMEOUT", "100ms", "timeout of one cache call; past it predict answers by inference"},
+	{"PERSIST_CACHE_HITS", "false", "store predictions answered from the cache too (by default only computed ones, and low-confidence hits, are stored)"},
 	{"SECRET_KEY", "", "at least 32 characters; signs pagination cursors (random per process when unset in development)"},
 	{"API_KEYS", "", "comma-separated static API keys, each name:key or key"},
 	{"ALLOWED_ORIGINS", "", "comma-separated origins allowed by CORS (none when empty)"},
@@ -151,6 +154,7 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c.RedisTTL = time.Duration(l.intRange("REDIS_TTL", 60, 30*24*3600)) * time.Second
 	c.RedisTimeout = l.duration("REDIS_TIMEOUT", time.Millisecond, time.Minute)
+	c.PersistCacheHits = l.boolean("PERSIST_CACHE_HITS")
 	c.SecretKey = l.get("SECRET_KEY")
 	if c.SecretKey != "" && len(c.SecretKey) < 32 {
 		l.fail("SECRET_KEY", "must be at least 32 characters, got %d", len(c.SecretKey))
@@ -242,7 +246,7 @@ func (c Config) Redacted() []any {
 		"app_env", c.Env, "port", c.Port, "log_level", c.LogLevel,
 		"database_url", RedactURL(c.DatabaseURL), "db_pool_size", c.DBPoolSize,
 		"redis_url", RedactURL(c.RedisURL), "cache_redis_url", RedactURL(c.CacheRedisURL),
-		"redis_ttl", c.RedisTTL.String(), "secret_key", mask(c.SecretKey),
+		"redis_ttl", c.RedisTTL.String(), "persist_cache_hits", c.PersistCacheHits, "secret_key", mask(c.SecretKey),
 		"api_keys", len(c.APIKeys), "allowed_origins", c.AllowedOrigins,
 		"rate_limit", c.RateLimit, "model_path", c.ModelPath, "max_batch_size", c.MaxBatchSize,
 		"worker_concurrency", c.WorkerConcurrency, "webhook_secret", mask(c.WebhookSecret),

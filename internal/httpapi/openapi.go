@@ -350,7 +350,9 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 			OperationID: "getPrediction", Summary: "One persisted prediction, by id or request id", Tags: []string{"predict"},
 			Description: "A request id names the first prediction stored under it. When a client sends the same " +
 				"X-Request-ID with another prediction, that one is stored too, under <request id>~<its created_at in " +
-				"microseconds, base 36>, and listed by GET /api/v1/predictions.",
+				"microseconds, base 36>, and listed by GET /api/v1/predictions. Answers from the cache (cached: true) " +
+				"are not stored unless they are below their confidence threshold or the service runs with " +
+				"PERSIST_CACHE_HITS=true: the prediction they repeat is stored under the request id that computed it.",
 			Parameters: append([]parameter{{Name: "id", In: "path", Required: true, Schema: &schema{Type: "string"}}}, requestIDParam...),
 			Security:   apiKeySecurity,
 			Responses: withErrors(map[string]response{

@@ -1,0 +1,116 @@
+package prediction_test
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/predq/predq/internal/inference"
+	"github.com/predq/predq/internal/prediction"
+	"github.com/predq/predq/internal/redistest"
+)
+
+// capture is a Recorder that keeps what it is given.
+type capture struct {
+	mu   sync.Mutex
+	recs []prediction.Record
+}
+
+func (c *capture) Record(_ context.Context, recs []prediction.Record) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.recs = append(c.recs, recs...)
+	return nil
+}
+
+func (c *capture) take() []prediction.Record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.recs
+	c.recs = nil
+	return r
+}
+
+// TestCacheHitsAreRecordedWhenAsked: a computed prediction is always recorded; a cache hit
+// only when it is below its threshold, or always with PersistCacheHits. The answers are the
+// same either way.
+func TestCacheHitsAreRecordedWhenAsked(t *testing.T) {
+	b, err := os.ReadFile("../../models/v1.0.0.json")
+	require.NoError(t, err)
+	m, err := inference.DecodeArtifact(b)
+	require.NoError(t, err)
+	rs := redistest.New(t)
+	row := func(k int) []float64 {
+		x := make([]float64, m.InputSize)
+		for i := range x {
+			x[i] = 0.001 * float64(i*k%97)
+		}
+		return x
+	}
+
+	for _, all := range []bool{false, true} {
+		rdb := rs.Client(t)
+		require.NoError(t, rdb.FlushDB(context.Background()).Err())
+		rec := &capture{}
+		svc, err := prediction.NewService(prediction.ServiceConfig{
+			Models: oneModel{m}, Cache: prediction.NewCache(rdb, time.Minute, 2*time.Second, nil, nil),
+			Recorder: rec, PersistCacheHits: all,
+		})
+		require.NoError(t, err)
+		ctx := context.Background()
+		in := prediction.Input{Features: row(3), ConfidenceThreshold: 0.5}
+
+		miss, err := svc.Predict(ctx, in, prediction.Meta{RequestID: "miss"})
+		require.NoError(t, err)
+		require.False(t, miss.Cached)
+		got := rec.take()
+		require.Len(t, got, 1, "a computed prediction is recorded")
+		require.Equal(t, "miss", got[0].RequestID)
+		require.False(t, got[0].Cached)
+
+		hit, err := svc.Predict(ctx, in, prediction.Meta{RequestID: "hit"})
+		require.NoError(t, err)
+		require.True(t, hit.Cached)
+		require.Equal(t, miss.Prediction, hit.Prediction)
+		got = rec.take()
+		if all {
+			require.Len(t, got, 1, "PersistCacheHits records the hit")
+			require.Equal(t, "hit", got[0].RequestID)
+			require.True(t, got[0].Cached)
+		} else {
+			require.Empty(t, got, "a confident hit is not recorded")
+		}
+
+		// The same features with a threshold no answer reaches: a low-confidence hit, always
+		// recorded (its alert refers to it).
+		low := in
+		low.ConfidenceThreshold = 1
+		lowHit, err := svc.Predict(ctx, low, prediction.Meta{RequestID: "low"})
+		require.NoError(t, err)
+		require.True(t, lowHit.Cached)
+		got = rec.take()
+		require.Len(t, got, 1, "a low-confidence hit is recorded")
+		require.Equal(t, "low", got[0].RequestID)
+		require.True(t, got[0].Cached)
+		require.True(t, got[0].LowConfidence())
+
+		// A batch of a hit and a miss: the miss always, the hit with PersistCacheHits.
+		outs, err := svc.PredictBatch(ctx, []prediction.Input{in, {Features: row(5), ConfidenceThreshold: 0.5}}, false, prediction.Meta{RequestID: "b"})
+		require.NoError(t, err)
+		require.True(t, outs[0].Cached)
+		require.False(t, outs[1].Cached)
+		var ids []string
+		for _, r := range rec.take() {
+			ids = append(ids, r.RequestID)
+		}
+		if all {
+			require.Equal(t, []string{"b-0", "b-1"}, ids)
+		} else {
+			require.Equal(t, []string{"b-1"}, ids)
+		}
+	}
+}
