@@ -24,7 +24,7 @@ import (
 
 // httpPoint is one HTTP measurement.
 type httpPoint struct {
-	Target string     `json:"target"` // ceiling, predict-miss, predict-hit
+	Target string     `json:"target"` // ceiling, predict-miss, predict-hit, predict-hit-stored
 	Result loadResult `json:"result"`
 	// DrainSeconds is how long the persist queue took to empty after the point (api only).
 	DrainSeconds float64 `json:"drain_seconds,omitempty"`
@@ -67,22 +67,24 @@ type memResult struct {
 
 // bench holds a run's processes and settings.
 type bench struct {
-	opts    options
-	log     func(format string, args ...any)
-	pin     pinning
-	self    string // this binary
-	binDir  string
-	sonar   string // path of data/sonar.csv
-	key     string
-	env     map[string]string
-	apiURL  string
-	ceilURL string
-	dbURL   string
-	redis   *localsvc.Server
+	opts   options
+	log    func(format string, args ...any)
+	pin    pinning
+	self   string // this binary
+	binDir string
+	sonar  string // path of data/sonar.csv
+	key    string
+	env    map[string]string
+	apiURL string
+	// apiAllURL is a second api with PERSIST_CACHE_HITS=true, which stores every cache hit.
+	apiAllURL string
+	ceilURL   string
+	dbURL     string
+	redis     *localsvc.Server
 
-	api, worker, ceiling *proc
-	cleanups             []func() // run in reverse order by stop
-	distinctRuns         int64
+	api, apiAll, worker, ceiling *proc
+	cleanups                     []func() // run in reverse order by stop
+	distinctRuns                 int64
 }
 
 // benchmark runs every measurement and returns the report.
@@ -168,7 +170,7 @@ func benchmark(ctx context.Context, opts options, getenv func(string) string, st
 	if mem != (memResult{}) {
 		rep.Memory = &mem
 	}
-	for _, p := range []*proc{b.api, b.worker, b.ceiling} {
+	for _, p := range []*proc{b.api, b.apiAll, b.worker, b.ceiling} {
 		if p.exited() {
 			return rep, fmt.Errorf("%s exited during the run: %s", p.name, p.tail())
 		}
@@ -219,6 +221,10 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	apiAllPort, err := localsvc.FreePort()
+	if err != nil {
+		return err
+	}
 	b.key = "bench-" + randomHex(16)
 	b.env = map[string]string{
 		"DATABASE_URL":        b.dbURL,
@@ -232,6 +238,7 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	}
 	b.apiURL = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	b.ceilURL = fmt.Sprintf("http://127.0.0.1:%d", ceilPort)
+	b.apiAllURL = fmt.Sprintf("http://127.0.0.1:%d", apiAllPort)
 
 	migrate := exec.CommandContext(ctx, filepath.Join(b.binDir, "api"), "migrate")
 	migrate.Dir, migrate.Env = b.binDir, minimalEnv(b.env)
@@ -259,6 +266,12 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	if b.api, err = startProc("api", cmd); err != nil {
 		return err
 	}
+	// The same api storing every cache hit, idle but for its own points.
+	cmd = b.pin.command(ctx, b.pin.Server, filepath.Join(b.binDir, "api"))
+	cmd.Dir, cmd.Env = b.binDir, append(minimalEnv(b.env), "PORT="+strconv.Itoa(apiAllPort), "PERSIST_CACHE_HITS=true")
+	if b.apiAll, err = startProc("api-all-hits", cmd); err != nil {
+		return err
+	}
 	cmd = exec.CommandContext(ctx, filepath.Join(b.binDir, "worker"))
 	cmd.Dir, cmd.Env = b.binDir, workerEnv
 	if b.worker, err = startProc("worker", cmd); err != nil {
@@ -272,6 +285,9 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	if err := waitHTTP(ctx, b.apiURL+"/health/ready", b.api, 60*time.Second); err != nil {
 		return err
 	}
+	if err := waitHTTP(ctx, b.apiAllURL+"/health/ready", b.apiAll, 60*time.Second); err != nil {
+		return err
+	}
 	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/health/ready", workerPort), b.worker, 60*time.Second); err != nil {
 		return err
 	}
@@ -280,7 +296,7 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 
 // withLogs adds the end of the api's and the worker's output to err, for a failed run.
 func (b *bench) withLogs(err error) error {
-	for _, p := range []*proc{b.api, b.worker} {
+	for _, p := range []*proc{b.api, b.apiAll, b.worker} {
 		if p != nil {
 			if t := p.tail(); t != "" {
 				err = fmt.Errorf("%w\n--- %s output (end) ---\n%s", err, p.name, t)
@@ -292,7 +308,7 @@ func (b *bench) withLogs(err error) error {
 
 // stop ends the processes and runs the cleanups in reverse order.
 func (b *bench) stop() {
-	for _, p := range []*proc{b.api, b.worker, b.ceiling} {
+	for _, p := range []*proc{b.api, b.apiAll, b.worker, b.ceiling} {
 		p.stop()
 	}
 	for i := len(b.cleanups) - 1; i >= 0; i-- {
@@ -326,6 +342,8 @@ func (b *bench) load(ctx context.Context, target string, conns int, d time.Durat
 		args = append(args, "-addr", b.apiURL[len("http://"):], "-key", b.key, "-bodies", "distinct", "-start", strconv.FormatInt(b.nextStart(), 10))
 	case "predict-hit":
 		args = append(args, "-addr", b.apiURL[len("http://"):], "-key", b.key, "-bodies", "same")
+	case "predict-hit-stored":
+		args = append(args, "-addr", b.apiAllURL[len("http://"):], "-key", b.key, "-bodies", "same")
 	}
 	var r loadResult
 	err := b.runJSON(ctx, b.pin.Load, &r, args...)
@@ -338,14 +356,15 @@ func (b *bench) nextStart() int64 {
 	return b.distinctRuns * 100_000_000
 }
 
-// httpPhase measures the ceiling, cache misses and cache hits at each connection count.
+// httpPhase measures the ceiling, cache misses and cache hits at each connection count, and
+// cache hits again on the api that stores every hit (PERSIST_CACHE_HITS=true).
 func (b *bench) httpPhase(ctx context.Context) ([]httpPoint, error) {
 	insp := asynq.NewInspector(b.asynqOpt(0))
 	defer insp.Close()
 	meter := b.meter()
 	var points []httpPoint
 	for _, conns := range b.opts.Conns {
-		for _, target := range []string{"ceiling", "predict-miss", "predict-hit"} {
+		for _, target := range []string{"ceiling", "predict-miss", "predict-hit", "predict-hit-stored"} {
 			if _, err := b.load(ctx, target, conns, b.opts.Warmup); err != nil {
 				return nil, err
 			}
@@ -372,6 +391,10 @@ func (b *bench) httpPhase(ctx context.Context) ([]httpPoint, error) {
 			}
 			p.CPUPerRequestUS = perRequestUS(cpu0, meter.sample(), r.Requests)
 			cpu := p.CPUPerRequestUS
+			if target == "predict-hit-stored" { // the api of this point is the second one
+				cpu["api"] = cpu["api-all-hits"]
+			}
+			delete(cpu, "api-all-hits")
 			b.log("http %-12s %3d conns: %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d requests, drain %.1f s; CPU µs/req: api %.0f, ceiling %.0f, worker %.0f, redis %.0f, postgres %.0f)",
 				target, conns, r.RPS, r.P50MS, r.P99MS, r.Requests, p.DrainSeconds, cpu["api"], cpu["ceiling"], cpu["worker"], cpu["redis"], cpu["postgres"])
 			points = append(points, p)
@@ -390,7 +413,8 @@ func (b *bench) meter() cpuMeter {
 	db := b.dbURL[strings.LastIndex(b.dbURL, "/")+1:]
 	db, _, _ = strings.Cut(db, "?")
 	return cpuMeter{
-		"api": pids(b.api.cmd.Process.Pid), "worker": pids(b.worker.cmd.Process.Pid), "ceiling": pids(b.ceiling.cmd.Process.Pid),
+		"api": pids(b.api.cmd.Process.Pid), "api-all-hits": pids(b.apiAll.cmd.Process.Pid),
+		"worker": pids(b.worker.cmd.Process.Pid), "ceiling": pids(b.ceiling.cmd.Process.Pid),
 		"redis":    func() []int { return redisPID },
 		"postgres": func() []int { return findPIDs("postgres: ", " "+db+" ") },
 	}

@@ -48,6 +48,9 @@ func buildRows(rep report, opts options) []row {
 			if c == targetConns {
 				base = base.atLeast(targetHitRatio, "", true)
 			}
+		case "predict-hit-stored":
+			base.Measure = fmt.Sprintf("HTTP %d conns: predict, cache hits, every hit stored (PERSIST_CACHE_HITS=true)", c)
+			base = base.withCeiling("bare Echo", ceilings[c].RPS)
 		}
 		if p.Target != "ceiling" && cpu != nil {
 			base.Note = fmt.Sprintf("CPU µs/req: api %.0f, worker %.0f, Redis %.0f, Postgres %.0f", cpu["api"], cpu["worker"], cpu["redis"], cpu["postgres"])
