@@ -2,12 +2,17 @@ package predstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -66,12 +71,17 @@ func count(t *testing.T, pool *pgxpool.Pool) int64 {
 
 func TestInsert(t *testing.T) {
 	t.Parallel()
+	// direct: Insert as it is (the direct COPY, then the unnest path on a conflict);
+	// direct+copy: the same with the temporary-table path on a conflict; unnest and copy: the
+	// conflict-handling paths alone.
 	paths := []struct {
 		name string
-		opt  predstore.Option
+		opts []predstore.Option
 	}{
-		{"unnest", predstore.WithCopyThreshold(1 << 30)},
-		{"copy", predstore.WithCopyThreshold(1)},
+		{"direct", nil},
+		{"direct+copy", []predstore.Option{predstore.WithCopyThreshold(1)}},
+		{"unnest", []predstore.Option{predstore.WithoutDirectCopy(), predstore.WithCopyThreshold(1 << 30)}},
+		{"copy", []predstore.Option{predstore.WithoutDirectCopy(), predstore.WithCopyThreshold(1)}},
 	}
 	for _, path := range paths {
 		t.Run(path.name, func(t *testing.T) {
@@ -79,15 +89,17 @@ func TestInsert(t *testing.T) {
 
 			t.Run("StoresEveryColumn", func(t *testing.T) {
 				t.Parallel()
-				store, b := setup(t, path.opt)
+				store, b := setup(t, path.opts...)
 				ctx := context.Background()
-				recs := records("a", 3)
+				recs := records("a", 4)
 				recs[1].UserID = "" // stored as NULL, read back as ""
-				recs[2].Features = []float64{1e-300, -0.1, 123.456789012345678, 1000}
+				recs[2].Features = []float64{1e-300, -0.1, 123.456789012345678, 1000, math.MaxFloat64, -0}
+				recs[3].CreatedAt = time.Date(1999, 12, 31, 23, 59, 59, 999999000, time.UTC) // before Postgres's epoch
+				recs[3].PredictionClass, recs[3].Preprocessing = "Mine ⛏", "minmax"
 				n, err := store.Insert(ctx, recs)
 				require.NoError(t, err)
-				require.EqualValues(t, 3, n)
-				require.EqualValues(t, 3, count(t, b.pool))
+				require.EqualValues(t, 4, n)
+				require.EqualValues(t, 4, count(t, b.pool))
 				for _, r := range recs {
 					got, err := store.Get(ctx, r.RequestID)
 					require.NoError(t, err)
@@ -110,7 +122,7 @@ func TestInsert(t *testing.T) {
 
 			t.Run("ReplayWritesNothingTwice", func(t *testing.T) {
 				t.Parallel()
-				store, b := setup(t, path.opt)
+				store, b := setup(t, path.opts...)
 				ctx := context.Background()
 				recs := records("r", 20)
 				n, err := store.Insert(ctx, recs)
@@ -131,7 +143,7 @@ func TestInsert(t *testing.T) {
 
 			t.Run("ARequestIDReusedByAnotherPredictionKeepsBoth", func(t *testing.T) {
 				t.Parallel()
-				store, b := setup(t, path.opt)
+				store, b := setup(t, path.opts...)
 				ctx := context.Background()
 				// Two predictions a client sent with the same X-Request-ID: another time,
 				// other features.
@@ -175,7 +187,7 @@ func TestInsert(t *testing.T) {
 
 			t.Run("DuplicateWithinOneBatchIsWrittenOnce", func(t *testing.T) {
 				t.Parallel()
-				store, b := setup(t, path.opt)
+				store, b := setup(t, path.opts...)
 				r := record("d", 1)
 				n, err := store.Insert(context.Background(), []prediction.Record{r, r, r})
 				require.NoError(t, err)
@@ -183,9 +195,22 @@ func TestInsert(t *testing.T) {
 				require.EqualValues(t, 1, count(t, b.pool))
 			})
 
+			t.Run("NoFeaturesAreAnEmptyArray", func(t *testing.T) {
+				t.Parallel()
+				store, _ := setup(t, path.opts...)
+				r := record("e", 1)
+				r.Features = nil
+				n, err := store.Insert(context.Background(), []prediction.Record{r})
+				require.NoError(t, err)
+				require.EqualValues(t, 1, n)
+				got, err := store.Get(context.Background(), r.RequestID)
+				require.NoError(t, err)
+				require.Empty(t, got.Features)
+			})
+
 			t.Run("ZeroCreatedAtGetsNow", func(t *testing.T) {
 				t.Parallel()
-				store, _ := setup(t, path.opt)
+				store, _ := setup(t, path.opts...)
 				r := record("z", 1)
 				r.CreatedAt = time.Time{}
 				before := time.Now().Add(-time.Second)
@@ -198,7 +223,7 @@ func TestInsert(t *testing.T) {
 
 			t.Run("ManyRecordsInOneCall", func(t *testing.T) {
 				t.Parallel()
-				store, b := setup(t, path.opt)
+				store, b := setup(t, path.opts...)
 				n, err := store.Insert(context.Background(), records("m", 2000))
 				require.NoError(t, err)
 				require.EqualValues(t, 2000, n)
@@ -220,6 +245,28 @@ func TestInsert(t *testing.T) {
 		require.EqualValues(t, 5, count(t, pool))
 	})
 
+	t.Run("InsideATransactionAReplayDoesNotAbortIt", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.New(t)
+		ctx := context.Background()
+		recs := records("txr", 26)
+		err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
+			store := predstore.New(tx)
+			n, err := store.Insert(ctx, recs[:13])
+			require.NoError(t, err)
+			require.EqualValues(t, 13, n)
+			n, err = store.Insert(ctx, recs) // half of it stored already
+			require.NoError(t, err)
+			require.EqualValues(t, 13, n)
+			n, err = store.Insert(ctx, recs)
+			require.NoError(t, err)
+			require.EqualValues(t, 0, n)
+			return nil
+		})
+		require.NoError(t, err, "the transaction commits")
+		require.EqualValues(t, 26, count(t, pool))
+	})
+
 	t.Run("EmptyIsANoOp", func(t *testing.T) {
 		t.Parallel()
 		store, _ := setup(t)
@@ -239,6 +286,196 @@ func TestInsert(t *testing.T) {
 		require.Error(t, err)
 		require.True(t, postgres.IsUnavailable(err), "got %v", err)
 	})
+}
+
+// opsTracer records the statements a pool runs, in order: "copy <table>" for a COPY, the
+// first word of the SQL otherwise, followed by the SQLSTATE when it failed.
+type opsTracer struct {
+	mu  sync.Mutex
+	ops []string
+}
+
+type opKey struct{}
+
+func (o *opsTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	word, _, _ := strings.Cut(strings.TrimSpace(data.SQL), " ")
+	return context.WithValue(ctx, opKey{}, strings.ToLower(word))
+}
+
+func (o *opsTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryEndData) {
+	o.add(ctx.Value(opKey{}).(string), data.Err)
+}
+
+func (o *opsTracer) TraceCopyFromStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceCopyFromStartData) context.Context {
+	return context.WithValue(ctx, opKey{}, "copy "+data.TableName.Sanitize())
+}
+
+func (o *opsTracer) TraceCopyFromEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceCopyFromEndData) {
+	o.add(ctx.Value(opKey{}).(string), data.Err)
+}
+
+func (o *opsTracer) add(op string, err error) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		op += " " + pgErr.Code
+	} else if err != nil {
+		op += " error"
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.ops = append(o.ops, op)
+}
+
+// take returns the statements recorded since the last take.
+func (o *opsTracer) take() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ops := o.ops
+	o.ops = nil
+	return ops
+}
+
+// setupTraced is setup with a pool whose statements are recorded.
+func setupTraced(t *testing.T, opts ...predstore.Option) (*predstore.Store, *pgxpool.Pool, *opsTracer) {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(pgtest.NewURL(t))
+	require.NoError(t, err)
+	tr := &opsTracer{}
+	cfg.ConnConfig.Tracer = tr
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return predstore.New(pool, opts...), pool, tr
+}
+
+// requireStored checks that every record of recs is stored under its request id (or the
+// renamed id in renamed), with its own features and prediction.
+func requireStored(t *testing.T, store *predstore.Store, recs []prediction.Record, renamed map[string]string) {
+	t.Helper()
+	for _, r := range recs {
+		id := r.RequestID
+		if to, ok := renamed[id]; ok {
+			id = to
+		}
+		got, err := store.Get(context.Background(), id)
+		require.NoError(t, err, id)
+		require.Equal(t, r.Features, got.Features, id)
+		require.Equal(t, r.Prediction, got.Prediction, id)
+		require.True(t, r.CreatedAt.Equal(got.CreatedAt), id)
+	}
+}
+
+// TestInsertDirectCopy checks the direct COPY of Insert and its fallback to the
+// conflict-handling path (with either of its two forms) on a unique violation, by what is
+// stored and by the statements run.
+func TestInsertDirectCopy(t *testing.T) {
+	t.Parallel()
+	const directCopy, failedCopy = `copy "predictions"`, `copy "predictions" 23505`
+	for _, fallback := range []struct {
+		name string
+		opts []predstore.Option
+	}{
+		{"unnest", nil},
+		{"copy", []predstore.Option{predstore.WithCopyThreshold(1)}},
+	} {
+		t.Run(fallback.name, func(t *testing.T) {
+			t.Parallel()
+
+			t.Run("ABatchIsStoredByOneCopy", func(t *testing.T) {
+				t.Parallel()
+				store, pool, tr := setupTraced(t, fallback.opts...)
+				recs := records("c", 26)
+				n, err := store.Insert(context.Background(), recs)
+				require.NoError(t, err)
+				require.EqualValues(t, 26, n)
+				require.Equal(t, []string{directCopy}, tr.take(), "one COPY, nothing else")
+				require.EqualValues(t, 26, count(t, pool))
+				requireStored(t, store, recs, nil)
+			})
+
+			t.Run("AReplayedBatchStoresNothingTwice", func(t *testing.T) {
+				t.Parallel()
+				store, pool, tr := setupTraced(t, fallback.opts...)
+				ctx := context.Background()
+				recs := records("r", 26)
+				n, err := store.Insert(ctx, recs)
+				require.NoError(t, err)
+				require.EqualValues(t, 26, n)
+				for range 2 {
+					tr.take()
+					n, err = store.Insert(ctx, recs)
+					require.NoError(t, err)
+					require.EqualValues(t, 0, n)
+					ops := tr.take()
+					require.Equal(t, failedCopy, ops[0], "the direct COPY fails: %q", ops)
+					require.Greater(t, len(ops), 1, "then the conflict-handling path runs")
+					require.EqualValues(t, 26, count(t, pool))
+				}
+				requireStored(t, store, recs, nil)
+			})
+
+			t.Run("ARequestIDTakenByAnotherPredictionIsRenamed", func(t *testing.T) {
+				t.Parallel()
+				store, pool, tr := setupTraced(t, fallback.opts...)
+				ctx := context.Background()
+				recs := records("t", 26)
+				// Another prediction, stored before, that a client sent with the request id of
+				// recs[5]: another time, other features.
+				other := record("other", 1000)
+				other.RequestID = recs[5].RequestID
+				n, err := store.Insert(ctx, []prediction.Record{other})
+				require.NoError(t, err)
+				require.EqualValues(t, 1, n)
+				tr.take()
+
+				n, err = store.Insert(ctx, recs)
+				require.NoError(t, err)
+				require.EqualValues(t, 26, n, "every record is stored, one of them renamed")
+				ops := tr.take()
+				require.Equal(t, failedCopy, ops[0], "the direct COPY fails: %q", ops)
+				require.EqualValues(t, 27, count(t, pool))
+				renamed := recs[5].RequestID + "~" + strconv.FormatInt(recs[5].CreatedAt.UnixMicro(), 36)
+				requireStored(t, store, recs, map[string]string{recs[5].RequestID: renamed})
+				requireStored(t, store, []prediction.Record{other}, nil)
+
+				// A replay of the batch stores nothing.
+				n, err = store.Insert(ctx, recs)
+				require.NoError(t, err)
+				require.EqualValues(t, 0, n)
+				require.EqualValues(t, 27, count(t, pool))
+			})
+
+			t.Run("HalfStoredStoresTheOtherHalf", func(t *testing.T) {
+				t.Parallel()
+				store, pool, tr := setupTraced(t, fallback.opts...)
+				ctx := context.Background()
+				recs := records("h", 26)
+				n, err := store.Insert(ctx, recs[:13])
+				require.NoError(t, err)
+				require.EqualValues(t, 13, n)
+				tr.take()
+
+				n, err = store.Insert(ctx, recs)
+				require.NoError(t, err)
+				require.EqualValues(t, 13, n)
+				ops := tr.take()
+				require.Equal(t, failedCopy, ops[0], "the direct COPY fails: %q", ops)
+				require.EqualValues(t, 26, count(t, pool))
+				requireStored(t, store, recs, nil)
+			})
+
+			t.Run("ADataErrorIsReturnedAsIs", func(t *testing.T) {
+				t.Parallel()
+				store, pool, tr := setupTraced(t, fallback.opts...)
+				recs := records("bad", 26)
+				recs[7].UserID = "\xff" // not UTF-8
+				_, err := store.Insert(context.Background(), recs)
+				require.True(t, postgres.IsCode(err, "22021"), "got %v", err)
+				require.Equal(t, []string{directCopy + " 22021"}, tr.take(), "no fallback for other errors")
+				require.EqualValues(t, 0, count(t, pool), "a failed COPY stores nothing")
+			})
+		})
+	}
 }
 
 func TestGet(t *testing.T) {
