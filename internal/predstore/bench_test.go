@@ -293,7 +293,7 @@ func pgxCopy(ctx context.Context, pool *pgxpool.Pool, store *predstore.Store, re
 			r.ModelVersion, r.Preprocessing, r.ConfidenceThreshold, r.Cached, user, r.LatencyMS, at, at}, nil
 	})
 	n, err := pool.CopyFrom(ctx, pgx.Identifier{"predictions"}, pgxCopyCols, src)
-	if postgres.IsCode(err, "23505") {
+	if postgres.IsCode(err, postgres.CodeUniqueViolation) {
 		return store.Insert(ctx, recs)
 	}
 	return n, err
