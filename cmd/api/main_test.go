@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -45,13 +46,12 @@ func (w *testWriter) Write(p []byte) (int, error) {
 }
 
 // startAPI runs the api with env on top of a fresh database, a throwaway Redis and the
-// shipped models, and waits until it answers.
+// shipped models, and waits until it answers. A port picked free can be taken before the api
+// binds it (the tests run in parallel); the api then exits saying so, and starts again on
+// another.
 func startAPI(t *testing.T, env map[string]string) *api {
 	t.Helper()
-	port, err := localsvc.FreePort()
-	require.NoError(t, err)
 	vars := map[string]string{
-		"PORT":       strconv.Itoa(port),
 		"MODEL_PATH": "../../models",
 		"API_KEYS":   "tester:" + testKey,
 		"LOG_LEVEL":  "warn",
@@ -65,34 +65,63 @@ func startAPI(t *testing.T, env map[string]string) *api {
 	for k, v := range env {
 		vars[k] = v
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	w := &testWriter{t: t}
-	go func() { done <- run(ctx, []string{"api"}, func(k string) string { return vars[k] }, w, w) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(30 * time.Second):
-			t.Error("api did not stop within 30s")
+	for attempt := 1; ; attempt++ {
+		port, err := localsvc.FreePort()
+		require.NoError(t, err)
+		these := maps.Clone(vars)
+		these["PORT"] = strconv.Itoa(port)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		w := &testWriter{t: t}
+		go func() { done <- run(ctx, []string{"api"}, func(k string) string { return these[k] }, w, w) }()
+		a := &api{base: fmt.Sprintf("http://127.0.0.1:%d", port), t: t}
+		up, exited, exitErr := waitLive(a.base+"/health/live", done, 20*time.Second)
+		if up {
+			t.Cleanup(func() {
+				cancel()
+				select {
+				case err := <-done:
+					require.NoError(t, err)
+				case <-time.After(30 * time.Second):
+					t.Error("api did not stop within 30s")
+				}
+			})
+			return a
 		}
-	})
-	a := &api{base: fmt.Sprintf("http://127.0.0.1:%d", port), t: t}
-	require.Eventually(t, func() bool {
+		cancel()
+		if !exited {
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+			}
+			t.Fatalf("api did not answer on %s within 20s", a.base)
+		}
+		if attempt < 5 && exitErr != nil && strings.Contains(exitErr.Error(), "address already in use") {
+			t.Logf("port %d was taken before the api could bind it; trying another", port)
+			continue
+		}
+		t.Fatalf("api exited: %v", exitErr)
+	}
+}
+
+// waitLive polls url until it answers 200 (up), the api's run returns on done (exited, with
+// its error) or the time is up.
+func waitLive(url string, done <-chan error, within time.Duration) (up, exited bool, err error) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		select {
 		case err := <-done:
-			t.Fatalf("api exited: %v", err)
+			return false, true, err
 		default:
 		}
-		resp, err := http.Get(a.base + "/health/live")
-		if err != nil {
-			return false
+		if resp, err := client.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return true, false, nil
+			}
 		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 20*time.Second, 20*time.Millisecond)
-	return a
+	}
+	return false, false, nil
 }
 
 func (a *api) do(method, path string, body any, out any) int {
