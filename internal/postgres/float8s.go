@@ -40,14 +40,19 @@ func (c float8sCodec) PlanEncode(m *pgtype.Map, oid uint32, format int16, value 
 
 type encodeFloat8s struct{}
 
-// Encode writes Postgres's binary array format: dimensions, a has-nulls flag, the element
-// type, then per dimension its length and lower bound, then each element as a length and
-// its big-endian IEEE 754 bits.
+// Encode writes fs as AppendFloat8Array does; a nil Float8s is NULL.
 func (encodeFloat8s) Encode(value any, buf []byte) ([]byte, error) {
 	fs := value.(Float8s)
 	if fs == nil {
 		return nil, nil
 	}
+	return AppendFloat8Array(buf, fs), nil
+}
+
+// AppendFloat8Array appends fs in Postgres's binary float8[] format: dimensions (none when fs
+// is empty), a has-nulls flag, the element type, then per dimension its length and lower
+// bound, then each element as a length and its big-endian IEEE 754 bits.
+func AppendFloat8Array(buf []byte, fs []float64) []byte {
 	ndim := uint32(1)
 	if len(fs) == 0 {
 		ndim = 0
@@ -56,7 +61,7 @@ func (encodeFloat8s) Encode(value any, buf []byte) ([]byte, error) {
 	buf = binary.BigEndian.AppendUint32(buf, 0)
 	buf = binary.BigEndian.AppendUint32(buf, pgtype.Float8OID)
 	if ndim == 0 {
-		return buf, nil
+		return buf
 	}
 	buf = binary.BigEndian.AppendUint32(buf, uint32(len(fs)))
 	buf = binary.BigEndian.AppendUint32(buf, 1)
@@ -64,5 +69,5 @@ func (encodeFloat8s) Encode(value any, buf []byte) ([]byte, error) {
 		buf = binary.BigEndian.AppendUint32(buf, 8)
 		buf = binary.BigEndian.AppendUint64(buf, math.Float64bits(f))
 	}
-	return buf, nil
+	return buf
 }

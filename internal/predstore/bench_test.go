@@ -269,30 +269,10 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-var pgxCopyCols = []string{
-	"request_id", "input_features", "prediction", "confidence", "prediction_class",
-	"model_version", "preprocessing", "confidence_threshold", "cached", "user_id",
-	"latency_ms", "created_at", "updated_at",
-}
-
 // pgxCopy is the direct COPY through pgx's Conn.CopyFrom, falling back to store on a unique
 // violation: the first form of the fast path, kept to compare with copyDirect.
 func pgxCopy(ctx context.Context, pool *pgxpool.Pool, store *predstore.Store, recs []prediction.Record) (int64, error) {
-	now := time.Now()
-	src := pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
-		r := recs[i]
-		at := r.CreatedAt
-		if at.IsZero() {
-			at = now
-		}
-		var user any
-		if r.UserID != "" {
-			user = r.UserID
-		}
-		return []any{r.RequestID, postgres.Float8s(r.Features), r.Prediction, r.Confidence, r.PredictionClass,
-			r.ModelVersion, r.Preprocessing, r.ConfidenceThreshold, r.Cached, user, r.LatencyMS, at, at}, nil
-	})
-	n, err := pool.CopyFrom(ctx, pgx.Identifier{"predictions"}, pgxCopyCols, src)
+	n, err := pool.CopyFrom(ctx, pgx.Identifier{"predictions"}, predstore.InsertCols, predstore.CopySource(recs, time.Now()))
 	if postgres.IsCode(err, postgres.CodeUniqueViolation) {
 		return store.Insert(ctx, recs)
 	}

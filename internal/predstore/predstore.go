@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/predq/predq/internal/postgres"
@@ -280,22 +279,9 @@ func encodeCopyRows(recs []prediction.Record, now time.Time) []byte {
 		b = binary.BigEndian.AppendUint16(b, uint16(len(insertCols)))
 		// The order of insertCols.
 		text(r.RequestID)
-		if len(r.Features) == 0 {
-			b = binary.BigEndian.AppendUint32(b, 12)
-			b = binary.BigEndian.AppendUint32(b, 0) // no dimensions
-			b = binary.BigEndian.AppendUint32(b, 0) // no nulls
-			b = binary.BigEndian.AppendUint32(b, pgtype.Float8OID)
-		} else {
-			b = binary.BigEndian.AppendUint32(b, uint32(20+12*len(r.Features)))
-			b = binary.BigEndian.AppendUint32(b, 1) // one dimension
-			b = binary.BigEndian.AppendUint32(b, 0) // no nulls
-			b = binary.BigEndian.AppendUint32(b, pgtype.Float8OID)
-			b = binary.BigEndian.AppendUint32(b, uint32(len(r.Features)))
-			b = binary.BigEndian.AppendUint32(b, 1) // lower bound
-			for _, f := range r.Features {
-				float8(f)
-			}
-		}
+		lenAt := len(b) // the array's length, once written
+		b = postgres.AppendFloat8Array(append(b, 0, 0, 0, 0), r.Features)
+		binary.BigEndian.PutUint32(b[lenAt:], uint32(len(b)-lenAt-4))
 		float8(r.Prediction)
 		float8(r.Confidence)
 		text(r.PredictionClass)
@@ -440,17 +426,10 @@ var moveStagingSQL = `INSERT INTO predictions (` + strings.Join(insertCols, ", "
 SELECT ` + strings.Join(insertCols, ", ") + ` FROM predictions_staging
 ON CONFLICT (request_id) DO NOTHING`
 
-func (s *Store) insertCopy(ctx context.Context, recs []prediction.Record) (int64, error) {
-	tx, err := s.db.Begin(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("insert predictions: begin: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
-	if _, err := tx.Exec(ctx, createStagingSQL); err != nil {
-		return 0, fmt.Errorf("insert predictions: staging table: %w", err)
-	}
-	now := time.Now()
-	src := pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
+// copySource gives pgx's CopyFrom the values of recs in the order of insertCols (a zero
+// CreatedAt is now, an empty user id NULL, no features an empty array).
+func copySource(recs []prediction.Record, now time.Time) pgx.CopyFromSource {
+	return pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
 		r := recs[i]
 		at := r.CreatedAt
 		if at.IsZero() {
@@ -467,6 +446,18 @@ func (s *Store) insertCopy(ctx context.Context, recs []prediction.Record) (int64
 		return []any{r.RequestID, feats, r.Prediction, r.Confidence, r.PredictionClass,
 			r.ModelVersion, r.Preprocessing, r.ConfidenceThreshold, r.Cached, user, r.LatencyMS, at, at}, nil
 	})
+}
+
+func (s *Store) insertCopy(ctx context.Context, recs []prediction.Record) (int64, error) {
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("insert predictions: begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
+	if _, err := tx.Exec(ctx, createStagingSQL); err != nil {
+		return 0, fmt.Errorf("insert predictions: staging table: %w", err)
+	}
+	src := copySource(recs, time.Now())
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"predictions_staging"}, insertCols, src); err != nil {
 		return 0, fmt.Errorf("insert predictions: copy: %w", err)
 	}
