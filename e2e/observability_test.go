@@ -93,12 +93,13 @@ func logLine(t *testing.T, logs string, match func(map[string]any) bool) (map[st
 func (s *stack) fullLogs(name string) string { return s.procs[name].log.String() }
 
 // A prediction's trace holds the api's HTTP server span, the enqueue span, and the worker's
-// prediction:persist task span; a low-confidence one also its alert:low_confidence span. The
-// access-log line of the request names the same trace and span.
+// prediction:persist task span (PERSIST_PATH=queue); a low-confidence one also its
+// alert:low_confidence span. The access-log line of the request names the same trace and span.
 func TestTracePredictionAcrossTheQueue(t *testing.T) {
 	t.Parallel()
 	rcv := newOTLPReceiver(t)
 	s := startStack(t, stackOpts{env: map[string]string{
+		"PERSIST_PATH":                "queue",
 		"OTEL_EXPORTER_OTLP_ENDPOINT": rcv.Endpoint(),
 		// The exporters compress (the receiver handles both; the other tests send plain).
 		"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
@@ -379,7 +380,9 @@ next:
 
 // After traffic of every kind, each family of exposed_metrics.txt is exposed by the api or
 // the worker with the type and labels listed there, and the counters moved as the traffic
-// says. A second stack, whose Redis is stopped, produces the fallback series.
+// says. The first stack persists through the queue (PERSIST_PATH=queue, the worker's persist
+// series); a second one, on the default path with its Redis stopped, stores the prediction
+// from the api and logs its alert.
 func TestMetricsExposedAfterTraffic(t *testing.T) {
 	t.Parallel()
 	var alerts, hooks atomic.Int32
@@ -395,7 +398,9 @@ func TestMetricsExposedAfterTraffic(t *testing.T) {
 	}))
 	t.Cleanup(hookRecv.Close)
 
-	s := startStack(t, stackOpts{scheduler: true, env: map[string]string{"ALERT_WEBHOOK_URL": alertRecv.URL + "/alerts", "JOB_CHUNK_SIZE": "50"}})
+	s := startStack(t, stackOpts{scheduler: true, env: map[string]string{
+		"ALERT_WEBHOOK_URL": alertRecv.URL + "/alerts", "JOB_CHUNK_SIZE": "50", "PERSIST_PATH": "queue",
+	}})
 	apiURL := s.base + "/metrics"
 	workerURL := "http://127.0.0.1:" + s.env["WORKER_METRICS_PORT"] + "/metrics"
 	_, before := scrapeFamilies(t, apiURL)
@@ -443,8 +448,9 @@ func TestMetricsExposedAfterTraffic(t *testing.T) {
 	require.EqualValues(t, 1, alerts.Load())
 	require.EqualValues(t, 1, hooks.Load())
 
-	// The second stack: Redis is stopped, so a prediction is written to Postgres by the api
-	// itself, and its low-confidence alert is only logged.
+	// The second stack (PERSIST_PATH=postgres, the default): Redis is stopped, so the
+	// prediction is written to Postgres by the api as always, and its low-confidence alert,
+	// which cannot be enqueued, is only logged.
 	down := startStack(t, stackOpts{noWorker: true})
 	down.redis.Stop()
 	failed := time.Now()
@@ -452,7 +458,7 @@ func TestMetricsExposedAfterTraffic(t *testing.T) {
 	downFams, downAPI := scrapeFamilies(t, down.base+"/metrics")
 	// The breaker stays open for tasks.DefaultBreakerCooldown after the failed enqueue.
 	if time.Since(failed) < tasks.DefaultBreakerCooldown {
-		require.Equal(t, 1.0, sample(downAPI, "ml_persist_queue_circuit_open", nil), "the breaker is open after the failed enqueue")
+		require.Equal(t, 1.0, sample(downAPI, "ml_persist_queue_circuit_open", nil), "the breaker is open after the failed alert enqueue")
 	}
 	require.Less(t, out.Confidence, 1.0)
 	require.Equal(t, 1, countRows(t, down.dbURL, `SELECT count(*) FROM predictions WHERE request_id = 'm-fallback'`))
@@ -530,7 +536,9 @@ func TestMetricsExposedAfterTraffic(t *testing.T) {
 		require.Positive(t, sample(worker, "asynq_tasks_processed_total", map[string]string{"queue": q}), "queue %s", q)
 	}
 
-	require.Equal(t, 1.0, sample(downAPI, "ml_persist_fallback_total", nil))
+	require.Zero(t, sample(downAPI, "ml_persist_fallback_total", nil), "Postgres took the record first")
+	require.Equal(t, 1.0, sample(downAPI, "ml_persist_direct_batch_records_sum", nil))
+	require.Zero(t, sample(downAPI, "ml_persist_postgres_circuit_open", nil))
 	require.Equal(t, 1.0, sample(downAPI, "ml_alert_fallback_total", nil))
 	require.GreaterOrEqual(t, sample(downAPI, "ml_cache_requests_total", map[string]string{"result": "error"}), 1.0)
 	require.Zero(t, sample(downAPI, "ml_persist_unavailable_total", nil), "Postgres took the record")
@@ -547,9 +555,10 @@ func TestMonitoringDashboard(t *testing.T) {
 
 	t.Run("behind basic auth", func(t *testing.T) {
 		t.Parallel()
-		// No worker: the tasks stay in their queues. The scheduler fills the low queue.
+		// No worker: the tasks stay in their queues. The scheduler fills the low queue;
+		// PERSIST_PATH=queue puts the prediction's persist task in the default queue.
 		s := startStack(t, stackOpts{noWorker: true, scheduler: true, env: map[string]string{
-			"MONITORING_USER": user, "MONITORING_PASSWORD": pass, "RECONCILE_INTERVAL": "1s",
+			"MONITORING_USER": user, "MONITORING_PASSWORD": pass, "RECONCILE_INTERVAL": "1s", "PERSIST_PATH": "queue",
 		}})
 		get := func(path string, auth bool) response {
 			t.Helper()

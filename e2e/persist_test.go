@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,12 +25,24 @@ func countRows(t *testing.T, dbURL, sql string, args ...any) int {
 	return n
 }
 
-// Issue 3: every computed prediction is stored exactly once, through the worker. (The inputs
-// are distinct: a cache hit is stored only when it is below its threshold, checked at the end.)
+// Issue 3: every computed prediction is stored exactly once, by either path: written by the
+// api before it answers (PERSIST_PATH=postgres, the default: GET finds each prediction as soon
+// as its answer is read), or through the worker (queue). The inputs are distinct: a cache hit
+// is stored only when it is below its threshold, checked at the end.
 func TestConcurrentPredictsAreAllPersistedOnce(t *testing.T) {
 	t.Parallel()
-	s := startStack(t, stackOpts{})
+	for _, path := range []string{"postgres", "queue"} {
+		t.Run(path, func(t *testing.T) {
+			t.Parallel()
+			testConcurrentPredictsArePersistedOnce(t, path)
+		})
+	}
+}
+
+func testConcurrentPredictsArePersistedOnce(t *testing.T, path string) {
+	s := startStack(t, stackOpts{env: map[string]string{"PERSIST_PATH": path}})
 	xs, _ := sonar(t)
+	var unread atomic.Int32 // postgres path: answers whose prediction GET did not find at once
 	const n = 500
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
@@ -54,6 +67,11 @@ func TestConcurrentPredictsAreAllPersistedOnce(t *testing.T) {
 				Confidence float64 `json:"confidence"`
 			}
 			r.decode(t, &out)
+			if path == "postgres" {
+				if g := s.call("GET", "/api/v1/predictions/"+out.RequestID, nil, nil); g.status != http.StatusOK {
+					unread.Add(1)
+				}
+			}
 			mu.Lock()
 			ids[i] = out.RequestID
 			if i%3 == 0 && out.Confidence < 0.99 {
@@ -63,11 +81,12 @@ func TestConcurrentPredictsAreAllPersistedOnce(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	require.Zero(t, unread.Load(), "predictions not readable right after their answer")
 	answered := time.Now()
 	require.Eventually(t, func() bool {
 		return countRows(t, s.dbURL, `SELECT count(*) FROM predictions`) >= n
 	}, 20*time.Second, 100*time.Millisecond, "worker: %s", s.logs("worker"))
-	t.Logf("500 predictions stored %.1fs after the last answer", time.Since(answered).Seconds())
+	t.Logf("%s: 500 predictions stored %.1fs after the last answer", path, time.Since(answered).Seconds())
 	require.Equal(t, n, countRows(t, s.dbURL, `SELECT count(DISTINCT request_id) FROM predictions`))
 	require.Equal(t, n, countRows(t, s.dbURL, `SELECT count(*) FROM predictions WHERE request_id = ANY($1)`, ids))
 	require.Equal(t, n/3+1, countRows(t, s.dbURL, `SELECT count(*) FROM predictions WHERE confidence_threshold = 0.99`))

@@ -158,6 +158,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		return fmt.Errorf("REDIS_URL: %w", err)
 	}
 	recorder, err := tasks.NewRecorder(tasks.RecorderConfig{
+		Path:       cfg.PersistPath,
 		Redis:      redisOpts,
 		Store:      predstore.New(pool),
 		Registerer: reg,
@@ -168,7 +169,8 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		return err
 	}
 	defer recorder.Close()
-	// Group commit: the records of concurrent requests share one enqueue (see tasks.GroupCommit).
+	// Group commit: the records of concurrent requests share one write to Postgres, or one
+	// enqueue with PERSIST_PATH=queue (see tasks.GroupCommit).
 	commits := tasks.NewGroupCommit(recorder, 0, 0)
 	defer commits.Close()
 

@@ -24,7 +24,7 @@ import (
 
 // httpPoint is one HTTP measurement.
 type httpPoint struct {
-	Target string     `json:"target"` // ceiling, predict-miss, predict-hit, predict-hit-stored
+	Target string     `json:"target"` // ceiling, predict-miss, predict-hit, predict-hit-stored, predict-miss-queue
 	Result loadResult `json:"result"`
 	// DrainSeconds is how long the persist queue took to empty after the point (api only).
 	DrainSeconds float64 `json:"drain_seconds,omitempty"`
@@ -78,13 +78,15 @@ type bench struct {
 	apiURL string
 	// apiAllURL is a second api with PERSIST_CACHE_HITS=true, which stores every cache hit.
 	apiAllURL string
-	ceilURL   string
-	dbURL     string
-	redis     *localsvc.Server
+	// apiQueueURL is a third api with PERSIST_PATH=queue: the worker stores its predictions.
+	apiQueueURL string
+	ceilURL     string
+	dbURL       string
+	redis       *localsvc.Server
 
-	api, apiAll, worker, ceiling *proc
-	cleanups                     []func() // run in reverse order by stop
-	distinctRuns                 int64
+	api, apiAll, apiQueue, worker, ceiling *proc
+	cleanups                               []func() // run in reverse order by stop
+	distinctRuns                           int64
 }
 
 // benchmark runs every measurement and returns the report.
@@ -170,7 +172,7 @@ func benchmark(ctx context.Context, opts options, getenv func(string) string, st
 	if mem != (memResult{}) {
 		rep.Memory = &mem
 	}
-	for _, p := range []*proc{b.api, b.apiAll, b.worker, b.ceiling} {
+	for _, p := range []*proc{b.api, b.apiAll, b.apiQueue, b.worker, b.ceiling} {
 		if p.exited() {
 			return rep, fmt.Errorf("%s exited during the run: %s", p.name, p.tail())
 		}
@@ -221,6 +223,10 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	apiQueuePort, err := localsvc.FreePort()
+	if err != nil {
+		return err
+	}
 	apiAllPort, err := localsvc.FreePort()
 	if err != nil {
 		return err
@@ -239,6 +245,7 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	b.apiURL = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	b.ceilURL = fmt.Sprintf("http://127.0.0.1:%d", ceilPort)
 	b.apiAllURL = fmt.Sprintf("http://127.0.0.1:%d", apiAllPort)
+	b.apiQueueURL = fmt.Sprintf("http://127.0.0.1:%d", apiQueuePort)
 
 	migrate := exec.CommandContext(ctx, filepath.Join(b.binDir, "api"), "migrate")
 	migrate.Dir, migrate.Env = b.binDir, minimalEnv(b.env)
@@ -272,6 +279,12 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	if b.apiAll, err = startProc("api-all-hits", cmd); err != nil {
 		return err
 	}
+	// And one persisting through the queue (the worker writes), for its own points.
+	cmd = b.pin.command(ctx, b.pin.Server, filepath.Join(b.binDir, "api"))
+	cmd.Dir, cmd.Env = b.binDir, append(minimalEnv(b.env), "PORT="+strconv.Itoa(apiQueuePort), "PERSIST_PATH=queue")
+	if b.apiQueue, err = startProc("api-queue", cmd); err != nil {
+		return err
+	}
 	cmd = exec.CommandContext(ctx, filepath.Join(b.binDir, "worker"))
 	cmd.Dir, cmd.Env = b.binDir, workerEnv
 	if b.worker, err = startProc("worker", cmd); err != nil {
@@ -288,6 +301,9 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	if err := waitHTTP(ctx, b.apiAllURL+"/health/ready", b.apiAll, 60*time.Second); err != nil {
 		return err
 	}
+	if err := waitHTTP(ctx, b.apiQueueURL+"/health/ready", b.apiQueue, 60*time.Second); err != nil {
+		return err
+	}
 	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/health/ready", workerPort), b.worker, 60*time.Second); err != nil {
 		return err
 	}
@@ -296,7 +312,7 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 
 // withLogs adds the end of the api's and the worker's output to err, for a failed run.
 func (b *bench) withLogs(err error) error {
-	for _, p := range []*proc{b.api, b.apiAll, b.worker} {
+	for _, p := range []*proc{b.api, b.apiAll, b.apiQueue, b.worker} {
 		if p != nil {
 			if t := p.tail(); t != "" {
 				err = fmt.Errorf("%w\n--- %s output (end) ---\n%s", err, p.name, t)
@@ -308,7 +324,7 @@ func (b *bench) withLogs(err error) error {
 
 // stop ends the processes and runs the cleanups in reverse order.
 func (b *bench) stop() {
-	for _, p := range []*proc{b.api, b.apiAll, b.worker, b.ceiling} {
+	for _, p := range []*proc{b.api, b.apiAll, b.apiQueue, b.worker, b.ceiling} {
 		p.stop()
 	}
 	for i := len(b.cleanups) - 1; i >= 0; i-- {
@@ -344,6 +360,8 @@ func (b *bench) load(ctx context.Context, target string, conns int, d time.Durat
 		args = append(args, "-addr", b.apiURL[len("http://"):], "-key", b.key, "-bodies", "same")
 	case "predict-hit-stored":
 		args = append(args, "-addr", b.apiAllURL[len("http://"):], "-key", b.key, "-bodies", "same")
+	case "predict-miss-queue":
+		args = append(args, "-addr", b.apiQueueURL[len("http://"):], "-key", b.key, "-bodies", "distinct", "-start", strconv.FormatInt(b.nextStart(), 10))
 	}
 	var r loadResult
 	err := b.runJSON(ctx, b.pin.Load, &r, args...)
@@ -356,15 +374,16 @@ func (b *bench) nextStart() int64 {
 	return b.distinctRuns * 100_000_000
 }
 
-// httpPhase measures the ceiling, cache misses and cache hits at each connection count, and
-// cache hits again on the api that stores every hit (PERSIST_CACHE_HITS=true).
+// httpPhase measures the ceiling, cache misses and cache hits at each connection count, cache
+// hits again on the api that stores every hit (PERSIST_CACHE_HITS=true), and cache misses
+// again on the api that persists through the queue (PERSIST_PATH=queue).
 func (b *bench) httpPhase(ctx context.Context) ([]httpPoint, error) {
 	insp := asynq.NewInspector(b.asynqOpt(0))
 	defer insp.Close()
 	meter := b.meter()
 	var points []httpPoint
 	for _, conns := range b.opts.Conns {
-		for _, target := range []string{"ceiling", "predict-miss", "predict-hit", "predict-hit-stored"} {
+		for _, target := range []string{"ceiling", "predict-miss", "predict-hit", "predict-hit-stored", "predict-miss-queue"} {
 			if _, err := b.load(ctx, target, conns, b.opts.Warmup); err != nil {
 				return nil, err
 			}
@@ -376,8 +395,8 @@ func (b *bench) httpPhase(ctx context.Context) ([]httpPoint, error) {
 			if r.Errors > 0 {
 				return nil, fmt.Errorf("%s at %d connections: %d errors, the first: %s", target, conns, r.Errors, r.FirstError)
 			}
-			if target == "predict-miss" && r.Cached > 0 {
-				return nil, fmt.Errorf("predict-miss at %d connections: %d answers were cache hits", conns, r.Cached)
+			if (target == "predict-miss" || target == "predict-miss-queue") && r.Cached > 0 {
+				return nil, fmt.Errorf("%s at %d connections: %d answers were cache hits", target, conns, r.Cached)
 			}
 			p := httpPoint{Target: target, Result: r}
 			if target != "ceiling" {
@@ -391,10 +410,14 @@ func (b *bench) httpPhase(ctx context.Context) ([]httpPoint, error) {
 			}
 			p.CPUPerRequestUS = perRequestUS(cpu0, meter.sample(), r.Requests)
 			cpu := p.CPUPerRequestUS
-			if target == "predict-hit-stored" { // the api of this point is the second one
+			switch target { // the api of these points is another one
+			case "predict-hit-stored":
 				cpu["api"] = cpu["api-all-hits"]
+			case "predict-miss-queue":
+				cpu["api"] = cpu["api-queue"]
 			}
 			delete(cpu, "api-all-hits")
+			delete(cpu, "api-queue")
 			b.log("http %-12s %3d conns: %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d requests, drain %.1f s; CPU µs/req: api %.0f, ceiling %.0f, worker %.0f, redis %.0f, postgres %.0f)",
 				target, conns, r.RPS, r.P50MS, r.P99MS, r.Requests, p.DrainSeconds, cpu["api"], cpu["ceiling"], cpu["worker"], cpu["redis"], cpu["postgres"])
 			points = append(points, p)
@@ -413,7 +436,7 @@ func (b *bench) meter() cpuMeter {
 	db := b.dbURL[strings.LastIndex(b.dbURL, "/")+1:]
 	db, _, _ = strings.Cut(db, "?")
 	return cpuMeter{
-		"api": pids(b.api.cmd.Process.Pid), "api-all-hits": pids(b.apiAll.cmd.Process.Pid),
+		"api": pids(b.api.cmd.Process.Pid), "api-all-hits": pids(b.apiAll.cmd.Process.Pid), "api-queue": pids(b.apiQueue.cmd.Process.Pid),
 		"worker": pids(b.worker.cmd.Process.Pid), "ceiling": pids(b.ceiling.cmd.Process.Pid),
 		"redis":    func() []int { return redisPID },
 		"postgres": func() []int { return findPIDs("postgres: ", " "+db+" ") },

@@ -51,6 +51,9 @@ func buildRows(rep report, opts options) []row {
 		case "predict-hit-stored":
 			base.Measure = fmt.Sprintf("HTTP %d conns: predict, cache hits, every hit stored (PERSIST_CACHE_HITS=true)", c)
 			base = base.withCeiling("bare Echo", ceilings[c].RPS)
+		case "predict-miss-queue":
+			base.Measure = fmt.Sprintf("HTTP %d conns: predict, cache misses, persisted through the queue (PERSIST_PATH=queue)", c)
+			base = base.withCeiling("bare Echo", ceilings[c].RPS)
 		}
 		if p.Target != "ceiling" && cpu != nil {
 			base.Note = fmt.Sprintf("CPU µs/req: api %.0f, worker %.0f, Redis %.0f, Postgres %.0f", cpu["api"], cpu["worker"], cpu["redis"], cpu["postgres"])
@@ -116,7 +119,7 @@ func notes(rep report, opts options) []string {
 	n := []string{
 		"HTTP: closed loop, each connection sends its next request when the answer is read; " +
 			fmt.Sprintf("%s per point after a %s warm-up; predict uses the latest model (MLP) and stores every computed answer ", opts.Duration, opts.Warmup) +
-			"(cache hits too on the api with PERSIST_CACHE_HITS=true), and the worker drains the persist queue between points. Cache misses: sonar row i mod 208 with its first feature moved by (1+i/208)·1e-9, so no input repeats. " +
+			"(cache hits too on the api with PERSIST_CACHE_HITS=true): the api writes it to Postgres before answering (PERSIST_PATH=postgres), or the worker does (the api with PERSIST_PATH=queue), and the worker drains the persist queue between points. Cache misses: sonar row i mod 208 with its first feature moved by (1+i/208)·1e-9, so no input repeats. " +
 			"CPU µs/req: CPU time of each process (Postgres: the backends of the bench's database) from the start of the point until the persist queue is empty, per answered request.",
 	}
 	if opts.Smoke {

@@ -32,6 +32,10 @@ type Config struct {
 	RedisTimeout  time.Duration // REDIS_TIMEOUT: per cache call; predict falls back to inference past it
 	// PersistCacheHits: PERSIST_CACHE_HITS; cache hits are stored like computed predictions.
 	PersistCacheHits bool
+	// PersistPath: PERSIST_PATH, postgres (the api writes each group-committed batch to
+	// Postgres before it answers; the queue is its fallback) or queue (the api enqueues and the
+	// worker writes; Postgres is the fallback).
+	PersistPath string
 
 	SecretKey      string   // SECRET_KEY: >= 32 characters; signs pagination cursors
 	APIKeys        []string // API_KEYS: comma-separated, each "name:key" or "key"
@@ -91,6 +95,7 @@ var Vars = []Var{
 	{"CACHE_REDIS_URL", "", "cache Redis (defaults to REDIS_URL)"},
 	{"REDIS_TTL", "3600", "seconds a cached prediction lives (>= 60)"},
 	{"REDIS_TIMEOUT", "100ms", "timeout of one cache call; past it predict answers by inference"},
+	{"PERSIST_PATH", "postgres", "how the api persists answered predictions: postgres (written before the answer; enqueued for the worker only when Postgres fails) or queue (enqueued for the worker; written by the api only when Redis fails)"},
 	{"PERSIST_CACHE_HITS", "false", "store predictions answered from the cache too (by default only computed ones, and low-confidence hits, are stored)"},
 	{"SECRET_KEY", "", "at least 32 characters; signs pagination cursors (random per process when unset in development)"},
 	{"API_KEYS", "", "comma-separated static API keys, each name:key or key"},
@@ -155,6 +160,7 @@ func Load(getenv func(string) string) (Config, error) {
 	c.RedisTTL = time.Duration(l.intRange("REDIS_TTL", 60, 30*24*3600)) * time.Second
 	c.RedisTimeout = l.duration("REDIS_TIMEOUT", time.Millisecond, time.Minute)
 	c.PersistCacheHits = l.boolean("PERSIST_CACHE_HITS")
+	c.PersistPath = l.oneOf("PERSIST_PATH", "postgres", "queue")
 	c.SecretKey = l.get("SECRET_KEY")
 	if c.SecretKey != "" && len(c.SecretKey) < 32 {
 		l.fail("SECRET_KEY", "must be at least 32 characters, got %d", len(c.SecretKey))
@@ -246,7 +252,7 @@ func (c Config) Redacted() []any {
 		"app_env", c.Env, "port", c.Port, "log_level", c.LogLevel,
 		"database_url", RedactURL(c.DatabaseURL), "db_pool_size", c.DBPoolSize,
 		"redis_url", RedactURL(c.RedisURL), "cache_redis_url", RedactURL(c.CacheRedisURL),
-		"redis_ttl", c.RedisTTL.String(), "persist_cache_hits", c.PersistCacheHits, "secret_key", mask(c.SecretKey),
+		"redis_ttl", c.RedisTTL.String(), "persist_cache_hits", c.PersistCacheHits, "persist_path", c.PersistPath, "secret_key", mask(c.SecretKey),
 		"api_keys", len(c.APIKeys), "allowed_origins", c.AllowedOrigins,
 		"rate_limit", c.RateLimit, "model_path", c.ModelPath, "max_batch_size", c.MaxBatchSize,
 		"worker_concurrency", c.WorkerConcurrency, "webhook_secret", mask(c.WebhookSecret),

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/hibiken/asynq"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -16,13 +18,13 @@ import (
 )
 
 // GroupCommit is a prediction.Recorder that batches the records of concurrent requests in
-// the api itself (group commit) before they reach Redis: while one batch is being enqueued,
-// the records of the requests that arrive meanwhile gather, and the next enqueue takes them
-// all as one prediction:persist task whose payload is the array of records. Each request is
-// answered only once the batch holding its record is durably enqueued (or, with Redis down,
-// written to Postgres by the Recorder's fallback). Nothing waits for a timer: under light
-// load a batch holds one record and costs what a single enqueue costs; under load one Redis
-// round trip carries many records, which asynq's per-task enqueue cannot.
+// the api itself (group commit): while one batch is being written, the records of the
+// requests that arrive meanwhile gather, and the next write takes them all. On PathPostgres a
+// batch is one COPY into Postgres (one commit); on PathQueue it is one prediction:persist
+// task whose payload is the array of records. Each request is answered only once the batch
+// holding its record is stored or enqueued (by the Recorder's path, or by its fallback when
+// that fails). Nothing waits for a timer: under light load a batch holds one record and costs
+// one round trip; under load one round trip carries many records.
 type GroupCommit struct {
 	r        *Recorder
 	maxBatch int
@@ -121,15 +123,18 @@ func (g *GroupCommit) commit() {
 	}
 }
 
-// recordBatch enqueues the n records of batch as one prediction:persist task (plus one alert
-// task per low-confidence record); when Redis cannot take them, they are written to Postgres
-// like Record's fallback.
+// recordBatch records the n records of batch and enqueues one alert task per low-confidence
+// record. On PathQueue the records become one prediction:persist task, and when Redis cannot
+// take it they are written to Postgres like Record's fallback. On PathPostgres they are
+// written to Postgres (storeBatch), and when Postgres cannot take them they become the
+// prediction:persist task instead.
 //
 // Traces: the persist task continues the trace of the first request (through the producer
-// span "enqueue prediction:persist") and carries the traceparents of up to MaxTraceLinks
-// other requests in HeaderTraceLinks, which the worker's consumer span links, as for a task
-// of asynq's aggregator; each alert task, and each log line about a record, continues the
-// trace of the record's own request.
+// span "enqueue prediction:persist", on PathPostgres the span "store predictions", which
+// holds the write) and carries the traceparents of up to MaxTraceLinks other requests in
+// HeaderTraceLinks, which the worker's consumer span links, as for a task of asynq's
+// aggregator; each alert task, and each log line about a record, continues the trace of the
+// record's own request. The span links the other requests on both paths.
 func (r *Recorder) recordBatch(batch []*commitWaiter, n int) error {
 	recs := make([]prediction.Record, 0, n)
 	for _, w := range batch {
@@ -141,14 +146,26 @@ func (r *Recorder) recordBatch(batch []*commitWaiter, n int) error {
 			links = append(links, trace.Link{SpanContext: sc})
 		}
 	}
-	ctx, span := r.tracer.Start(context.WithoutCancel(batch[0].ctx), "enqueue "+TypePredictionPersist,
-		trace.WithSpanKind(trace.SpanKindProducer), trace.WithLinks(links...),
+	name, kind := "enqueue "+TypePredictionPersist, trace.SpanKindProducer
+	if r.direct {
+		name, kind = "store predictions", trace.SpanKindInternal
+	}
+	ctx, span := r.tracer.Start(context.WithoutCancel(batch[0].ctx), name,
+		trace.WithSpanKind(kind), trace.WithLinks(links...),
 		trace.WithAttributes(attribute.String("messaging.system", "asynq"), attribute.Int("messaging.batch.message_count", len(recs))))
 	defer span.End()
 	headers := map[string]string{}
 	r.propagator.Inject(ctx, propagation.MapCarrier(headers))
 	if tl := traceLinksHeader(headers["traceparent"], batch[1:]); tl != "" {
 		headers[HeaderTraceLinks] = tl
+	}
+	var perr error
+	if r.direct {
+		if perr = r.storeBatch(ctx, recs); perr == nil {
+			r.alertBatch(ctx, batch)
+			return nil
+		}
+		span.SetAttributes(attribute.Int("predq.fallback_records", len(recs)))
 	}
 	var qerr error
 	if r.breakerOpen() {
@@ -160,7 +177,18 @@ func (r *Recorder) recordBatch(batch []*commitWaiter, n int) error {
 		}
 	}
 	if qerr == nil {
+		if r.direct {
+			r.metrics.fallbackToQueue.Add(float64(len(recs)))
+		}
 		return nil
+	}
+	if r.direct {
+		// Postgres failed first: the records are neither stored nor queued.
+		r.metrics.unavailable.Add(float64(len(recs)))
+		err := fmt.Errorf("%w: record %d predictions: postgres: %v; queue: %v", prediction.ErrUnavailable, len(recs), perr, qerr)
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "unrecorded")
+		return err
 	}
 	// Same path as Record for records that could not be enqueued.
 	if err := r.storeDirectly(ctx, span, recs, qerr); err != nil {
@@ -174,6 +202,45 @@ func (r *Recorder) recordBatch(batch []*commitWaiter, n int) error {
 		}
 	}
 	return nil
+}
+
+// storeBatch writes recs to Postgres within the store timeout (PathPostgres). After a failure
+// it opens the Postgres breaker: until the cooldown ends, batches go to the queue at once.
+func (r *Recorder) storeBatch(ctx context.Context, recs []prediction.Record) error {
+	if r.pgBreakerOpen() {
+		return errPostgresOpen
+	}
+	sctx, cancel := context.WithTimeout(ctx, r.storeTimeout)
+	_, err := r.store.Insert(sctx, recs)
+	cancel()
+	if err != nil {
+		r.tripPostgres(ctx, err)
+		return err
+	}
+	r.metrics.directBatch.Observe(float64(len(recs)))
+	return nil
+}
+
+// errPostgresOpen: Postgres was not tried because a write failed moments ago.
+var errPostgresOpen = errors.New("postgres unavailable moments ago (circuit open)")
+
+// alertBatch enqueues the alert task of each low-confidence record of batch whose records are
+// stored (PathPostgres); a record whose alert cannot be enqueued is logged and counted by the
+// api, as on the fallback.
+func (r *Recorder) alertBatch(ctx context.Context, batch []*commitWaiter) {
+	if r.breakerOpen() {
+		for _, w := range batch {
+			for _, rec := range w.recs {
+				if rec.LowConfidence() {
+					r.alertNotQueued(w.ctx, rec)
+				}
+			}
+		}
+		return
+	}
+	if err := r.enqueueAlerts(ctx, batch); err != nil {
+		r.trip(ctx, err)
+	}
 }
 
 // traceLinksHeader returns the HeaderTraceLinks value of a batch: the distinct W3C
@@ -198,9 +265,8 @@ func traceLinksHeader(first string, others []*commitWaiter) string {
 	return strings.Join(tps, ",")
 }
 
-// enqueueBatch enqueues the persist task of recs with headers, then the alert task of each
-// low-confidence record of batch with the trace context of its own request (the first
-// request's through ctx, which holds the producer span).
+// enqueueBatch enqueues the persist task of recs with headers, then the alert tasks of batch
+// (enqueueAlerts).
 func (r *Recorder) enqueueBatch(ctx context.Context, recs []prediction.Record, headers map[string]string, batch []*commitWaiter) error {
 	payload, err := marshalPersistBatch(recs)
 	if err != nil {
@@ -212,6 +278,20 @@ func (r *Recorder) enqueueBatch(ctx context.Context, recs []prediction.Record, h
 	if err := r.enqueue(ctx, t); err != nil {
 		return err
 	}
+	// The records are queued: an alert that is not is logged and counted by enqueueAlerts.
+	if err := r.enqueueAlerts(ctx, batch); err != nil {
+		r.trip(ctx, err)
+	}
+	return nil
+}
+
+// enqueueAlerts enqueues the alert task of each low-confidence record of batch with the trace
+// context of its own request (the first request's through ctx, which holds the producer
+// span). Each alert that is not enqueued is logged and counted, as on the fallback; after the
+// first failed enqueue the rest are not tried (a hung Redis would hold the batch for a
+// timeout per alert), and that failure is returned.
+func (r *Recorder) enqueueAlerts(ctx context.Context, batch []*commitWaiter) error {
+	var failed error
 	for i, w := range batch {
 		wctx := context.WithoutCancel(w.ctx)
 		if i == 0 {
@@ -226,17 +306,21 @@ func (r *Recorder) enqueueBatch(ctx context.Context, recs []prediction.Record, h
 				wh = map[string]string{}
 				r.propagator.Inject(wctx, propagation.MapCarrier(wh))
 			}
-			at, err := NewAlertLowConfidenceTask(rec, wh)
-			if err != nil {
-				return fmt.Errorf("%w: %v", errEncode, err)
+			err := failed
+			if err == nil {
+				var at *asynq.Task
+				if at, err = NewAlertLowConfidenceTask(rec, wh); err == nil {
+					if err = r.enqueue(ctx, at); err != nil {
+						failed = err
+					}
+				}
 			}
-			if err := r.enqueue(ctx, at); err != nil {
-				// The records are queued; only the alert is missing: log it like the fallback.
+			if err != nil {
 				r.metrics.alertFallback.WithLabelValues(rec.ModelVersion).Inc()
 				r.logger.WarnContext(wctx, "low-confidence prediction (alert not queued)", "request_id", rec.RequestID,
 					"model_version", rec.ModelVersion, "confidence", rec.Confidence, "threshold", rec.ConfidenceThreshold, "error", err)
 			}
 		}
 	}
-	return nil
+	return failed
 }

@@ -184,3 +184,20 @@ func (w tWriter) Write(p []byte) (int, error) {
 }
 
 func testRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
+
+// metricSum is the sum of the samples of the histogram name (all its series).
+func metricSum(t testing.TB, reg prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetHistogram().GetSampleSum()
+		}
+	}
+	return sum
+}

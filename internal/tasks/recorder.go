@@ -8,11 +8,13 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
@@ -37,14 +39,30 @@ type Inserter interface {
 // thread: about 15-18k records/s per queue Redis.
 const (
 	DefaultEnqueueTimeout  = 500 * time.Millisecond
+	DefaultStoreTimeout    = time.Second
 	DefaultFallbackTimeout = 5 * time.Second
 	DefaultBreakerCooldown = 2 * time.Second
 	DefaultEnqueueWorkers  = 8
 	DefaultGroupShards     = 32
 )
 
+// Persistence paths of the records of answered predictions (RecorderConfig.Path, PERSIST_PATH).
+const (
+	// PathPostgres: the api writes each group-committed batch to Postgres itself (one COPY, one
+	// commit) before it answers, and enqueues a prediction:persist task for the worker only when
+	// Postgres cannot take the batch. An answered prediction is then in Postgres, the source of
+	// truth, when its client reads the answer: a Redis without persistence loses nothing, and
+	// GET /predictions/{id} finds it at once.
+	PathPostgres = "postgres"
+	// PathQueue: the api enqueues each batch as a prediction:persist task and the worker writes
+	// it (DESIGN section 2); the api writes to Postgres itself only when the queue fails.
+	PathQueue = "queue"
+)
+
 // RecorderConfig configures a Recorder. Redis and Store are required.
 type RecorderConfig struct {
+	// Path is PathPostgres or PathQueue; empty means PathQueue.
+	Path string
 	// Redis is the queue Redis (REDIS_URL).
 	Redis redisdb.Options
 	// Store takes the records when they cannot be enqueued.
@@ -60,10 +78,15 @@ type RecorderConfig struct {
 	Propagator propagation.TextMapPropagator
 	// EnqueueTimeout bounds one enqueue (and the Redis client's dial, read and write).
 	EnqueueTimeout time.Duration
-	// FallbackTimeout bounds the direct Postgres write of the fallback.
+	// StoreTimeout bounds the Postgres write of a batch on PathPostgres; past it the batch is
+	// enqueued instead (a write that commits late is harmless: the worker's replay writes
+	// nothing twice).
+	StoreTimeout time.Duration
+	// FallbackTimeout bounds the direct Postgres write of the fallback (PathQueue).
 	FallbackTimeout time.Duration
 	// BreakerCooldown: after an enqueue fails, Record writes to Postgres directly, without
-	// trying Redis, for this long; the first call after it tries Redis again.
+	// trying Redis, for this long; the first call after it tries Redis again. On PathPostgres,
+	// likewise after a failed write to Postgres: batches go to the queue without trying it.
 	BreakerCooldown time.Duration
 	// EnqueueWorkers bounds the concurrent enqueues of one Record call (a batch predict).
 	EnqueueWorkers int
@@ -72,7 +95,9 @@ type RecorderConfig struct {
 	GroupShards int
 }
 
-// Recorder implements prediction.Recorder with asynq: each record becomes one
+// Recorder implements prediction.Recorder. On PathPostgres it writes records to Postgres
+// itself and uses the queue as the fallback (see recordBatch); on PathQueue, with asynq: each
+// record becomes one
 // prediction:persist task in a group of the default queue, and each low-confidence record one
 // alert:low_confidence task on the critical queue. When Redis cannot take a record, the
 // Recorder writes it to Postgres itself (counted in ml_persist_fallback_total) and, since
@@ -88,14 +113,17 @@ type Recorder struct {
 	propagator propagation.TextMapPropagator
 	metrics    *recorderMetrics
 
+	direct          bool // PathPostgres
 	enqueueTimeout  time.Duration
+	storeTimeout    time.Duration
 	fallbackTimeout time.Duration
 	cooldown        time.Duration
 	workers         int
 	shards          uint32
 
-	openUntil atomic.Int64 // breaker: unix nanoseconds until which Redis is not tried
-	now       func() time.Time
+	openUntil   atomic.Int64 // breaker: unix nanoseconds until which Redis is not tried
+	pgOpenUntil atomic.Int64 // PathPostgres breaker: until which Postgres is not tried first
+	now         func() time.Time
 }
 
 var _ prediction.Recorder = (*Recorder)(nil)
@@ -108,7 +136,14 @@ func NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 	if len(cfg.Redis.Addrs) == 0 {
 		return nil, errors.New("tasks: RecorderConfig.Redis has no address")
 	}
+	switch cfg.Path {
+	case "", PathQueue, PathPostgres:
+	default:
+		return nil, fmt.Errorf("tasks: RecorderConfig.Path must be %q or %q, got %q", PathPostgres, PathQueue, cfg.Path)
+	}
 	r := &Recorder{
+		direct:          cfg.Path == PathPostgres,
+		storeTimeout:    cmp.Or(cfg.StoreTimeout, DefaultStoreTimeout),
 		store:           cfg.Store,
 		logger:          cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
 		tracer:          cfg.Tracer,
@@ -130,7 +165,7 @@ func NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 	uo.ContextTimeoutEnabled = true
 	r.rdb = redis.NewUniversalClient(uo)
 	r.client = asynq.NewClientFromRedisClient(r.rdb)
-	r.metrics = newRecorderMetrics(cfg.Registerer, r.breakerOpen)
+	r.metrics = newRecorderMetrics(cfg.Registerer, r.breakerOpen, r.pgBreakerOpen)
 	return r, nil
 }
 
@@ -152,17 +187,23 @@ func (r *Recorder) group(requestID string) string {
 
 func (r *Recorder) breakerOpen() bool { return r.now().UnixNano() < r.openUntil.Load() }
 
+func (r *Recorder) pgBreakerOpen() bool { return r.now().UnixNano() < r.pgOpenUntil.Load() }
+
 // errBreakerOpen: Redis was not tried because it failed moments ago.
 var errBreakerOpen = errors.New("queue unavailable moments ago (circuit open)")
 
-// Record enqueues the persist task (and the alert task) of every record. Records that cannot
-// be enqueued are written to Postgres directly. It returns nil when every record is either
+// Record records recs. On PathPostgres it is recordBatch with recs as one batch. On
+// PathQueue it enqueues the persist task (and the alert task) of every record; records that
+// cannot be enqueued are written to Postgres directly. It returns nil when every record is either
 // queued or stored, and an error wrapping prediction.ErrUnavailable otherwise. The caller's
 // cancellation does not interrupt it (the answer was computed; it is recorded regardless),
 // but every Redis and Postgres call has its own deadline.
 func (r *Recorder) Record(ctx context.Context, recs []prediction.Record) error {
 	if len(recs) == 0 {
 		return nil
+	}
+	if r.direct {
+		return r.recordBatch([]*commitWaiter{{ctx: ctx, recs: recs}}, len(recs))
 	}
 	ctx = context.WithoutCancel(ctx)
 	ctx, span := r.tracer.Start(ctx, "enqueue "+TypePredictionPersist, trace.WithSpanKind(trace.SpanKindProducer),
@@ -214,7 +255,7 @@ func (r *Recorder) storeDirectly(ctx context.Context, span trace.Span, recs []pr
 		span.SetStatus(codes.Error, "unrecorded")
 		return err
 	}
-	r.metrics.fallback.Add(float64(len(recs)))
+	r.metrics.fallbackToPostgres.Add(float64(len(recs)))
 	return nil
 }
 
@@ -225,6 +266,21 @@ func (r *Recorder) alertNotQueued(ctx context.Context, rec prediction.Record) {
 	r.logger.WarnContext(ctx, "low-confidence prediction (alert not queued: queue unavailable)",
 		"request_id", rec.RequestID, "model_version", rec.ModelVersion,
 		"confidence", rec.Confidence, "threshold", rec.ConfidenceThreshold)
+}
+
+// tripPostgres opens the PathPostgres breaker for the cooldown after a failed write; the
+// transition is logged once. An error of the data (a Postgres error of class 22 or 23) leaves
+// it closed: the next batch may be fine.
+func (r *Recorder) tripPostgres(ctx context.Context, err error) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23")) {
+		return
+	}
+	until := r.now().Add(r.cooldown).UnixNano()
+	if prev := r.pgOpenUntil.Swap(until); prev < r.now().UnixNano() {
+		r.logger.WarnContext(ctx, "postgres unavailable: enqueuing predictions for the worker",
+			"error", err.Error(), "retry_in", r.cooldown.String())
+	}
 }
 
 // trip opens the breaker for the cooldown; the transition is logged once.
@@ -341,16 +397,26 @@ func (r *Recorder) enqueue(ctx context.Context, t *asynq.Task) error {
 }
 
 type recorderMetrics struct {
-	fallback      prometheus.Counter
-	unavailable   prometheus.Counter
-	alertFallback *prometheus.CounterVec
+	fallbackToPostgres prometheus.Counter
+	fallbackToQueue    prometheus.Counter
+	unavailable        prometheus.Counter
+	alertFallback      *prometheus.CounterVec
+	directBatch        prometheus.Histogram
 }
 
-func newRecorderMetrics(reg prometheus.Registerer, open func() bool) *recorderMetrics {
+func newRecorderMetrics(reg prometheus.Registerer, open, pgOpen func() bool) *recorderMetrics {
+	fallback := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ml_persist_fallback_total",
+		Help: "Prediction records the api could not persist by its path (PERSIST_PATH) and persisted by the other: " +
+			"to=postgres, written by the api because the queue failed; to=queue, enqueued for the worker because Postgres failed.",
+	}, []string{"to"})
 	m := &recorderMetrics{
-		fallback: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "ml_persist_fallback_total",
-			Help: "Prediction records written to Postgres by the api because they could not be enqueued.",
+		fallbackToPostgres: fallback.WithLabelValues("postgres"),
+		fallbackToQueue:    fallback.WithLabelValues("queue"),
+		directBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ml_persist_direct_batch_records",
+			Help:    "Records of each batch the api wrote to Postgres itself (PERSIST_PATH=postgres): _sum counts the records.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 		}),
 		unavailable: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ml_persist_unavailable_total",
@@ -362,15 +428,24 @@ func newRecorderMetrics(reg prometheus.Registerer, open func() bool) *recorderMe
 		}, []string{"model_version"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.fallback, m.unavailable, m.alertFallback, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		reg.MustRegister(fallback, m.unavailable, m.alertFallback, m.directBatch, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "ml_persist_queue_circuit_open",
-			Help: "1 while the api skips the queue after an enqueue failure and writes predictions to Postgres directly.",
+			Help: "1 while the api skips the queue after an enqueue failure (PERSIST_PATH=queue: it writes predictions to Postgres directly).",
 		}, func() float64 {
-			if open() {
-				return 1
-			}
-			return 0
+			return boolGauge(open())
+		}), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ml_persist_postgres_circuit_open",
+			Help: "1 while the api skips Postgres after a failed write and enqueues predictions for the worker (PERSIST_PATH=postgres).",
+		}, func() float64 {
+			return boolGauge(pgOpen())
 		}))
 	}
 	return m
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -1,17 +1,26 @@
 // Package tasks is the asynq side of predq: task types and queues, payloads and their
-// constructors, the api's Recorder that turns answered predictions into tasks (with a
-// Postgres fallback), and the worker's handlers, group aggregator, middleware and logger.
-// It is the only package, with cmd/worker and cmd/scheduler, that imports asynq.
+// constructors, the api's Recorder and GroupCommit that persist answered predictions (by
+// Postgres or by the queue, each the other's fallback), and the worker's handlers, group
+// aggregator, middleware and logger. It is the only package, with cmd/worker and
+// cmd/scheduler, that imports asynq.
 //
-// Persistence of synchronous predictions (DESIGN section 5):
+// Persistence of synchronous predictions (DESIGN section 5; README, "How it holds together"):
 //
-//	api: Recorder.Record ─ one prediction:persist task per record, TaskID from its request id,
-//	     into the asynq group "predictions:<shard>" of the default queue
-//	     (+ one alert:low_confidence task on the critical queue when confidence < threshold)
-//	     └ Redis down or slow → predstore.Insert straight into Postgres (ml_persist_fallback_total)
-//	worker: asynq's aggregator combines a group's tasks (GroupMaxSize, GroupGracePeriod,
-//	     GroupMaxDelay) into one prediction:persist task whose payload is the JSON array of the
-//	     records; its handler writes them with one predstore.Insert (ON CONFLICT DO NOTHING).
+//	api: GroupCommit gathers the records of concurrent requests into batches (no timer)
+//	     PathPostgres (PERSIST_PATH=postgres, the default): predstore.Insert of the batch (one
+//	     binary COPY, one commit) before the answers
+//	     └ Postgres down, slow or refusing → one prediction:persist task holding the batch
+//	       (ml_persist_fallback_total{to="queue"})
+//	     PathQueue: one prediction:persist task holding the batch
+//	     └ Redis down or slow → predstore.Insert straight into Postgres
+//	       (ml_persist_fallback_total{to="postgres"})
+//	     + one alert:low_confidence task on the critical queue per record below its threshold
+//	api: Recorder.Record (PathQueue, without GroupCommit) ─ one prediction:persist task per
+//	     record, TaskID from its request id, into the asynq group "predictions:<shard>" of the
+//	     default queue, which asynq's aggregator combines (GroupMaxSize, GroupGracePeriod,
+//	     GroupMaxDelay) into one task whose payload is the JSON array of the records
+//	worker: the prediction:persist handler writes a task's records with one predstore.Insert
+//	     (ON CONFLICT (request_id) DO NOTHING when replayed).
 //
 // The aggregator runs once per grace period (asynq's minimum is 1 s) and takes at most
 // GroupMaxSize tasks from each group per run; spreading the records over several groups
