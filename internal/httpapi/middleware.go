@@ -60,14 +60,18 @@ func saneRequestID(id string) bool {
 	return true
 }
 
-// requestID takes X-Request-ID from the request when it is sane, else makes a UUIDv4; puts
-// it in the request context and on the response.
+// requestID takes X-Request-ID from the request when it is sane, else makes a UUIDv7; puts
+// it in the request context and on the response. A UUIDv7 starts with its time in
+// milliseconds, so the ids the api makes sort by time and the unique index on
+// predictions.request_id grows at its right edge: with random (v4) ids every insert lands on
+// a random leaf page (predstore's BenchmarkInsertCPU, 26-row batches: 15-30% less Postgres CPU
+// per row than with PREDSTORE_IDS=v4).
 func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
 		id := req.Header.Get(headerRequestID)
 		if !saneRequestID(id) {
-			id = uuid.NewString()
+			id = newRequestID()
 		}
 		c.Response().Header().Set(headerRequestID, id)
 		// Also in telemetry's key, so that every log line made with this context, in any
@@ -76,6 +80,15 @@ func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
 		c.SetRequest(req.WithContext(ctx))
 		return next(c)
 	}
+}
+
+// newRequestID returns a UUIDv7, or a UUIDv4 in the unlikely case that the clock or the
+// random source fails it.
+func newRequestID() string {
+	if u, err := uuid.NewV7(); err == nil {
+		return u.String()
+	}
+	return uuid.NewString()
 }
 
 // traceServiceName is the server name that the HTTP spans report (server.address when the

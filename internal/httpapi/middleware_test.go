@@ -32,7 +32,7 @@ func TestRequestID(t *testing.T) {
 		}
 	})
 
-	t.Run("an insane id is replaced by a UUIDv4", func(t *testing.T) {
+	t.Run("an insane id is replaced by a UUIDv7", func(t *testing.T) {
 		t.Parallel()
 		s, b := setup(t)
 		for _, id := range []string{"has space", strings.Repeat("x", 129), "naïve", "a/b", "<script>", "a\tb", "id;drop"} {
@@ -42,7 +42,7 @@ func TestRequestID(t *testing.T) {
 			require.NotEqual(t, id, got)
 			u, err := uuid.Parse(got)
 			require.NoError(t, err, got)
-			require.Equal(t, uuid.Version(4), u.Version())
+			require.Equal(t, uuid.Version(7), u.Version())
 			require.Equal(t, got, b.predictor.lastMeta(t).RequestID)
 		}
 	})

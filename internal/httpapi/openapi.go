@@ -601,11 +601,11 @@ func (s *Server) openAPIComponents() components {
 		},
 		Parameters: map[string]parameter{
 			"RequestID": {Name: "X-Request-ID", In: "header",
-				Description: "Kept when it is 1-128 characters of [A-Za-z0-9._:-]; else the server makes a UUID.",
+				Description: "Kept when it is 1-128 characters of [A-Za-z0-9._:-]; else the server makes a UUIDv7 (time-ordered).",
 				Schema:      &schema{Type: "string", MinLength: ptr(1), MaxLength: ptr(128), Pattern: "^[A-Za-z0-9._:-]+$"}},
 		},
 		Headers: map[string]header{
-			"X-Request-ID": {Description: "The request's id: the client's when sane, else a new UUID.",
+			"X-Request-ID": {Description: "The request's id: the client's when sane, else a new UUIDv7.",
 				Schema: &schema{Type: "string"}},
 		},
 		SecuritySchemes: map[string]securityScheme{

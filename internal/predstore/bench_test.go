@@ -67,7 +67,9 @@ func BenchmarkInsert(b *testing.B) {
 // (user + system, from /proc/<pid>/stat, 10 ms ticks) of the one backend that serves the store
 // (a pool of one connection), per row, next to the wall time per row and the CPU time of the
 // benchmark process per row (the Go side). Each op is one batch of fresh sonar-like records
-// (the persist worker's batches are 20-30); the table is emptied before each run. Variants:
+// (the api's and the persist worker's batches are 20-30); the table is emptied before each
+// run. Request ids are UUIDv7, as the api makes them (time-ordered); PREDSTORE_IDS=v4 makes
+// them random, as clients' own X-Request-IDs may be. Variants:
 //
 //   - copy: Insert as it is, the direct COPY (copyDirect);
 //   - unnest, tempcopy: the conflict-handling paths alone, as Insert wrote before the direct
@@ -130,6 +132,7 @@ func benchInsertCPU(b *testing.B, replay bool) {
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	feats := sonarFeatures(rng, 4096)
+	randomIDs := os.Getenv("PREDSTORE_IDS") == "v4"
 	for _, size := range []int{26, 100, 200, 500, 2000} {
 		b.Run("rows="+strconv.Itoa(size), func(b *testing.B) {
 			for round := 1; round <= rounds; round++ {
@@ -143,7 +146,11 @@ func benchInsertCPU(b *testing.B, replay bool) {
 							// a reused slice, so that the loop allocates only what Insert does.
 							ids := make([]string, b.N*size)
 							for i := range ids {
-								ids[i] = uuidV4(rng)
+								if randomIDs {
+									ids[i] = uuidV4(rng)
+								} else {
+									ids[i] = uuid.Must(uuid.NewV7()).String()
+								}
 							}
 							batch := make([]prediction.Record, size)
 							at := time.Now()
