@@ -147,12 +147,13 @@ func (r *Recorder) recordBatch(batch []*commitWaiter, n int) error {
 		}
 	}
 	name, kind := "enqueue "+TypePredictionPersist, trace.SpanKindProducer
+	attrs := []attribute.KeyValue{attribute.String("messaging.system", "asynq"), attribute.Int("messaging.batch.message_count", len(recs))}
 	if r.direct {
 		name, kind = "store predictions", trace.SpanKindInternal
+		attrs = []attribute.KeyValue{attribute.Int("predq.batch.records", len(recs))}
 	}
 	ctx, span := r.tracer.Start(context.WithoutCancel(batch[0].ctx), name,
-		trace.WithSpanKind(kind), trace.WithLinks(links...),
-		trace.WithAttributes(attribute.String("messaging.system", "asynq"), attribute.Int("messaging.batch.message_count", len(recs))))
+		trace.WithSpanKind(kind), trace.WithLinks(links...), trace.WithAttributes(attrs...))
 	defer span.End()
 	headers := map[string]string{}
 	r.propagator.Inject(ctx, propagation.MapCarrier(headers))

@@ -96,3 +96,65 @@ func TestGroupCommitBatchKeepsEachRequestsTrace(t *testing.T) {
 	_, err = insp.GetTaskInfo(QueueCritical, AlertTaskID("r1a"))
 	require.ErrorIs(t, err, asynq.ErrTaskNotFound, "r1a is confident enough")
 }
+
+// ctxInserter takes every record and keeps the span context of each Insert call.
+type ctxInserter struct{ calls []trace.SpanContext }
+
+func (c *ctxInserter) Insert(ctx context.Context, recs []prediction.Record) (int64, error) {
+	c.calls = append(c.calls, trace.SpanContextFromContext(ctx))
+	return int64(len(recs)), nil
+}
+
+// On PathPostgres the batch is written under the span "store predictions", a child of the
+// first request that links the others; each alert still continues its own request's trace.
+func TestGroupCommitStoreSpanOnThePostgresPath(t *testing.T) {
+	t.Parallel()
+	rs := redistest.New(t)
+	opts, err := redisdb.ParseURL(rs.URL)
+	require.NoError(t, err)
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	store := &ctxInserter{}
+	r, err := NewRecorder(RecorderConfig{Path: PathPostgres, Redis: opts, Store: store, Tracer: tp.Tracer("tasks")})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = r.Close() })
+	insp := asynq.NewInspector(RedisConnOpt(opts, 0))
+	t.Cleanup(func() { _ = insp.Close() })
+
+	client := tp.Tracer("client")
+	ctx0, req0 := client.Start(context.Background(), "request 0")
+	ctx1, req1 := client.Start(context.Background(), "request 1")
+	rec := func(id string, confidence float64) prediction.Record {
+		return prediction.Record{RequestID: id, Features: []float64{1}, ModelVersion: "v1", PredictionClass: "M",
+			Prediction: confidence, Confidence: confidence, ConfidenceThreshold: 0.8}
+	}
+	batch := []*commitWaiter{
+		{ctx: ctx0, recs: []prediction.Record{rec("r0", 0.9)}},
+		{ctx: ctx1, recs: []prediction.Record{rec("r1", 0.7)}},
+	}
+	require.NoError(t, r.recordBatch(batch, 2))
+	req0.End()
+	req1.End()
+
+	var store0 sdktrace.ReadOnlySpan
+	for _, s := range spans.Ended() {
+		require.NotEqual(t, "enqueue "+TypePredictionPersist, s.Name(), "nothing is enqueued for persistence")
+		if s.Name() == "store predictions" {
+			store0 = s
+		}
+	}
+	require.NotNil(t, store0)
+	require.Equal(t, trace.SpanKindInternal, store0.SpanKind())
+	require.Equal(t, req0.SpanContext().SpanID(), store0.Parent().SpanID())
+	require.Len(t, store0.Links(), 1)
+	require.Equal(t, req1.SpanContext().TraceID(), store0.Links()[0].SpanContext.TraceID())
+	require.Len(t, store.calls, 1)
+	require.Equal(t, store0.SpanContext().SpanID(), store.calls[0].SpanID(), "the write runs under the store span")
+
+	_, err = insp.ListPendingTasks(QueueDefault)
+	require.ErrorIs(t, err, asynq.ErrQueueNotFound, "no persist task")
+	a1, err := insp.GetTaskInfo(QueueCritical, AlertTaskID("r1"))
+	require.NoError(t, err)
+	require.Equal(t, req1.SpanContext().SpanID(),
+		trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier(a1.Headers))).SpanID())
+}
