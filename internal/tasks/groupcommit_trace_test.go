@@ -24,29 +24,41 @@ func (nopInserter) Insert(_ context.Context, recs []prediction.Record) (int64, e
 	return int64(len(recs)), nil
 }
 
+// traceSetup returns a Recorder of cfg (Redis and Tracer filled in: a throwaway Redis, a
+// tracer whose spans spans records), the inspector of its Redis, and the contexts and spans of
+// two client requests, each the root of its own trace.
+func traceSetup(t *testing.T, cfg RecorderConfig) (r *Recorder, spans *tracetest.SpanRecorder, insp *asynq.Inspector, ctx0, ctx1 context.Context, req0, req1 trace.Span) {
+	t.Helper()
+	rs := redistest.New(t)
+	opts, err := redisdb.ParseURL(rs.URL)
+	require.NoError(t, err)
+	spans = tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	cfg.Redis, cfg.Tracer = opts, tp.Tracer("tasks")
+	r, err = NewRecorder(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = r.Close() })
+	insp = asynq.NewInspector(RedisConnOpt(opts, 0))
+	t.Cleanup(func() { _ = insp.Close() })
+	client := tp.Tracer("client")
+	ctx0, req0 = client.Start(context.Background(), "request 0")
+	ctx1, req1 = client.Start(context.Background(), "request 1")
+	return r, spans, insp, ctx0, ctx1, req0, req1
+}
+
+// traceRecord is a record of the trace tests (threshold 0.8).
+func traceRecord(id string, confidence float64) prediction.Record {
+	return prediction.Record{RequestID: id, Features: []float64{1}, ModelVersion: "v1", PredictionClass: "M",
+		Prediction: confidence, Confidence: confidence, ConfidenceThreshold: 0.8}
+}
+
 // A group-commit batch of several requests: the persist task continues the first request's
 // trace and links the others; each alert continues its own request's trace.
 func TestGroupCommitBatchKeepsEachRequestsTrace(t *testing.T) {
 	t.Parallel()
-	rs := redistest.New(t)
-	opts, err := redisdb.ParseURL(rs.URL)
-	require.NoError(t, err)
-	spans := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
-	r, err := NewRecorder(RecorderConfig{Redis: opts, Store: nopInserter{}, Tracer: tp.Tracer("tasks")})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = r.Close() })
-	insp := asynq.NewInspector(RedisConnOpt(opts, 0))
-	t.Cleanup(func() { _ = insp.Close() })
-
 	// Three requests, each the server span of its own trace; the third has no trace at all.
-	client := tp.Tracer("client")
-	ctx0, req0 := client.Start(context.Background(), "request 0")
-	ctx1, req1 := client.Start(context.Background(), "request 1")
-	rec := func(id string, confidence float64) prediction.Record {
-		return prediction.Record{RequestID: id, Features: []float64{1}, ModelVersion: "v1", PredictionClass: "M",
-			Prediction: confidence, Confidence: confidence, ConfidenceThreshold: 0.8}
-	}
+	r, spans, insp, ctx0, ctx1, req0, req1 := traceSetup(t, RecorderConfig{Store: nopInserter{}})
+	rec := traceRecord
 	batch := []*commitWaiter{
 		{ctx: ctx0, recs: []prediction.Record{rec("r0", 0.6)}},
 		{ctx: ctx1, recs: []prediction.Record{rec("r1a", 0.9), rec("r1b", 0.7)}},
@@ -109,28 +121,11 @@ func (c *ctxInserter) Insert(ctx context.Context, recs []prediction.Record) (int
 // first request that links the others; each alert still continues its own request's trace.
 func TestGroupCommitStoreSpanOnThePostgresPath(t *testing.T) {
 	t.Parallel()
-	rs := redistest.New(t)
-	opts, err := redisdb.ParseURL(rs.URL)
-	require.NoError(t, err)
-	spans := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 	store := &ctxInserter{}
-	r, err := NewRecorder(RecorderConfig{Path: PathPostgres, Redis: opts, Store: store, Tracer: tp.Tracer("tasks")})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = r.Close() })
-	insp := asynq.NewInspector(RedisConnOpt(opts, 0))
-	t.Cleanup(func() { _ = insp.Close() })
-
-	client := tp.Tracer("client")
-	ctx0, req0 := client.Start(context.Background(), "request 0")
-	ctx1, req1 := client.Start(context.Background(), "request 1")
-	rec := func(id string, confidence float64) prediction.Record {
-		return prediction.Record{RequestID: id, Features: []float64{1}, ModelVersion: "v1", PredictionClass: "M",
-			Prediction: confidence, Confidence: confidence, ConfidenceThreshold: 0.8}
-	}
+	r, spans, insp, ctx0, ctx1, req0, req1 := traceSetup(t, RecorderConfig{Path: PathPostgres, Store: store})
 	batch := []*commitWaiter{
-		{ctx: ctx0, recs: []prediction.Record{rec("r0", 0.9)}},
-		{ctx: ctx1, recs: []prediction.Record{rec("r1", 0.7)}},
+		{ctx: ctx0, recs: []prediction.Record{traceRecord("r0", 0.9)}},
+		{ctx: ctx1, recs: []prediction.Record{traceRecord("r1", 0.7)}},
 	}
 	require.NoError(t, r.recordBatch(batch, 2))
 	req0.End()
@@ -151,7 +146,7 @@ func TestGroupCommitStoreSpanOnThePostgresPath(t *testing.T) {
 	require.Len(t, store.calls, 1)
 	require.Equal(t, store0.SpanContext().SpanID(), store.calls[0].SpanID(), "the write runs under the store span")
 
-	_, err = insp.ListPendingTasks(QueueDefault)
+	_, err := insp.ListPendingTasks(QueueDefault)
 	require.ErrorIs(t, err, asynq.ErrQueueNotFound, "no persist task")
 	a1, err := insp.GetTaskInfo(QueueCritical, AlertTaskID("r1"))
 	require.NoError(t, err)

@@ -2,7 +2,6 @@ package tasks_test
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -10,10 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/predq/predq/internal/localsvc"
-	"github.com/predq/predq/internal/postgres"
 	"github.com/predq/predq/internal/prediction"
-	"github.com/predq/predq/internal/predstore"
 	"github.com/predq/predq/internal/tasks"
 )
 
@@ -132,17 +128,12 @@ func TestRecorder(t *testing.T) {
 	t.Run("RedisAndPostgresDownIsErrUnavailable", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		port, err := localsvc.FreePort()
-		require.NoError(t, err)
-		dead, err := postgres.Open(context.Background(), fmt.Sprintf("postgres://postgres@127.0.0.1:%d/x?sslmode=disable", port), 2)
-		require.NoError(t, err)
-		t.Cleanup(dead.Close)
 		rec, reg := newRecorder(t, b, func(c *tasks.RecorderConfig) {
-			c.Store = predstore.New(dead)
+			c.Store = deadStore(t)
 			c.FallbackTimeout = time.Second
 		})
 		b.redis.Stop()
-		err = rec.Record(context.Background(), records("x", 2))
+		err := rec.Record(context.Background(), records("x", 2))
 		require.ErrorIs(t, err, prediction.ErrUnavailable)
 		require.EqualValues(t, 2, metric(t, reg, "ml_persist_unavailable_total"))
 		require.Zero(t, metric(t, reg, "ml_persist_fallback_total"))
