@@ -200,13 +200,19 @@ func TestPostgresPath(t *testing.T) {
 		})
 		bad := record("d", 0, 0.9)
 		bad.UserID = "nul\x00byte" // Postgres text cannot hold NUL: 22021
-		require.NoError(t, rec.Record(context.Background(), []prediction.Record{bad}))
-		require.Equal(t, []string{"d-0"}, persistQueued(t, b), "the batch Postgres refused is queued (the worker decides)")
+		require.NoError(t, rec.Record(context.Background(), []prediction.Record{bad, record("d", 2, 0.9)}))
+		require.Equal(t, []string{"d-0", "d-2"}, persistQueued(t, b), "the batch Postgres refused is queued")
 		require.Zero(t, metric(t, reg, "ml_persist_postgres_circuit_open"))
 
 		require.NoError(t, rec.Record(context.Background(), []prediction.Record{record("d", 1, 0.9)}))
 		require.EqualValues(t, 2, store.calls.Load(), "Postgres is tried for the next batch")
 		require.EqualValues(t, 1, countRows(t, b.pool))
+
+		// The worker writes the refused batch one record at a time: only the bad one is left out.
+		startWorker(t, b, nil)
+		waitRows(t, b.pool, 2, 10*time.Second)
+		_, err := b.store.Get(context.Background(), "d-2")
+		require.NoError(t, err)
 	})
 
 	t.Run("UnknownPathIsRefused", func(t *testing.T) {

@@ -8,13 +8,11 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
@@ -96,9 +94,9 @@ type RecorderConfig struct {
 }
 
 // Recorder implements prediction.Recorder. On PathPostgres it writes records to Postgres
-// itself and uses the queue as the fallback (see recordBatch); on PathQueue, with asynq: each
-// record becomes one
-// prediction:persist task in a group of the default queue, and each low-confidence record one
+// itself and uses the queue as the fallback (see recordBatch). On PathQueue it uses asynq:
+// each record becomes one prediction:persist task in a group of the default queue (through
+// GroupCommit, one task per batch), and each low-confidence record one
 // alert:low_confidence task on the critical queue. When Redis cannot take a record, the
 // Recorder writes it to Postgres itself (counted in ml_persist_fallback_total) and, since
 // that record gets no alert task, logs the low-confidence warning itself (counted in
@@ -270,10 +268,11 @@ func (r *Recorder) alertNotQueued(ctx context.Context, rec prediction.Record) {
 
 // tripPostgres opens the PathPostgres breaker for the cooldown after a failed write; the
 // transition is logged once. An error of the data (a Postgres error of class 22 or 23) leaves
-// it closed: the next batch may be fine.
+// it closed, since the next batch may be fine, and is logged each time: the worker writes
+// such a batch one record at a time and leaves out only the records Postgres refuses.
 func (r *Recorder) tripPostgres(ctx context.Context, err error) {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23")) {
+	if isDataError(err) {
+		r.logger.WarnContext(ctx, "postgres refused a batch of predictions: enqueuing it for the worker", "error", err.Error())
 		return
 	}
 	until := r.now().Add(r.cooldown).UnixNano()
