@@ -34,30 +34,56 @@ type inferResult struct {
 // sink keeps the compiler from dropping the measured work.
 var sink float64
 
-// nsPerOp runs f(n) with growing n until one run takes at least d, rounds times, and
-// returns the best time per operation in nanoseconds (the least disturbed by other work on
-// the machine).
-func nsPerOp(d time.Duration, rounds int, f func(n int)) float64 {
-	best := 0.0
+// nsPerOp measures fs round-robin, rounds times: each run of f(n) grows n until it takes at
+// least d. It returns the best time per operation of each, in nanoseconds (the least disturbed
+// by other work on the machine). Interleaved, a slow spell of this shared machine touches the
+// measures of one round alike, so their ratios hold; measured one after the other, a kernel
+// and the PredictBatch compared with it could fall in different spells (one run gave the
+// logistic regression's batch 1.45× its kernel, the next 0.96×).
+func nsPerOp(d time.Duration, rounds int, fs ...func(n int)) []float64 {
+	best := make([]float64, len(fs))
+	start := make([]int, len(fs)) // the n of each f's last run: the next starts there
 	for range rounds {
-		n := 1
-		for {
-			t := time.Now()
-			f(n)
-			el := time.Since(t)
-			if el >= d || n >= 1<<30 {
-				per := float64(el.Nanoseconds()) / float64(n)
-				if best == 0 || per < best {
-					best = per
+		for i, f := range fs {
+			n := max(start[i], 1)
+			for {
+				t := time.Now()
+				f(n)
+				el := time.Since(t)
+				if el >= d || n >= 1<<30 {
+					per := float64(el.Nanoseconds()) / float64(n)
+					if best[i] == 0 || per < best[i] {
+						best[i] = per
+					}
+					start[i] = n
+					break
 				}
-				break
+				// Aim at 1.2·d, growing at most 100× at a time.
+				next := int(float64(n) * 1.2 * float64(d) / float64(max(el, time.Microsecond)))
+				n = min(max(next, n+1), 100*n)
 			}
-			// Aim at 1.2·d, growing at most 100× at a time.
-			next := int(float64(n) * 1.2 * float64(d) / float64(max(el, time.Microsecond)))
-			n = min(max(next, n+1), 100*n)
 		}
 	}
 	return best
+}
+
+// measures gathers the measurements of one model, to run them interleaved (nsPerOp).
+type measures struct {
+	dst   []*float64
+	perOp []float64 // rows per operation of f: the result is ns per row
+	fs    []func(n int)
+}
+
+// add registers f, whose operations each handle rows rows, to be written into dst.
+func (m *measures) add(dst *float64, rows float64, f func(n int)) {
+	m.dst, m.perOp, m.fs = append(m.dst, dst), append(m.perOp, rows), append(m.fs, f)
+}
+
+// run measures them all, rounds times round-robin.
+func (m *measures) run(d time.Duration, rounds int) {
+	for i, ns := range nsPerOp(d, rounds, m.fs...) {
+		*m.dst[i] = ns / m.perOp[i]
+	}
 }
 
 // newestOfKind loads the newest artifact of each kind in dir.
@@ -142,7 +168,8 @@ func benchModel(a *inference.Artifact, rows [][]float64, d time.Duration, rounds
 	probs := make([]float64, batchRows)
 
 	var predictErr error
-	res.OneNS = nsPerOp(d, rounds, func(n int) {
+	var ms measures
+	ms.add(&res.OneNS, 1, func(n int) {
 		for i := range n {
 			p, err := m.PredictOne(batch[i%batchRows], prep)
 			if err != nil {
@@ -151,17 +178,14 @@ func benchModel(a *inference.Artifact, rows [][]float64, d time.Duration, rounds
 			sink += p
 		}
 	})
-	res.BatchNS = nsPerOp(d, rounds, func(n int) {
+	ms.add(&res.BatchNS, batchRows, func(n int) {
 		for range n {
 			if err := m.PredictBatch(batch, prep, probs); err != nil {
 				predictErr = err
 			}
 		}
 		sink += probs[0]
-	}) / batchRows
-	if predictErr != nil {
-		return inferResult{}, predictErr
-	}
+	})
 
 	xs := make([]*mat.VecDense, batchRows)
 	for i := range xs {
@@ -173,22 +197,22 @@ func benchModel(a *inference.Artifact, rows [][]float64, d time.Duration, rounds
 		w := mat.NewDense(1, dim, slices.Clone(wv))
 		wvec := mat.NewVecDense(dim, slices.Clone(wv))
 		one := mat.NewVecDense(1, nil)
-		res.OneKernelNS = nsPerOp(d, rounds, func(n int) {
+		ms.add(&res.OneKernelNS, 1, func(n int) {
 			for i := range n {
 				one.MulVec(w, xs[i%batchRows])
 			}
 			sink += one.AtVec(0)
 		})
 		out := mat.NewVecDense(batchRows, nil)
-		res.BatchKernelNS = nsPerOp(d, rounds, func(n int) {
+		ms.add(&res.BatchKernelNS, batchRows, func(n int) {
 			for range n {
 				out.MulVec(scaled, wvec)
 			}
 			sink += out.AtVec(0)
-		}) / batchRows
+		})
 		wd := wvec.RawVector().Data
 		xd := scaled.RawMatrix().Data
-		res.OneLoopNS = nsPerOp(d, rounds, func(n int) {
+		ms.add(&res.OneLoopNS, 1, func(n int) {
 			for i := range n {
 				x := xd[(i%batchRows)*dim : (i%batchRows+1)*dim]
 				var z float64
@@ -198,7 +222,7 @@ func benchModel(a *inference.Artifact, rows [][]float64, d time.Duration, rounds
 				sink += z
 			}
 		})
-		res.BatchLoopNS = nsPerOp(d, rounds, func(n int) {
+		ms.add(&res.BatchLoopNS, batchRows, func(n int) {
 			for range n {
 				for i := range batchRows {
 					x := xd[i*dim : (i+1)*dim]
@@ -210,7 +234,7 @@ func benchModel(a *inference.Artifact, rows [][]float64, d time.Duration, rounds
 				}
 			}
 			sink += probs[0]
-		}) / batchRows
+		})
 
 	case inference.KindMLP:
 		mw := v.MLP
@@ -224,7 +248,7 @@ func benchModel(a *inference.Artifact, rows [][]float64, d time.Duration, rounds
 		w2vec := mat.NewVecDense(h, slices.Clone(mw.OutputWeights))
 		hid := mat.NewVecDense(h, nil)
 		one := mat.NewVecDense(1, nil)
-		res.OneKernelNS = nsPerOp(d, rounds, func(n int) {
+		ms.add(&res.OneKernelNS, 1, func(n int) {
 			for i := range n {
 				hid.MulVec(w1, xs[i%batchRows])
 				one.MulVec(w2, hid)
@@ -233,13 +257,13 @@ func benchModel(a *inference.Artifact, rows [][]float64, d time.Duration, rounds
 		})
 		act := mat.NewDense(batchRows, h, nil)
 		out := mat.NewVecDense(batchRows, nil)
-		res.BatchKernelNS = nsPerOp(d, rounds, func(n int) {
+		ms.add(&res.BatchKernelNS, batchRows, func(n int) {
 			for range n {
 				act.Mul(scaled, w1.T())
 				out.MulVec(act, w2vec)
 			}
 			sink += out.AtVec(0)
-		}) / batchRows
+		})
 		w1d := w1.RawMatrix().Data
 		w2d := w2vec.RawVector().Data
 		xd := scaled.RawMatrix().Data
@@ -259,19 +283,23 @@ func benchModel(a *inference.Artifact, rows [][]float64, d time.Duration, rounds
 			}
 			return z
 		}
-		res.OneLoopNS = nsPerOp(d, rounds, func(n int) {
+		ms.add(&res.OneLoopNS, 1, func(n int) {
 			for i := range n {
 				sink += loopRow(xd[(i%batchRows)*dim : (i%batchRows+1)*dim])
 			}
 		})
-		res.BatchLoopNS = nsPerOp(d, rounds, func(n int) {
+		ms.add(&res.BatchLoopNS, batchRows, func(n int) {
 			for range n {
 				for i := range batchRows {
 					probs[i] = loopRow(xd[i*dim : (i+1)*dim])
 				}
 			}
 			sink += probs[0]
-		}) / batchRows
+		})
+	}
+	ms.run(d, rounds)
+	if predictErr != nil {
+		return inferResult{}, predictErr
 	}
 	return res, nil
 }
