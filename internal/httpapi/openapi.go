@@ -352,7 +352,9 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 				"X-Request-ID with another prediction, that one is stored too, under <request id>~<its created_at in " +
 				"microseconds, base 36>, and listed by GET /api/v1/predictions. Answers from the cache (cached: true) " +
 				"are not stored unless they are below their confidence threshold or the service runs with " +
-				"PERSIST_CACHE_HITS=true: the prediction they repeat is stored under the request id that computed it.",
+				"PERSIST_CACHE_HITS=true: the prediction they repeat is stored under the request id that computed it. " +
+				"A computed prediction is found as soon as its answer is read (PERSIST_PATH=postgres, the default); " +
+				"while Postgres is down, or with PERSIST_PATH=queue, a worker stores it moments after the answer.",
 			Parameters: append([]parameter{{Name: "id", In: "path", Required: true, Schema: &schema{Type: "string"}}}, requestIDParam...),
 			Security:   apiKeySecurity,
 			Responses: withErrors(map[string]response{
