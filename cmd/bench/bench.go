@@ -211,26 +211,13 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	}
 	b.cleanups = append(b.cleanups, func() { _ = b.redis.Stop() })
 
-	apiPort, err := localsvc.FreePort()
-	if err != nil {
-		return err
+	var ports [5]int
+	for i := range ports {
+		if ports[i], err = localsvc.FreePort(); err != nil {
+			return err
+		}
 	}
-	workerPort, err := localsvc.FreePort()
-	if err != nil {
-		return err
-	}
-	ceilPort, err := localsvc.FreePort()
-	if err != nil {
-		return err
-	}
-	apiQueuePort, err := localsvc.FreePort()
-	if err != nil {
-		return err
-	}
-	apiAllPort, err := localsvc.FreePort()
-	if err != nil {
-		return err
-	}
+	apiPort, workerPort, ceilPort, apiQueuePort, apiAllPort := ports[0], ports[1], ports[2], ports[3], ports[4]
 	b.key = "bench-" + randomHex(16)
 	b.env = map[string]string{
 		"DATABASE_URL":        b.dbURL,

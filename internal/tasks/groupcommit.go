@@ -155,11 +155,6 @@ func (r *Recorder) recordBatch(batch []*commitWaiter, n int) error {
 	ctx, span := r.tracer.Start(context.WithoutCancel(batch[0].ctx), name,
 		trace.WithSpanKind(kind), trace.WithLinks(links...), trace.WithAttributes(attrs...))
 	defer span.End()
-	headers := map[string]string{}
-	r.propagator.Inject(ctx, propagation.MapCarrier(headers))
-	if tl := traceLinksHeader(headers["traceparent"], batch[1:]); tl != "" {
-		headers[HeaderTraceLinks] = tl
-	}
 	var perr error
 	if r.direct {
 		if perr = r.storeBatch(ctx, recs); perr == nil {
@@ -167,6 +162,13 @@ func (r *Recorder) recordBatch(batch []*commitWaiter, n int) error {
 			return nil
 		}
 		span.SetAttributes(attribute.Int("predq.fallback_records", len(recs)))
+	}
+	// The persist task's headers, built only when there is a task: a traceparent per request
+	// of the batch for HeaderTraceLinks.
+	headers := map[string]string{}
+	r.propagator.Inject(ctx, propagation.MapCarrier(headers))
+	if tl := traceLinksHeader(headers["traceparent"], batch[1:]); tl != "" {
+		headers[HeaderTraceLinks] = tl
 	}
 	var qerr error
 	if r.breakerOpen() {
@@ -195,6 +197,13 @@ func (r *Recorder) recordBatch(batch []*commitWaiter, n int) error {
 	if err := r.storeDirectly(ctx, span, recs, qerr); err != nil {
 		return err
 	}
+	r.alertsNotQueued(batch)
+	return nil
+}
+
+// alertsNotQueued logs and counts the low-confidence records of batch as alerts that were not
+// enqueued (alertNotQueued), each in its own request's context.
+func (r *Recorder) alertsNotQueued(batch []*commitWaiter) {
 	for _, w := range batch {
 		for _, rec := range w.recs {
 			if rec.LowConfidence() {
@@ -202,7 +211,6 @@ func (r *Recorder) recordBatch(batch []*commitWaiter, n int) error {
 			}
 		}
 	}
-	return nil
 }
 
 // storeBatch writes recs to Postgres within the store timeout (PathPostgres). After a failure
@@ -230,13 +238,7 @@ var errPostgresOpen = errors.New("postgres unavailable moments ago (circuit open
 // api, as on the fallback.
 func (r *Recorder) alertBatch(ctx context.Context, batch []*commitWaiter) {
 	if r.breakerOpen() {
-		for _, w := range batch {
-			for _, rec := range w.recs {
-				if rec.LowConfidence() {
-					r.alertNotQueued(w.ctx, rec)
-				}
-			}
-		}
+		r.alertsNotQueued(batch)
 		return
 	}
 	if err := r.enqueueAlerts(ctx, batch); err != nil {
