@@ -361,6 +361,9 @@ func (b *bench) nextStart() int64 {
 	return b.distinctRuns * 100_000_000
 }
 
+// httpTargets are the HTTP measures, in the order of a run.
+var httpTargets = []string{"ceiling", "predict-miss", "predict-hit", "predict-hit-stored", "predict-miss-queue"}
+
 // httpPhase measures the ceiling, cache misses and cache hits at each connection count, cache
 // hits again on the api that stores every hit (PERSIST_CACHE_HITS=true), and cache misses
 // again on the api that persists through the queue (PERSIST_PATH=queue).
@@ -370,7 +373,7 @@ func (b *bench) httpPhase(ctx context.Context) ([]httpPoint, error) {
 	meter := b.meter()
 	var points []httpPoint
 	for _, conns := range b.opts.Conns {
-		for _, target := range []string{"ceiling", "predict-miss", "predict-hit", "predict-hit-stored", "predict-miss-queue"} {
+		for _, target := range b.opts.Targets {
 			if _, err := b.load(ctx, target, conns, b.opts.Warmup); err != nil {
 				return nil, err
 			}

@@ -28,6 +28,7 @@
 //
 //	bench [-smoke] [-json] [-root DIR] [-duration 10s] [-conns 16,64,256] [-job-rows 1000000]
 //	      [-queue-tasks 100000] [-no-pin] [-phases inference,http,queue,job]
+//	      [-targets predict-miss,predict-hit,predict-hit-stored,predict-miss-queue] [-pprof]
 //	bench -render report.json      print the table of a report saved with -json
 //
 // Subcommands used by the bench itself (each is a separate process):
@@ -47,6 +48,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -113,6 +115,7 @@ type options struct {
 	NoPin       bool
 	Pprof       bool            // api and worker serve net/http/pprof (PPROF_ADDR), addresses logged
 	Phases      map[string]bool // inference, http, queue, job
+	Targets     []string        // the HTTP targets measured, in order; the ceiling is always first
 	Render      string          // a -json report to print again, instead of measuring
 	Command     string
 }
@@ -131,6 +134,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	pprof := fs.Bool("pprof", false, "let the api and the worker serve net/http/pprof on free loopback ports (logged), to profile a run")
 	render := fs.String("render", "", "print the table of a report saved with -json, without measuring")
 	phases := fs.String("phases", "inference,http,queue,job", "the measurements to run (a subset, for profiling)")
+	targets := fs.String("targets", strings.Join(httpTargets, ","), "the HTTP targets to measure (a subset, for quicker comparisons); the ceiling is measured always")
 	if err := fs.Parse(args[1:]); err != nil {
 		return options{}, err
 	}
@@ -162,6 +166,16 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 			o.Phases[p] = true
 		default:
 			return options{}, fmt.Errorf("-phases: unknown phase %q (want inference, http, queue, job)", p)
+		}
+	}
+	o.Targets = []string{"ceiling"}
+	for _, t := range strings.Split(*targets, ",") {
+		t = strings.TrimSpace(t)
+		if !slices.Contains(httpTargets, t) {
+			return options{}, fmt.Errorf("-targets: unknown target %q (want some of %s)", t, strings.Join(httpTargets, ", "))
+		}
+		if !slices.Contains(o.Targets, t) {
+			o.Targets = append(o.Targets, t)
 		}
 	}
 	if *jobRows > 0 {

@@ -153,3 +153,17 @@ func TestItoaGroupsThousands(t *testing.T) {
 		require.Equal(t, want, itoa(in))
 	}
 }
+
+func TestTargetsFlagKeepsTheCeilingFirst(t *testing.T) {
+	t.Parallel()
+	o, err := parseOptions([]string{"bench", "-root", "../..", "-targets", "predict-hit, predict-miss,predict-hit"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, []string{"ceiling", "predict-hit", "predict-miss"}, o.Targets)
+
+	o, err = parseOptions([]string{"bench", "-root", "../.."}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, httpTargets, o.Targets)
+
+	_, err = parseOptions([]string{"bench", "-root", "../..", "-targets", "predict-mis"}, io.Discard)
+	require.ErrorContains(t, err, `unknown target "predict-mis"`)
+}
