@@ -17,6 +17,10 @@ import (
 
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/predq/predq/internal/telemetry"
 )
 
 // Modes of Options.
@@ -122,14 +126,28 @@ func (o Options) Universal(timeout time.Duration) *redis.UniversalOptions {
 	return uo
 }
 
-// Open returns a traced client for raw (see ParseURL). It does not contact the server.
+// Open returns a client for raw (see ParseURL), traced by the process's tracer provider
+// (otel's global, set by telemetry.SetGlobal). It does not contact the server.
+//
+// When that provider records no span (telemetry.RecordsNothing: no exporter), the client has
+// no tracing hook at all. A command's span is a leaf that no log or task header refers to,
+// and the hook would build its name and attributes only to drop them: every command of a
+// pipeline formatted as text, and the caller's file and line (about a quarter of the api's
+// CPU spent on the prediction cache, see the README's Benchmarks).
 func Open(raw string, timeout time.Duration) (redis.UniversalClient, error) {
+	return open(raw, timeout, otel.GetTracerProvider())
+}
+
+func open(raw string, timeout time.Duration, tp trace.TracerProvider) (redis.UniversalClient, error) {
 	o, err := ParseURL(raw)
 	if err != nil {
 		return nil, err
 	}
 	c := redis.NewUniversalClient(o.Universal(timeout))
-	if err := redisotel.InstrumentTracing(c); err != nil {
+	if telemetry.RecordsNothing(tp) {
+		return c, nil
+	}
+	if err := redisotel.InstrumentTracing(c, redisotel.WithTracerProvider(tp)); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("redis tracing: %w", err)
 	}
