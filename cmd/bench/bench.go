@@ -400,6 +400,7 @@ func (b *bench) httpPhase(ctx context.Context) ([]httpPoint, error) {
 			}
 			p.CPUPerRequestUS = perRequestUS(cpu0, meter.sample(), r.Requests)
 			cpu := p.CPUPerRequestUS
+			cpu["load"] = r.CPUPerRequestUS
 			switch target { // the api of these points is another one
 			case "predict-hit-stored":
 				cpu["api"] = cpu["api-all-hits"]
@@ -408,8 +409,8 @@ func (b *bench) httpPhase(ctx context.Context) ([]httpPoint, error) {
 			}
 			delete(cpu, "api-all-hits")
 			delete(cpu, "api-queue")
-			b.log("http %-12s %3d conns: %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d requests, drain %.1f s; CPU µs/req: api %.0f, ceiling %.0f, worker %.0f, redis %.0f, postgres %.0f)",
-				target, conns, r.RPS, r.P50MS, r.P99MS, r.Requests, p.DrainSeconds, cpu["api"], cpu["ceiling"], cpu["worker"], cpu["redis"], cpu["postgres"])
+			b.log("http %-12s %3d conns: %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d requests, drain %.1f s; CPU µs/req: api %.0f, ceiling %.0f, worker %.0f, redis %.0f, postgres %.0f, load %.0f)",
+				target, conns, r.RPS, r.P50MS, r.P99MS, r.Requests, p.DrainSeconds, cpu["api"], cpu["ceiling"], cpu["worker"], cpu["redis"], cpu["postgres"], cpu["load"])
 			points = append(points, p)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -46,6 +47,9 @@ type loadResult struct {
 	P90MS    float64 `json:"p90_ms"`
 	P99MS    float64 `json:"p99_ms"`
 	MaxMS    float64 `json:"max_ms"`
+	// CPUPerRequestUS is the load generator's own CPU time (user + system) per answered
+	// request: the generator shares the machine with what it measures.
+	CPUPerRequestUS float64 `json:"load_cpu_us_per_req"`
 	// FirstError describes the first error seen, if any.
 	FirstError string `json:"first_error,omitempty"`
 }
@@ -68,6 +72,7 @@ func runLoad(cfg loadConfig) (loadResult, error) {
 		wg                                   sync.WaitGroup
 	)
 	lat := make([][]time.Duration, cfg.Conns)
+	cpu0 := processCPU()
 	start := time.Now()
 	end := start.Add(cfg.Duration)
 	for w := range cfg.Conns {
@@ -101,7 +106,7 @@ func runLoad(cfg loadConfig) (loadResult, error) {
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed, cpu := time.Since(start), processCPU()-cpu0
 	all := slices.Concat(lat...)
 	slices.Sort(all)
 	r := loadResult{
@@ -112,10 +117,22 @@ func runLoad(cfg loadConfig) (loadResult, error) {
 	if len(all) > 0 {
 		r.MaxMS = ms(all[len(all)-1])
 	}
+	if r.Requests > 0 {
+		r.CPUPerRequestUS = float64(cpu.Nanoseconds()) / 1000 / float64(r.Requests)
+	}
 	if e, ok := firstErr.Load().(string); ok {
 		r.FirstError = e
 	}
 	return r, nil
+}
+
+// processCPU returns the CPU time (user + system) this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -152,8 +169,12 @@ const ioTimeout = 10 * time.Second
 type conn struct {
 	addr string
 	c    net.Conn
+	io   *rawIO // c's reads and writes
 	r    *bufio.Reader
 	body []byte
+	// deadline is when the connection's deadline was last set: it is moved once a second,
+	// not before every request (a poller timer change each time).
+	deadline time.Time
 }
 
 func (c *conn) close() {
@@ -173,15 +194,23 @@ func (c *conn) roundTrip(req []byte) (int, bool, error) {
 		if err != nil {
 			return 0, false, err
 		}
-		c.c = nc
+		rio, err := newRawIO(nc)
+		if err != nil {
+			nc.Close()
+			return 0, false, err
+		}
+		c.c, c.io, c.deadline = nc, rio, time.Time{}
 		if c.r == nil {
-			c.r = bufio.NewReaderSize(nc, 32<<10)
+			c.r = bufio.NewReaderSize(rio, 32<<10)
 		} else {
-			c.r.Reset(nc)
+			c.r.Reset(rio)
 		}
 	}
-	_ = c.c.SetDeadline(time.Now().Add(ioTimeout))
-	if _, err := c.c.Write(req); err != nil {
+	if now := time.Now(); now.Sub(c.deadline) >= time.Second {
+		_ = c.c.SetDeadline(now.Add(ioTimeout))
+		c.deadline = now
+	}
+	if _, err := c.io.Write(req); err != nil {
 		return 0, false, err
 	}
 	status, keep, err := c.readResponse()

@@ -62,6 +62,7 @@ func TestLoadCountsAnswersOfTheCeiling(t *testing.T) {
 	require.LessOrEqual(t, r.Requests, int64(1000))
 	require.LessOrEqual(t, r.P50MS, r.P99MS)
 	require.LessOrEqual(t, r.P99MS, r.MaxMS)
+	require.Positive(t, r.CPUPerRequestUS)
 
 	// A wrong path is counted as errors, not as answers.
 	r, err = runLoad(loadConfig{Addr: addr, Path: "/nowhere", Conns: 1, Duration: 50 * time.Millisecond,

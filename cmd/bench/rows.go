@@ -16,6 +16,15 @@ const (
 	targetRSSMB      = 150. // api peak RSS
 )
 
+// loadNote names the load generator's CPU per request, when the report has it (reports
+// saved before it was measured do not).
+func loadNote(cpu map[string]float64) string {
+	if v, ok := cpu["load"]; ok && v > 0 {
+		return fmt.Sprintf("; load generator %.0f", v)
+	}
+	return ""
+}
+
 // buildRows turns the measurements into the table's rows.
 func buildRows(rep report, opts options) []row {
 	var rows []row
@@ -34,7 +43,7 @@ func buildRows(rep report, opts options) []row {
 		case "ceiling":
 			base.Measure = fmt.Sprintf("HTTP %d conns: bare Echo (decode, constant answer)", c)
 			if cpu != nil {
-				base.Note = fmt.Sprintf("CPU %.0f µs/req", cpu["ceiling"])
+				base.Note = fmt.Sprintf("CPU %.0f µs/req%s", cpu["ceiling"], loadNote(cpu))
 			}
 		case "predict-miss":
 			base.Measure = fmt.Sprintf("HTTP %d conns: predict, cache misses", c)
@@ -56,7 +65,7 @@ func buildRows(rep report, opts options) []row {
 			base = base.withCeiling("bare Echo", ceilings[c].RPS)
 		}
 		if p.Target != "ceiling" && cpu != nil {
-			base.Note = fmt.Sprintf("CPU µs/req: api %.0f, worker %.0f, Redis %.0f, Postgres %.0f", cpu["api"], cpu["worker"], cpu["redis"], cpu["postgres"])
+			base.Note = fmt.Sprintf("CPU µs/req: api %.0f, worker %.0f, Redis %.0f, Postgres %.0f%s", cpu["api"], cpu["worker"], cpu["redis"], cpu["postgres"], loadNote(cpu))
 		}
 		rows = append(rows, base)
 	}
