@@ -168,3 +168,26 @@ func TestTargetsFlagKeepsTheCeilingFirst(t *testing.T) {
 	_, err = parseOptions([]string{"bench", "-root", "../..", "-targets", "predict-mis"}, io.Discard)
 	require.ErrorContains(t, err, `unknown target "predict-mis"`)
 }
+
+func TestCPUBoundOfTheMisses(t *testing.T) {
+	t.Parallel()
+	rep := report{
+		Machine: machine{NProc: 2},
+		HTTP: []httpPoint{
+			{Target: "ceiling", Result: loadResult{Conns: 64, RPS: 30000}, CPUPerRequestUS: map[string]float64{"ceiling": 30, "load": 18}},
+			{Target: "predict-miss", Result: loadResult{Conns: 64, RPS: 9000},
+				CPUPerRequestUS: map[string]float64{"api": 80, "worker": 1, "redis": 12, "postgres": 27, "load": 20}},
+		},
+	}
+	var out bytes.Buffer
+	writeMarkdown(&out, report{Rows: buildRows(rep, options{})})
+	require.Contains(t, out.String(), "| HTTP 64 conns: predict, cache misses, CPU of every process per miss (api, worker, Redis, Postgres, load generator) | 140 µs/req (the ratio this CPU allows on 2 cores")
+	require.Contains(t, out.String(), "at most 2 × 30 µs (the ceiling's CPU per request) ÷ 140 µs = 0.43×")
+	require.Contains(t, out.String(), "CPU 30 µs/req; load generator 18")
+
+	// A report saved before the load generator's CPU was measured has no such row.
+	delete(rep.HTTP[1].CPUPerRequestUS, "load")
+	out.Reset()
+	writeMarkdown(&out, report{Rows: buildRows(rep, options{})})
+	require.NotContains(t, out.String(), "CPU of every process")
+}

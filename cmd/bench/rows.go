@@ -25,13 +25,33 @@ func loadNote(cpu map[string]float64) string {
 	return ""
 }
 
+// cpuBound is the row that says what the machine's CPU allows the cache misses: every
+// process of a miss (api, worker, Redis, Postgres and the load generator) shares the nproc
+// cores, while the ceiling server is held by its own core, so misses can reach at most
+// nproc × (the ceiling's CPU per request) ÷ (all the CPU per miss) of the ceiling's rate,
+// and less by what the kernel spends outside these processes.
+func cpuBound(miss, ceiling httpPoint, nproc int) (row, bool) {
+	cpu, ceil := miss.CPUPerRequestUS, ceiling.CPUPerRequestUS["ceiling"]
+	if cpu["load"] <= 0 || ceil <= 0 || nproc < 1 {
+		return row{}, false
+	}
+	var all float64
+	for _, name := range []string{"api", "worker", "redis", "postgres", "load"} {
+		all += cpu[name]
+	}
+	return row{Group: "http", Unit: "µs/req", Value: all,
+		Measure: fmt.Sprintf("HTTP %d conns: predict, cache misses, CPU of every process per miss (api, worker, Redis, Postgres, load generator)", miss.Result.Conns),
+		Note: fmt.Sprintf("the ratio this CPU allows on %d cores: at most %d × %.0f µs (the ceiling's CPU per request) ÷ %.0f µs = %.2f×",
+			nproc, nproc, ceil, all, float64(nproc)*ceil/all)}, true
+}
+
 // buildRows turns the measurements into the table's rows.
 func buildRows(rep report, opts options) []row {
 	var rows []row
-	ceilings := map[int]loadResult{}
+	ceilings := map[int]httpPoint{}
 	for _, p := range rep.HTTP {
 		if p.Target == "ceiling" {
-			ceilings[p.Result.Conns] = p.Result
+			ceilings[p.Result.Conns] = p
 		}
 	}
 	for _, p := range rep.HTTP {
@@ -47,27 +67,32 @@ func buildRows(rep report, opts options) []row {
 			}
 		case "predict-miss":
 			base.Measure = fmt.Sprintf("HTTP %d conns: predict, cache misses", c)
-			base = base.withCeiling("bare Echo", ceilings[c].RPS)
+			base = base.withCeiling("bare Echo", ceilings[c].Result.RPS)
 			if c == targetConns {
 				base = base.atLeast(targetMissRatio, fmt.Sprintf("p99 ≤ %g ms", targetMissP99MS), r.P99MS <= targetMissP99MS)
 			}
 		case "predict-hit":
 			base.Measure = fmt.Sprintf("HTTP %d conns: predict, cache hits", c)
-			base = base.withCeiling("bare Echo", ceilings[c].RPS)
+			base = base.withCeiling("bare Echo", ceilings[c].Result.RPS)
 			if c == targetConns {
 				base = base.atLeast(targetHitRatio, "", true)
 			}
 		case "predict-hit-stored":
 			base.Measure = fmt.Sprintf("HTTP %d conns: predict, cache hits, every hit stored (PERSIST_CACHE_HITS=true)", c)
-			base = base.withCeiling("bare Echo", ceilings[c].RPS)
+			base = base.withCeiling("bare Echo", ceilings[c].Result.RPS)
 		case "predict-miss-queue":
 			base.Measure = fmt.Sprintf("HTTP %d conns: predict, cache misses, persisted through the queue (PERSIST_PATH=queue)", c)
-			base = base.withCeiling("bare Echo", ceilings[c].RPS)
+			base = base.withCeiling("bare Echo", ceilings[c].Result.RPS)
 		}
 		if p.Target != "ceiling" && cpu != nil {
 			base.Note = fmt.Sprintf("CPU µs/req: api %.0f, worker %.0f, Redis %.0f, Postgres %.0f%s", cpu["api"], cpu["worker"], cpu["redis"], cpu["postgres"], loadNote(cpu))
 		}
 		rows = append(rows, base)
+		if p.Target == "predict-miss" {
+			if b, ok := cpuBound(p, ceilings[c], rep.Machine.NProc); ok {
+				rows = append(rows, b)
+			}
+		}
 	}
 
 	for _, in := range rep.Inference {
