@@ -71,7 +71,8 @@ func BenchmarkInsert(b *testing.B) {
 // run. Request ids are UUIDv7, as the api makes them (time-ordered); PREDSTORE_IDS=v4 makes
 // them random, as clients' own X-Request-IDs may be. Variants:
 //
-//   - copy: Insert as it is, the direct COPY (copyDirect);
+//   - copy: Insert as it is, the direct COPY (copyDirect) sent as one write (copyPipelined);
+//   - stepwise: the same COPY through pgconn's CopyFrom (three flushes), as before;
 //   - unnest, tempcopy: the conflict-handling paths alone, as Insert wrote before the direct
 //     COPY (INSERT … SELECT FROM unnest … ON CONFLICT, and COPY into a temporary table then
 //     INSERT … SELECT … ON CONFLICT);
@@ -123,7 +124,8 @@ func benchInsertCPU(b *testing.B, replay bool) {
 		name   string
 		insert func(context.Context, []prediction.Record) (int64, error)
 	}
-	variants := []variant{{"unnest", unnest.Insert}, {"copy", direct.Insert}}
+	stepwise := predstore.New(pool, predstore.WithStepwiseCopy())
+	variants := []variant{{"unnest", unnest.Insert}, {"copy", direct.Insert}, {"stepwise", stepwise.Insert}}
 	if !replay {
 		variants = append(variants, variant{"tempcopy", tempcopy.Insert},
 			variant{"pgxcopy", func(ctx context.Context, recs []prediction.Record) (int64, error) {

@@ -12,3 +12,9 @@ var (
 	CopySource = copySource
 	InsertCols = insertCols
 )
+
+// WithStepwiseCopy makes the direct COPY go through pgconn's CopyFrom (three flushes), as
+// before copyPipelined: for the benchmark that compares them.
+func WithStepwiseCopy() Option {
+	return func(s *Store) { s.stepwise = true }
+}

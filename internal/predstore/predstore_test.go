@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -596,4 +597,72 @@ func TestList(t *testing.T) {
 			require.ErrorIs(t, err, predstore.ErrInvalidCursor, "cursor %q", c)
 		}
 	})
+}
+
+// The direct COPY is written in one go (query, rows, end); these check that the connection
+// stays in step with its backend whatever the COPY's outcome, on a pool of one connection so
+// that every statement after it runs on the same one.
+func TestDirectCopyKeepsTheConnectionInStep(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.NewURL(t)
+	pool, err := postgres.Open(ctx, url, 1)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	store := predstore.New(pool)
+	backend := func() int32 {
+		var pid int32
+		require.NoError(t, pool.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid))
+		return pid
+	}
+	admin, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = admin.Close(context.Background()) })
+
+	first := records("s", 26)
+	n, err := store.Insert(ctx, first)
+	require.NoError(t, err)
+	require.EqualValues(t, 26, n)
+	pid := backend()
+
+	// A COPY that fails on its data (a stored request id): the backend ignores the rest of
+	// what was sent, the conflict-handling path runs on the same connection.
+	n, err = store.Insert(ctx, first)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	require.Equal(t, pid, backend(), "the same connection")
+
+	// A statement that fails before the COPY starts (no such table).
+	_, err = admin.Exec(ctx, "ALTER TABLE predictions RENAME TO predictions_away")
+	require.NoError(t, err)
+	_, err = store.Insert(ctx, records("gone", 26))
+	require.True(t, postgres.IsCode(err, "42P01"), "got %v", err)
+	_, err = admin.Exec(ctx, "ALTER TABLE predictions_away RENAME TO predictions")
+	require.NoError(t, err)
+	second := records("t", 26)
+	n, err = store.Insert(ctx, second)
+	require.NoError(t, err)
+	require.EqualValues(t, 26, n)
+	require.Equal(t, pid, backend(), "the same connection")
+
+	// A COPY whose context ends while the backend waits for a lock: the connection is
+	// closed (its state is unknown), and the batch, replayed as the persist worker would,
+	// is stored once whether or not the backend went on to commit it.
+	tx, err := admin.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, "LOCK TABLE predictions IN ACCESS EXCLUSIVE MODE")
+	require.NoError(t, err)
+	third := records("u", 26)
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = store.Insert(short, third)
+	cancel()
+	require.Error(t, err)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.NoError(t, tx.Rollback(ctx))
+	n, err = store.Insert(ctx, third)
+	require.NoError(t, err)
+	require.LessOrEqual(t, n, int64(26))
+	require.NotEqual(t, pid, backend(), "a new connection")
+	require.EqualValues(t, 78, count(t, pool))
+	requireStored(t, store, slices.Concat(first, second, third), nil)
 }
