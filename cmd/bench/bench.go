@@ -31,6 +31,11 @@ type httpPoint struct {
 	// CPUPerRequestUS is the CPU time each process spent per answered request, from the
 	// start of the point until its queue was drained: api, worker, redis, ceiling.
 	CPUPerRequestUS map[string]float64 `json:"cpu_us_per_request"`
+	// MachineCPUPerRequestUS is the busy CPU time of the whole machine (every process and
+	// the kernel) per answered request over the same span, and IdleShare the share of the
+	// machine's CPU time that was idle.
+	MachineCPUPerRequestUS float64 `json:"machine_cpu_us_per_request,omitempty"`
+	IdleShare              float64 `json:"idle_share,omitempty"`
 }
 
 // queueResult is the queue measurement.
@@ -378,6 +383,7 @@ func (b *bench) httpPhase(ctx context.Context) ([]httpPoint, error) {
 				return nil, err
 			}
 			cpu0 := meter.sample()
+			busy0, idle0 := machineCPU()
 			r, err := b.load(ctx, target, conns, b.opts.Duration)
 			if err != nil {
 				return nil, err
@@ -399,6 +405,11 @@ func (b *bench) httpPhase(ctx context.Context) ([]httpPoint, error) {
 				p.DrainSeconds = time.Since(t0).Seconds()
 			}
 			p.CPUPerRequestUS = perRequestUS(cpu0, meter.sample(), r.Requests)
+			if busy1, idle1 := machineCPU(); busy1 > busy0 && r.Requests > 0 {
+				busy, idle := busy1-busy0, idle1-idle0
+				p.MachineCPUPerRequestUS = float64(busy.Microseconds()) / float64(r.Requests)
+				p.IdleShare = float64(idle) / float64(busy+idle)
+			}
 			cpu := p.CPUPerRequestUS
 			cpu["load"] = r.CPUPerRequestUS
 			switch target { // the api of these points is another one
@@ -409,8 +420,9 @@ func (b *bench) httpPhase(ctx context.Context) ([]httpPoint, error) {
 			}
 			delete(cpu, "api-all-hits")
 			delete(cpu, "api-queue")
-			b.log("http %-12s %3d conns: %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d requests, drain %.1f s; CPU µs/req: api %.0f, ceiling %.0f, worker %.0f, redis %.0f, postgres %.0f, load %.0f)",
-				target, conns, r.RPS, r.P50MS, r.P99MS, r.Requests, p.DrainSeconds, cpu["api"], cpu["ceiling"], cpu["worker"], cpu["redis"], cpu["postgres"], cpu["load"])
+			b.log("http %-12s %3d conns: %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d requests, drain %.1f s; CPU µs/req: api %.0f, ceiling %.0f, worker %.0f, redis %.0f, postgres %.0f, load %.0f; machine %.0f, idle %.0f%%)",
+				target, conns, r.RPS, r.P50MS, r.P99MS, r.Requests, p.DrainSeconds, cpu["api"], cpu["ceiling"], cpu["worker"], cpu["redis"], cpu["postgres"], cpu["load"],
+				p.MachineCPUPerRequestUS, 100*p.IdleShare)
 			points = append(points, p)
 		}
 	}

@@ -36,6 +36,26 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(ut+st) * clockTick
 }
 
+// machineCPU returns the machine's CPU time from /proc/stat, all cores: busy (user, nice,
+// system, irq, softirq, steal) and idle (idle, iowait); zeros when it cannot be read.
+func machineCPU() (busy, idle time.Duration) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0
+	}
+	var v [8]int64
+	for i := range v {
+		v[i], _ = strconv.ParseInt(f[i+1], 10, 64)
+	}
+	// user nice system idle iowait irq softirq steal
+	return time.Duration(v[0]+v[1]+v[2]+v[5]+v[6]+v[7]) * clockTick, time.Duration(v[3]+v[4]) * clockTick
+}
+
 // cmdline returns a process's command line as one string, its arguments separated by
 // spaces (a process may also have rewritten it into one string, as Redis and Postgres do).
 func cmdline(pid string) string {

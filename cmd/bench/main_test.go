@@ -148,6 +148,12 @@ func TestTargetsAreJudgedOnRatios(t *testing.T) {
 	require.Contains(t, out.String(), "| HTTP 64 conns: predict, cache misses | 16,000 req/s, p50 0.00 ms, p99 6.00 ms | 30,000 req/s (bare Echo) | 0.53× | ≥ 0.5×, p99 ≤ 5 ms | no |")
 }
 
+func TestMachineCPUIsRead(t *testing.T) {
+	t.Parallel()
+	busy, idle := machineCPU()
+	require.Positive(t, busy+idle, "/proc/stat")
+}
+
 func TestItoaGroupsThousands(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -1000: "-1,000"} {
@@ -175,14 +181,14 @@ func TestCPUBoundOfTheMisses(t *testing.T) {
 		Machine: machine{NProc: 2},
 		HTTP: []httpPoint{
 			{Target: "ceiling", Result: loadResult{Conns: 64, RPS: 30000}, CPUPerRequestUS: map[string]float64{"ceiling": 30, "load": 18}},
-			{Target: "predict-miss", Result: loadResult{Conns: 64, RPS: 9000},
+			{Target: "predict-miss", Result: loadResult{Conns: 64, RPS: 9000}, MachineCPUPerRequestUS: 180, IdleShare: 0.1,
 				CPUPerRequestUS: map[string]float64{"api": 80, "worker": 1, "redis": 12, "postgres": 27, "load": 20}},
 		},
 	}
 	var out bytes.Buffer
 	writeMarkdown(&out, report{Rows: buildRows(rep, options{})})
 	require.Contains(t, out.String(), "| HTTP 64 conns: predict, cache misses, CPU of every process per miss (api, worker, Redis, Postgres, load generator) | 140 µs/req (the ratio this CPU allows on 2 cores")
-	require.Contains(t, out.String(), "at most 2 × 30 µs (the ceiling's CPU per request) ÷ 140 µs = 0.43×")
+	require.Contains(t, out.String(), "at most 2 × 30 µs (the ceiling's CPU per request) ÷ 140 µs = 0.43×; the whole machine, kernel threads included, 180 µs per miss, idle 10% of the time")
 	require.Contains(t, out.String(), "CPU 30 µs/req; load generator 18")
 
 	// A report saved before the load generator's CPU was measured has no such row.

@@ -39,10 +39,15 @@ func cpuBound(miss, ceiling httpPoint, nproc int) (row, bool) {
 	for _, name := range []string{"api", "worker", "redis", "postgres", "load"} {
 		all += cpu[name]
 	}
+	note := fmt.Sprintf("the ratio this CPU allows on %d cores: at most %d × %.0f µs (the ceiling's CPU per request) ÷ %.0f µs = %.2f×",
+		nproc, nproc, ceil, all, float64(nproc)*ceil/all)
+	if miss.MachineCPUPerRequestUS > 0 {
+		note += fmt.Sprintf("; the whole machine, kernel threads included, %.0f µs per miss, idle %.0f%% of the time",
+			miss.MachineCPUPerRequestUS, 100*miss.IdleShare)
+	}
 	return row{Group: "http", Unit: "µs/req", Value: all,
 		Measure: fmt.Sprintf("HTTP %d conns: predict, cache misses, CPU of every process per miss (api, worker, Redis, Postgres, load generator)", miss.Result.Conns),
-		Note: fmt.Sprintf("the ratio this CPU allows on %d cores: at most %d × %.0f µs (the ceiling's CPU per request) ÷ %.0f µs = %.2f×",
-			nproc, nproc, ceil, all, float64(nproc)*ceil/all)}, true
+		Note:    note}, true
 }
 
 // buildRows turns the measurements into the table's rows.
