@@ -159,7 +159,7 @@ func notes(rep report, opts options) []string {
 		"HTTP: closed loop, each connection sends its next request when the answer is read; " +
 			fmt.Sprintf("%s per point after a %s warm-up; predict uses the latest model (MLP) and stores every computed answer ", opts.Duration, opts.Warmup) +
 			"(cache hits too on the api with PERSIST_CACHE_HITS=true): the api writes it to Postgres before answering (PERSIST_PATH=postgres), or the worker does (the api with PERSIST_PATH=queue), and the worker drains the persist queue between points. Cache misses: sonar row i mod 208 with its first feature moved by (1+i/208)·1e-9, so no input repeats. " +
-			"CPU µs/req: CPU time of each process (Postgres: the backends of the bench's database) from the start of the point until the persist queue is empty, per answered request.",
+			"CPU µs/req: CPU time of each process (Postgres: the backends of the bench's database) from the start of the point until the persist queue is empty, per answered request; the load generator measures its own (getrusage), the whole machine's busy and idle time comes from /proc/stat.",
 	}
 	if opts.Smoke {
 		n = append(n, "Smoke run: sizes are too small for the targets to mean anything; it checks that every measurement still works.")
