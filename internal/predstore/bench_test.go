@@ -71,7 +71,7 @@ func BenchmarkInsert(b *testing.B) {
 // run. Request ids are UUIDv7, as the api makes them (time-ordered); PREDSTORE_IDS=v4 makes
 // them random, as clients' own X-Request-IDs may be. Variants:
 //
-//   - copy: Insert as it is, the direct COPY (copyDirect) sent as one write (copyPipelined);
+//   - copy: Insert as it is, the direct COPY (copyDirect) sent as one write (sendCopy);
 //   - stepwise: the same COPY through pgconn's CopyFrom (three flushes), as before;
 //   - unnest, tempcopy: the conflict-handling paths alone, as Insert wrote before the direct
 //     COPY (INSERT … SELECT FROM unnest … ON CONFLICT, and COPY into a temporary table then

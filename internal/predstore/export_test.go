@@ -14,7 +14,7 @@ var (
 )
 
 // WithStepwiseCopy makes the direct COPY go through pgconn's CopyFrom (three flushes), as
-// before copyPipelined: for the benchmark that compares them.
+// before sendCopy: for the benchmark that compares them.
 func WithStepwiseCopy() Option {
 	return func(s *Store) { s.stepwise = true }
 }

@@ -210,7 +210,7 @@ func (s *Store) Insert(ctx context.Context, recs []prediction.Record) (int64, er
 // (-benchtime 1000x for ^rows=100$, 500x for ^rows=200$, 200x for ^rows=500$, 50x for
 // ^rows=2000$.)
 //
-// Since then the COPY is sent in one write (copyPipelined): in three alternated rounds of
+// Since then the COPY is sent in one write (sendCopy): in three alternated rounds of
 // BenchmarkInsertCPU against pgconn's CopyFrom (variant stepwise), at 26 rows the Go side took
 // 11.6, 7.0 and 5.5 µs/row against 20.9, 12.9 and 13.2, Postgres 36.1, 15.0 and 15.2 against
 // 39.0, 19.7 and 22.0, the wall time 56, 37 and 28 against 80, 45 and 43, with 10 allocations a
@@ -228,10 +228,10 @@ func (s *Store) Insert(ctx context.Context, recs []prediction.Record) (int64, er
 // gain 5.2 µs/row at 26 rows, so the direct COPY pays as long as fewer than about a third of
 // the batches are replays.
 func (s *Store) copyDirect(ctx context.Context, recs []prediction.Record) (int64, error) {
-	if !s.stepwise {
-		return s.copyPipelined(ctx, recs)
+	send := sendCopy
+	if s.stepwise {
+		send = sendCopyStepwise
 	}
-	data := encodeCopyRows(nil, recs, time.Now())
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("insert predictions: copy: %w", err)
@@ -242,7 +242,7 @@ func (s *Store) copyDirect(ctx context.Context, recs []prediction.Record) (int64
 	if tracer != nil {
 		ctx = tracer.TraceCopyFromStart(ctx, conn, pgx.TraceCopyFromStartData{TableName: predictionsTable, ColumnNames: insertCols})
 	}
-	tag, err := conn.PgConn().CopyFrom(ctx, bytes.NewReader(data), copyDirectSQL)
+	tag, err := send(ctx, conn.PgConn(), recs)
 	if tracer != nil {
 		tracer.TraceCopyFromEnd(ctx, conn, pgx.TraceCopyFromEndData{CommandTag: tag, Err: err})
 	}
@@ -252,42 +252,25 @@ func (s *Store) copyDirect(ctx context.Context, recs []prediction.Record) (int64
 	return tag.RowsAffected(), nil
 }
 
-// copyPipelined is copyDirect's COPY sent as one write: the Query message, one CopyData with
-// every row and CopyDone, then the answers read until ReadyForQuery. pgconn's CopyFrom sends
+// sendCopyStepwise is the COPY of recs through pgconn's CopyFrom, as copyDirect sent it
+// before sendCopy: kept for the benchmark that compares them (WithStepwiseCopy).
+func sendCopyStepwise(ctx context.Context, pc *pgconn.PgConn, recs []prediction.Record) (pgconn.CommandTag, error) {
+	return pc.CopyFrom(ctx, bytes.NewReader(encodeCopyRows(nil, recs, time.Now())), copyDirectSQL)
+}
+
+// sendCopy writes the COPY of recs on pc as one write: the Query message, one CopyData with
+// every row and CopyDone, then reads the answers until ReadyForQuery. pgconn's CopyFrom sends
 // the same messages in three flushes (the query; the data, from a goroutine of its own, while
 // a background reader watches for an early error; CopyDone), each a system call for the api
 // and a wake-up and a read for the Postgres backend.
 //
 // The protocol allows it: a backend that fails the COPY (or the statement before it) answers
 // ErrorResponse and ignores the CopyData and CopyDone that follow, up to the next query
-// (PostgresMain's "Accept but ignore these messages"), so the connection stays in step; it
-// is closed instead when a write or a read fails, or ctx ends mid-way. A backend that holds
-// the whole COPY when its client goes may still commit it, as with any commit whose answer
-// is lost: the api's fallback (the persist task) and the worker replay such a batch, and a
-// replay stores each record once (Insert).
-func (s *Store) copyPipelined(ctx context.Context, recs []prediction.Record) (int64, error) {
-	c, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("insert predictions: copy: %w", err)
-	}
-	defer c.Release()
-	conn := c.Conn()
-	tracer, _ := conn.Config().Tracer.(pgx.CopyFromTracer)
-	if tracer != nil {
-		ctx = tracer.TraceCopyFromStart(ctx, conn, pgx.TraceCopyFromStartData{TableName: predictionsTable, ColumnNames: insertCols})
-	}
-	tag, err := sendCopy(ctx, conn.PgConn(), recs)
-	if tracer != nil {
-		tracer.TraceCopyFromEnd(ctx, conn, pgx.TraceCopyFromEndData{CommandTag: tag, Err: err})
-	}
-	if err != nil {
-		return 0, fmt.Errorf("insert predictions: copy: %w", err)
-	}
-	return tag.RowsAffected(), nil
-}
-
-// sendCopy writes the COPY of recs on pc as one stream and reads its answer; a failure that
-// may leave pc out of step closes it (the pool then drops it).
+// (PostgresMain's "Accept but ignore these messages"), so the connection stays in step. When
+// a write or a read fails, or ctx ends mid-way, pc is closed instead (the pool then drops
+// it). A backend that holds the whole COPY when its client goes may still commit it, as with
+// any commit whose answer is lost: the api's fallback (the persist task) and the worker
+// replay such a batch, and a replay stores each record once (Insert).
 func sendCopy(ctx context.Context, pc *pgconn.PgConn, recs []prediction.Record) (pgconn.CommandTag, error) {
 	b := make([]byte, 0, 64+len(copyDirectSQL)+copyRowsSize(recs))
 	b = append(b, 'Q', 0, 0, 0, 0)
