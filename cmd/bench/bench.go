@@ -29,7 +29,8 @@ type httpPoint struct {
 	// DrainSeconds is how long the persist queue took to empty after the point (api only).
 	DrainSeconds float64 `json:"drain_seconds,omitempty"`
 	// CPUPerRequestUS is the CPU time each process spent per answered request, from the
-	// start of the point until its queue was drained: api, worker, redis, ceiling.
+	// start of the point until its queue was drained: api, worker, redis, postgres, ceiling,
+	// and load (the load generator's own, over the point).
 	CPUPerRequestUS map[string]float64 `json:"cpu_us_per_request"`
 	// MachineCPUPerRequestUS is the busy CPU time of the whole machine (every process and
 	// the kernel) per answered request over the same span, and IdleShare the share of the
