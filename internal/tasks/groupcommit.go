@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/hibiken/asynq"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -311,11 +310,10 @@ func (r *Recorder) enqueueAlerts(ctx context.Context, batch []*commitWaiter) err
 			}
 			err := failed
 			if err == nil {
-				var at *asynq.Task
-				if at, err = NewAlertLowConfidenceTask(rec, wh); err == nil {
-					if err = r.enqueue(ctx, at); err != nil {
-						failed = err
-					}
+				at, encErr := NewAlertLowConfidenceTask(rec, wh)
+				if err = encErr; err == nil {
+					err = r.enqueue(ctx, at)
+					failed = err
 				}
 			}
 			if err != nil {

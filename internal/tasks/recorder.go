@@ -183,9 +183,18 @@ func (r *Recorder) group(requestID string) string {
 	return PersistGroup + ":" + strconv.FormatUint(uint64(h.Sum32()%r.shards), 10)
 }
 
-func (r *Recorder) breakerOpen() bool { return r.now().UnixNano() < r.openUntil.Load() }
+func (r *Recorder) breakerOpen() bool { return r.isOpen(&r.openUntil) }
 
-func (r *Recorder) pgBreakerOpen() bool { return r.now().UnixNano() < r.pgOpenUntil.Load() }
+func (r *Recorder) pgBreakerOpen() bool { return r.isOpen(&r.pgOpenUntil) }
+
+// isOpen reports whether the breaker whose deadline is until is open.
+func (r *Recorder) isOpen(until *atomic.Int64) bool { return r.now().UnixNano() < until.Load() }
+
+// open opens the breaker whose deadline is until for the cooldown, and reports whether it was
+// closed (so that the transition is logged once).
+func (r *Recorder) open(until *atomic.Int64) bool {
+	return until.Swap(r.now().Add(r.cooldown).UnixNano()) < r.now().UnixNano()
+}
 
 // errBreakerOpen: Redis was not tried because it failed moments ago.
 var errBreakerOpen = errors.New("queue unavailable moments ago (circuit open)")
@@ -275,8 +284,7 @@ func (r *Recorder) tripPostgres(ctx context.Context, err error) {
 		r.logger.WarnContext(ctx, "postgres refused a batch of predictions: enqueuing it for the worker", "error", err.Error())
 		return
 	}
-	until := r.now().Add(r.cooldown).UnixNano()
-	if prev := r.pgOpenUntil.Swap(until); prev < r.now().UnixNano() {
+	if r.open(&r.pgOpenUntil) {
 		r.logger.WarnContext(ctx, "postgres unavailable: enqueuing predictions for the worker",
 			"error", err.Error(), "retry_in", r.cooldown.String())
 	}
@@ -284,9 +292,7 @@ func (r *Recorder) tripPostgres(ctx context.Context, err error) {
 
 // trip opens the breaker for the cooldown; the transition is logged once.
 func (r *Recorder) trip(ctx context.Context, err error) {
-	until := r.now().Add(r.cooldown).UnixNano()
-	prev := r.openUntil.Swap(until)
-	if prev < r.now().UnixNano() {
+	if r.open(&r.openUntil) {
 		r.logger.WarnContext(ctx, "queue unavailable: writing predictions to Postgres directly",
 			"error", err.Error(), "retry_in", r.cooldown.String())
 	}
