@@ -226,3 +226,19 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// Unreachable returns a pool on a loopback port where no Postgres listens (connections are
+// refused), closed at the end of the test: for the tests of what happens when Postgres is down.
+func Unreachable(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	port, err := localsvc.FreePort()
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	pool, err := postgres.Open(context.Background(), fmt.Sprintf("postgres://postgres@127.0.0.1:%d/x?sslmode=disable&connect_timeout=1", port), 2)
+	if err != nil {
+		t.Fatalf("pgtest: open: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}

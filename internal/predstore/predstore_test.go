@@ -3,7 +3,6 @@ package predstore_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -17,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/predq/predq/internal/localsvc"
 	"github.com/predq/predq/internal/pgtest"
 	"github.com/predq/predq/internal/postgres"
 	"github.com/predq/predq/internal/prediction"
@@ -278,12 +276,7 @@ func TestInsert(t *testing.T) {
 
 	t.Run("UnreachableServerIsUnavailable", func(t *testing.T) {
 		t.Parallel()
-		port, err := localsvc.FreePort()
-		require.NoError(t, err)
-		pool, err := postgres.Open(context.Background(), fmt.Sprintf("postgres://postgres@127.0.0.1:%d/x?sslmode=disable&connect_timeout=1", port), 2)
-		require.NoError(t, err)
-		t.Cleanup(pool.Close)
-		_, err = predstore.New(pool).Insert(context.Background(), records("u", 1))
+		_, err := predstore.New(pgtest.Unreachable(t)).Insert(context.Background(), records("u", 1))
 		require.Error(t, err)
 		require.True(t, postgres.IsUnavailable(err), "got %v", err)
 	})

@@ -13,8 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 
-	"github.com/predq/predq/internal/localsvc"
-	"github.com/predq/predq/internal/postgres"
+	"github.com/predq/predq/internal/pgtest"
 	"github.com/predq/predq/internal/prediction"
 	"github.com/predq/predq/internal/predstore"
 	"github.com/predq/predq/internal/tasks"
@@ -34,12 +33,7 @@ func (c *countingStore) Insert(ctx context.Context, recs []prediction.Record) (i
 // deadStore is a store whose Postgres refuses connections (nothing listens on its port).
 func deadStore(t *testing.T) *predstore.Store {
 	t.Helper()
-	port, err := localsvc.FreePort()
-	require.NoError(t, err)
-	dead, err := postgres.Open(context.Background(), fmt.Sprintf("postgres://postgres@127.0.0.1:%d/x?sslmode=disable", port), 2)
-	require.NoError(t, err)
-	t.Cleanup(dead.Close)
-	return predstore.New(dead)
+	return predstore.New(pgtest.Unreachable(t))
 }
 
 // persistQueued returns the request ids of the records in the pending persist tasks.
