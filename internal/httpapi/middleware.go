@@ -21,21 +21,19 @@ import (
 	"github.com/predq/predq/internal/telemetry"
 )
 
-// headerRequestID carries the request id both ways.
-const headerRequestID = "X-Request-ID"
+// headerRequestID carries the request id both ways (X-Request-ID: header names are
+// case-insensitive). It is spelled in Go's canonical form, which net/http writes on the wire
+// anyway, so that reading and setting it does not build the canonical key each time (two
+// allocations a request).
+const headerRequestID = "X-Request-Id"
 
 type ctxKey int
 
-const (
-	ctxKeyRequestID ctxKey = iota
-	ctxKeyPrincipal
-)
+const ctxKeyPrincipal ctxKey = iota
 
-// requestIDFrom returns the request id that the requestID middleware put in ctx.
-func requestIDFrom(ctx context.Context) string {
-	id, _ := ctx.Value(ctxKeyRequestID).(string)
-	return id
-}
+// requestIDFrom returns the request id that the requestID middleware put in ctx (in
+// telemetry's key, which the logs read too).
+func requestIDFrom(ctx context.Context) string { return telemetry.RequestID(ctx) }
 
 // principalFrom returns the principal that the authenticate middleware put in ctx.
 func principalFrom(ctx context.Context) (auth.Principal, bool) {
@@ -74,9 +72,9 @@ func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
 			id = newRequestID()
 		}
 		c.Response().Header().Set(headerRequestID, id)
-		// Also in telemetry's key, so that every log line made with this context, in any
-		// package, carries request_id.
-		ctx := telemetry.WithRequestID(context.WithValue(req.Context(), ctxKeyRequestID, id), id)
+		// In telemetry's key, so that every log line made with this context, in any package,
+		// carries request_id.
+		ctx := telemetry.WithRequestID(req.Context(), id)
 		c.SetRequest(req.WithContext(ctx))
 		return next(c)
 	}
@@ -128,7 +126,7 @@ func traceIDsOnly(tracer oteltrace.Tracer, prop propagation.TextMapPropagator) e
 				return next(c)
 			}
 			req := c.Request()
-			ctx := prop.Extract(req.Context(), propagation.HeaderCarrier(req.Header))
+			ctx := prop.Extract(req.Context(), canonicalCarrier(req.Header))
 			ctx, span := tracer.Start(ctx, "request", oteltrace.WithSpanKind(oteltrace.SpanKindServer))
 			defer span.End()
 			c.SetRequest(req.WithContext(ctx))
@@ -136,6 +134,34 @@ func traceIDsOnly(tracer oteltrace.Tracer, prop propagation.TextMapPropagator) e
 		}
 	}
 }
+
+// canonicalCarrier reads the trace headers of a request for a propagator, which asks for them
+// in lower case ("traceparent", "tracestate", "baggage"): the canonical spelling of those three
+// is known, so the lookup does not build it for each request (three allocations) as
+// propagation.HeaderCarrier does. Other names go through http.Header.Get.
+type canonicalCarrier http.Header
+
+func (h canonicalCarrier) Get(key string) string {
+	var v []string
+	switch key {
+	case "traceparent":
+		v = h["Traceparent"]
+	case "tracestate":
+		v = h["Tracestate"]
+	case "baggage":
+		v = h["Baggage"]
+	default:
+		return http.Header(h).Get(key)
+	}
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+func (h canonicalCarrier) Set(key, value string) { http.Header(h).Set(key, value) }
+
+func (h canonicalCarrier) Keys() []string { return propagation.HeaderCarrier(h).Keys() }
 
 // skipTracing names the requests that get no span: /metrics, /health and /health/*.
 func skipTracing(c echo.Context) bool {
@@ -310,8 +336,8 @@ func (s *Server) cors() echo.MiddlewareFunc {
 		AllowOriginFunc: func(origin string) (bool, error) { return origins.allows(origin), nil },
 		AllowMethods:    []string{http.MethodGet, http.MethodHead, http.MethodPost},
 		AllowHeaders: []string{echo.HeaderAuthorization, "X-API-Key", echo.HeaderContentType,
-			headerRequestID, "Idempotency-Key"},
-		ExposeHeaders:    []string{headerRequestID, "Retry-After", echo.HeaderLocation, echo.HeaderWWWAuthenticate},
+			"X-Request-ID", "Idempotency-Key"},
+		ExposeHeaders:    []string{"X-Request-ID", "Retry-After", echo.HeaderLocation, echo.HeaderWWWAuthenticate},
 		AllowCredentials: false,
 		MaxAge:           600,
 	})

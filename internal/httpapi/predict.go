@@ -64,7 +64,7 @@ func handlePredict(p Predictor) echo.HandlerFunc {
 			return err
 		}
 		out.Timestamp = out.Timestamp.UTC()
-		if _, pretty := c.QueryParams()["pretty"]; pretty || c.Echo().Debug {
+		if c.Echo().Debug || c.Request().URL.RawQuery != "" && c.QueryParams().Has("pretty") {
 			return c.JSON(http.StatusOK, out)
 		}
 		// What c.JSON writes (encoding/json's bytes and its trailing newline), without reflection.

@@ -8,7 +8,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -168,4 +170,27 @@ func TestTraceIDsOnlyWhenNothingRecords(t *testing.T) {
 	require.True(t, sc.IsValid())
 	require.NotEqual(t, "4bf92f3577b34da6a3ce929d0e0e4736", sc.TraceID().String())
 	require.Equal(t, sc.TraceID().String(), accessLine(t, logs.String(), "trace-req-5")["trace_id"])
+}
+
+// canonicalCarrier answers what propagation.HeaderCarrier answers, for the propagators'
+// lower-case names and any other, and the trace context, its state and the baggage reach the
+// request's context through it.
+func TestCanonicalCarrierReadsWhatHeaderCarrierReads(t *testing.T) {
+	h := http.Header{}
+	h.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	h.Set("tracestate", "vendor=opaque")
+	h.Set("baggage", "tenant=acme")
+	h.Set("X-Other", "x")
+	for _, k := range []string{"traceparent", "tracestate", "baggage", "x-other", "X-Other", "absent"} {
+		require.Equal(t, propagation.HeaderCarrier(h).Get(k), canonicalCarrier(h).Get(k), k)
+	}
+	require.ElementsMatch(t, propagation.HeaderCarrier(h).Keys(), canonicalCarrier(h).Keys())
+	require.Empty(t, canonicalCarrier(http.Header{}).Get("traceparent"))
+
+	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	ctx := prop.Extract(t.Context(), canonicalCarrier(h))
+	sc := trace.SpanContextFromContext(ctx)
+	require.Equal(t, "4bf92f3577b34da6a3ce929d0e0e4736", sc.TraceID().String())
+	require.Equal(t, "vendor=opaque", sc.TraceState().String())
+	require.Equal(t, "acme", baggage.FromContext(ctx).Member("tenant").Value())
 }
