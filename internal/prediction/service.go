@@ -208,25 +208,31 @@ func (s *Service) lookupOrInfer(ctx context.Context, rs []resolved) (probs []flo
 		prep  string
 		idx   []int
 	}
-	groups := map[string]*group{}
-	var order []string
-	for i, r := range rs {
-		if cached[i] {
-			continue
+	var order []*group
+	if len(rs) == 1 {
+		// One input (POST /predict): no grouping to do.
+		if !cached[0] {
+			order = []*group{{model: rs[0].model, prep: rs[0].in.Preprocessing, idx: []int{0}}}
 		}
-		gk := r.model.Version + "\x00" + r.in.Preprocessing
-		g, ok := groups[gk]
-		if !ok {
-			g = &group{model: r.model, prep: r.in.Preprocessing}
-			groups[gk] = g
-			order = append(order, gk)
+	} else {
+		groups := map[string]*group{}
+		for i, r := range rs {
+			if cached[i] {
+				continue
+			}
+			gk := r.model.Version + "\x00" + r.in.Preprocessing
+			g, ok := groups[gk]
+			if !ok {
+				g = &group{model: r.model, prep: r.in.Preprocessing}
+				groups[gk] = g
+				order = append(order, g)
+			}
+			g.idx = append(g.idx, i)
 		}
-		g.idx = append(g.idx, i)
 	}
 	var missKeys []string
 	var missVals []float64
-	for _, gk := range order {
-		g := groups[gk]
+	for _, g := range order {
 		// A span per inference when the request's span records (sampled), none otherwise:
 		// starting a span that nobody records cost about 2% of the api's CPU (pprof).
 		var span trace.Span
