@@ -37,6 +37,11 @@ type httpPoint struct {
 	// machine's CPU time that was idle.
 	MachineCPUPerRequestUS float64 `json:"machine_cpu_us_per_request,omitempty"`
 	IdleShare              float64 `json:"idle_share,omitempty"`
+	// RoundRPS is the rate of each round of the point. The rounds of every target at one
+	// connection count run in turn (ceiling, misses, hits, …, then again), so that each
+	// ratio to the ceiling can also be taken within a round, a few seconds apart, where the
+	// host's drift between points minutes apart does not reach it.
+	RoundRPS []float64 `json:"round_rps,omitempty"`
 }
 
 // queueResult is the queue measurement.
@@ -343,7 +348,7 @@ func (b *bench) runJSON(ctx context.Context, cpus string, v any, args ...string)
 
 // load runs one load point against target.
 func (b *bench) load(ctx context.Context, target string, conns int, d time.Duration) (loadResult, error) {
-	args := []string{"load", "-conns", strconv.Itoa(conns), "-duration", d.String(), "-data", b.sonar}
+	args := []string{"load", "-conns", strconv.Itoa(conns), "-duration", d.String(), "-data", b.sonar, "-latencies"}
 	switch target {
 	case "ceiling":
 		args = append(args, "-addr", b.ceilURL[len("http://"):], "-bodies", "distinct", "-start", strconv.FormatInt(b.nextStart(), 10))
@@ -372,62 +377,113 @@ var httpTargets = []string{"ceiling", "predict-miss", "predict-hit", "predict-hi
 
 // httpPhase measures the ceiling, cache misses and cache hits at each connection count, cache
 // hits again on the api that stores every hit (PERSIST_CACHE_HITS=true), and cache misses
-// again on the api that persists through the queue (PERSIST_PATH=queue).
+// again on the api that persists through the queue (PERSIST_PATH=queue). Each point is
+// measured in opts.Rounds rounds that take turns with the other targets' (each round after
+// its own share of the warm-up), and the rounds are merged.
 func (b *bench) httpPhase(ctx context.Context) ([]httpPoint, error) {
 	insp := asynq.NewInspector(b.asynqOpt(0))
 	defer insp.Close()
 	meter := b.meter()
+	rounds := max(b.opts.Rounds, 1)
+	warmup, d := b.opts.Warmup/time.Duration(rounds), b.opts.Duration/time.Duration(rounds)
 	var points []httpPoint
 	for _, conns := range b.opts.Conns {
-		for _, target := range b.opts.Targets {
-			if _, err := b.load(ctx, target, conns, b.opts.Warmup); err != nil {
-				return nil, err
-			}
-			cpu0 := meter.sample()
-			busy0, idle0 := machineCPU()
-			r, err := b.load(ctx, target, conns, b.opts.Duration)
-			if err != nil {
-				return nil, err
-			}
-			if r.Errors > 0 {
-				return nil, fmt.Errorf("%s at %d connections: %d errors, the first: %s", target, conns, r.Errors, r.FirstError)
-			}
-			if (target == "predict-miss" || target == "predict-miss-queue") && r.Cached > 0 {
-				return nil, fmt.Errorf("%s at %d connections: %d answers were cache hits", target, conns, r.Cached)
-			}
-			p := httpPoint{Target: target, Result: r}
-			if target != "ceiling" {
-				// Persistence is on: wait until the worker has stored every record, so that
-				// the next point starts with an empty queue.
-				t0 := time.Now()
-				if _, err := waitDrained(ctx, insp, tasks.QueueDefault, 5*time.Minute); err != nil {
+		acc := make([]roundsAcc, len(b.opts.Targets))
+		for range rounds {
+			for i, target := range b.opts.Targets {
+				if err := b.round(ctx, insp, meter, target, conns, warmup, d, &acc[i]); err != nil {
 					return nil, err
 				}
-				p.DrainSeconds = time.Since(t0).Seconds()
 			}
-			p.CPUPerRequestUS = perRequestUS(cpu0, meter.sample(), r.Requests)
-			if busy1, idle1 := machineCPU(); busy1 > busy0 && r.Requests > 0 {
-				busy, idle := busy1-busy0, idle1-idle0
-				p.MachineCPUPerRequestUS = float64(busy.Microseconds()) / float64(r.Requests)
-				p.IdleShare = float64(idle) / float64(busy+idle)
-			}
+		}
+		for i, target := range b.opts.Targets {
+			p := acc[i].point(target)
 			cpu := p.CPUPerRequestUS
-			cpu["load"] = r.CPUPerRequestUS
-			switch target { // the api of these points is another one
-			case "predict-hit-stored":
-				cpu["api"] = cpu["api-all-hits"]
-			case "predict-miss-queue":
-				cpu["api"] = cpu["api-queue"]
-			}
-			delete(cpu, "api-all-hits")
-			delete(cpu, "api-queue")
-			b.log("http %-12s %3d conns: %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d requests, drain %.1f s; CPU µs/req: api %.0f, ceiling %.0f, worker %.0f, redis %.0f, postgres %.0f, load %.0f; machine %.0f, idle %.0f%%)",
-				target, conns, r.RPS, r.P50MS, r.P99MS, r.Requests, p.DrainSeconds, cpu["api"], cpu["ceiling"], cpu["worker"], cpu["redis"], cpu["postgres"], cpu["load"],
+			b.log("http %-12s %3d conns: %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d requests in %d rounds, drain %.1f s; CPU µs/req: api %.0f, ceiling %.0f, worker %.0f, redis %.0f, postgres %.0f, load %.0f; machine %.0f, idle %.0f%%)",
+				target, conns, p.Result.RPS, p.Result.P50MS, p.Result.P99MS, p.Result.Requests, len(p.RoundRPS), p.DrainSeconds, cpu["api"], cpu["ceiling"], cpu["worker"], cpu["redis"], cpu["postgres"], cpu["load"],
 				p.MachineCPUPerRequestUS, 100*p.IdleShare)
 			points = append(points, p)
 		}
 	}
 	return points, nil
+}
+
+// roundsAcc gathers the rounds of one point.
+type roundsAcc struct {
+	results    []loadResult
+	cpu        map[string]time.Duration // per process, summed over the rounds
+	busy, idle time.Duration            // the machine's, summed over the rounds
+	drain      time.Duration
+}
+
+// round measures one round of target after a warm-up and adds it to acc.
+func (b *bench) round(ctx context.Context, insp *asynq.Inspector, meter cpuMeter, target string, conns int, warmup, d time.Duration, acc *roundsAcc) error {
+	if _, err := b.load(ctx, target, conns, warmup); err != nil {
+		return err
+	}
+	cpu0 := meter.sample()
+	busy0, idle0 := machineCPU()
+	r, err := b.load(ctx, target, conns, d)
+	if err != nil {
+		return err
+	}
+	if r.Errors > 0 {
+		return fmt.Errorf("%s at %d connections: %d errors, the first: %s", target, conns, r.Errors, r.FirstError)
+	}
+	if (target == "predict-miss" || target == "predict-miss-queue") && r.Cached > 0 {
+		return fmt.Errorf("%s at %d connections: %d answers were cache hits", target, conns, r.Cached)
+	}
+	if target != "ceiling" {
+		// Persistence is on: wait until the worker has stored every record, so that the next
+		// round starts with an empty queue, and count the CPU it took.
+		t0 := time.Now()
+		if _, err := waitDrained(ctx, insp, tasks.QueueDefault, 5*time.Minute); err != nil {
+			return err
+		}
+		acc.drain += time.Since(t0)
+	}
+	cpu1 := meter.sample()
+	busy1, idle1 := machineCPU()
+	if acc.cpu == nil {
+		acc.cpu = map[string]time.Duration{}
+	}
+	for name, v := range cpu1 {
+		acc.cpu[name] += v - cpu0[name]
+	}
+	if busy1 > busy0 {
+		acc.busy += busy1 - busy0
+		acc.idle += idle1 - idle0
+	}
+	acc.results = append(acc.results, r)
+	return nil
+}
+
+// point is the merged measurement of the rounds.
+func (a *roundsAcc) point(target string) httpPoint {
+	r := mergeRounds(a.results)
+	p := httpPoint{Target: target, Result: r, DrainSeconds: a.drain.Seconds()}
+	if target == "ceiling" {
+		p.DrainSeconds = 0
+	}
+	for _, rr := range a.results {
+		p.RoundRPS = append(p.RoundRPS, rr.RPS)
+	}
+	p.CPUPerRequestUS = perRequestUS(map[string]time.Duration{}, a.cpu, r.Requests)
+	if a.busy > 0 && r.Requests > 0 {
+		p.MachineCPUPerRequestUS = float64(a.busy.Microseconds()) / float64(r.Requests)
+		p.IdleShare = float64(a.idle) / float64(a.busy+a.idle)
+	}
+	cpu := p.CPUPerRequestUS
+	cpu["load"] = r.CPUPerRequestUS
+	switch target { // the api of these points is another one
+	case "predict-hit-stored":
+		cpu["api"] = cpu["api-all-hits"]
+	case "predict-miss-queue":
+		cpu["api"] = cpu["api-queue"]
+	}
+	delete(cpu, "api-all-hits")
+	delete(cpu, "api-queue")
+	return p
 }
 
 // meter measures the CPU of the api, the worker, the ceiling server, the Redis server and

@@ -33,6 +33,9 @@ type loadConfig struct {
 	Duration time.Duration // how long requests are started
 	Max      int64         // at most this many requests in all
 	Bodies   *bodySource   // request bodies
+	// Latencies asks for every answered request's latency in the result (LatenciesUS), so
+	// that the rounds of one point can be merged.
+	Latencies bool
 }
 
 // loadResult is what one point measured. Latencies are in milliseconds.
@@ -52,6 +55,9 @@ type loadResult struct {
 	CPUPerRequestUS float64 `json:"load_cpu_us_per_req"`
 	// FirstError describes the first error seen, if any.
 	FirstError string `json:"first_error,omitempty"`
+	// LatenciesUS holds the latency of every answered request in microseconds, sorted,
+	// when asked for (loadConfig.Latencies); the rounds of a point are merged from them.
+	LatenciesUS []int64 `json:"latencies_us,omitempty"`
 }
 
 // runLoad measures one point.
@@ -123,7 +129,48 @@ func runLoad(cfg loadConfig) (loadResult, error) {
 	if e, ok := firstErr.Load().(string); ok {
 		r.FirstError = e
 	}
+	if cfg.Latencies {
+		r.LatenciesUS = make([]int64, len(all))
+		for i, d := range all {
+			r.LatenciesUS[i] = d.Microseconds()
+		}
+	}
 	return r, nil
+}
+
+// mergeRounds is one result for the rounds of a point: their requests over their summed
+// time, and the quantiles of all their latencies (each round must carry LatenciesUS; the
+// merged result does not).
+func mergeRounds(rounds []loadResult) loadResult {
+	var m loadResult
+	var lat []time.Duration
+	var cpuUS float64
+	for _, r := range rounds {
+		m.Conns = r.Conns
+		m.Requests += r.Requests
+		m.Errors += r.Errors
+		m.Cached += r.Cached
+		m.Seconds += r.Seconds
+		cpuUS += r.CPUPerRequestUS * float64(r.Requests)
+		if m.FirstError == "" {
+			m.FirstError = r.FirstError
+		}
+		for _, us := range r.LatenciesUS {
+			lat = append(lat, time.Duration(us)*time.Microsecond)
+		}
+	}
+	slices.Sort(lat)
+	if m.Seconds > 0 {
+		m.RPS = float64(m.Requests) / m.Seconds
+	}
+	m.P50MS, m.P90MS, m.P99MS = ms(quantile(lat, 0.50)), ms(quantile(lat, 0.90)), ms(quantile(lat, 0.99))
+	if len(lat) > 0 {
+		m.MaxMS = ms(lat[len(lat)-1])
+	}
+	if m.Requests > 0 {
+		m.CPUPerRequestUS = cpuUS / float64(m.Requests)
+	}
+	return m
 }
 
 // processCPU returns the CPU time (user + system) this process has used.
@@ -373,6 +420,7 @@ func loadCommand(args []string, stdout, stderr io.Writer) error {
 	mode := fs.String("bodies", "distinct", "distinct (a new input per request) or same (one input repeated)")
 	start := fs.Int64("start", 0, "number of the first distinct body")
 	data := fs.String("data", "data/sonar.csv", "sonar CSV file")
+	latencies := fs.Bool("latencies", false, "print every latency too (latencies_us), to merge rounds")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -389,7 +437,7 @@ func loadCommand(args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("load: -bodies must be distinct or same, got %q", *mode)
 	}
-	r, err := runLoad(loadConfig{Addr: *addr, Path: *path, Key: *key, Conns: *conns, Duration: *duration, Max: *maxReq, Bodies: bodies})
+	r, err := runLoad(loadConfig{Addr: *addr, Path: *path, Key: *key, Conns: *conns, Duration: *duration, Max: *maxReq, Bodies: bodies, Latencies: *latencies})
 	if err != nil {
 		return err
 	}

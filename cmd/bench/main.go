@@ -13,7 +13,8 @@
 //     constant (the ceiling, its own process: `bench serve-ceiling`); (b) POST
 //     /api/v1/predict with a distinct input per request (cache misses, persistence on);
 //     (c) the same input repeated (cache hits). With taskset, the servers under test run on
-//     core 0 and the load generator on core 1.
+//     core 0 and the load generator on core 1. Each point is measured in -rounds rounds that
+//     take turns with the other targets', so that the host's drift reaches them alike.
 //   - Inference ns/row, one row and batched, of the shipped logistic regression and MLP,
 //     against the raw gonum kernel of the same products and a plain Go loop.
 //   - Queue: asynq enqueueing and processing no-op tasks against the persist pipeline
@@ -26,7 +27,7 @@
 //
 // Usage:
 //
-//	bench [-smoke] [-json] [-root DIR] [-duration 10s] [-conns 16,64,256] [-job-rows 1000000]
+//	bench [-smoke] [-json] [-root DIR] [-duration 10s] [-rounds 5] [-conns 16,64,256] [-job-rows 1000000]
 //	      [-queue-tasks 100000] [-no-pin] [-phases inference,http,queue,job]
 //	      [-targets predict-miss,predict-hit,predict-hit-stored,predict-miss-queue] [-pprof]
 //	bench -render report.json      print the table of a report saved with -json
@@ -106,7 +107,8 @@ type options struct {
 	JSON        bool
 	Root        string
 	Duration    time.Duration // per HTTP point
-	Warmup      time.Duration // before each HTTP point
+	Warmup      time.Duration // before each HTTP point, shared by its rounds
+	Rounds      int           // each HTTP point is measured in this many rounds, in turn with the other targets'
 	Conns       []int
 	JobRows     int
 	QueueTasks  int
@@ -127,6 +129,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	jsonOut := fs.Bool("json", false, "print JSON instead of the markdown table")
 	root := fs.String("root", ".", "the repository root (data/, models/, cmd/)")
 	duration := fs.Duration("duration", 0, "per HTTP point (default 10s, smoke 1s)")
+	rounds := fs.Int("rounds", 0, "rounds of each HTTP point, taking turns with the other targets' (default 5, smoke 2)")
 	conns := fs.String("conns", "", "HTTP connection counts (default 16,64,256, smoke 16)")
 	jobRows := fs.Int("job-rows", 0, "rows of the NDJSON job (default 1000000, smoke 20000)")
 	queueTasks := fs.Int("queue-tasks", 0, "tasks of the queue measurements (default 100000, smoke 5000)")
@@ -139,15 +142,21 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return options{}, err
 	}
 	o := options{Smoke: *smoke, JSON: *jsonOut, Root: *root, NoPin: *noPin, Pprof: *pprof, Render: *render,
-		Duration: 10 * time.Second, Warmup: 2 * time.Second, Conns: []int{16, 64, 256},
+		Duration: 10 * time.Second, Warmup: 2 * time.Second, Rounds: 5, Conns: []int{16, 64, 256},
 		JobRows: 1_000_000, QueueTasks: 100_000, InferTime: 200 * time.Millisecond, InferRounds: 5,
 		Command: strings.Join(append([]string{"bench"}, args[1:]...), " ")}
 	if o.Smoke {
-		o.Duration, o.Warmup, o.Conns, o.JobRows, o.QueueTasks = time.Second, 300*time.Millisecond, []int{16}, 20_000, 5_000
+		o.Duration, o.Warmup, o.Rounds, o.Conns, o.JobRows, o.QueueTasks = time.Second, 300*time.Millisecond, 2, []int{16}, 20_000, 5_000
 		o.InferTime, o.InferRounds = 20*time.Millisecond, 3
 	}
 	if *duration > 0 {
 		o.Duration = *duration
+	}
+	if *rounds < 0 || *rounds > 100 {
+		return options{}, fmt.Errorf("-rounds: %d is not a number of rounds (1..100)", *rounds)
+	}
+	if *rounds > 0 {
+		o.Rounds = *rounds
 	}
 	if *conns != "" {
 		o.Conns = nil

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -63,6 +64,15 @@ func TestLoadCountsAnswersOfTheCeiling(t *testing.T) {
 	require.LessOrEqual(t, r.P50MS, r.P99MS)
 	require.LessOrEqual(t, r.P99MS, r.MaxMS)
 	require.Positive(t, r.CPUPerRequestUS)
+	require.Empty(t, r.LatenciesUS, "only when asked")
+
+	// Asked for, every answered request's latency comes along, sorted, within the extremes.
+	r, err = runLoad(loadConfig{Addr: addr, Path: "/api/v1/predict", Conns: 2, Duration: 100 * time.Millisecond,
+		Max: 300, Bodies: newDistinctBodies(sonarRows(t), 0), Latencies: true})
+	require.NoError(t, err)
+	require.Len(t, r.LatenciesUS, int(r.Requests))
+	require.True(t, slices.IsSorted(r.LatenciesUS))
+	require.LessOrEqual(t, float64(r.LatenciesUS[len(r.LatenciesUS)-1])/1000, r.MaxMS)
 
 	// A wrong path is counted as errors, not as answers.
 	r, err = runLoad(loadConfig{Addr: addr, Path: "/nowhere", Conns: 1, Duration: 50 * time.Millisecond,
@@ -104,6 +114,41 @@ func TestNDJSONStreamMatchesItsSize(t *testing.T) {
 		require.NoError(t, json.Unmarshal(got[n-1], &row))
 		require.Len(t, row, 60)
 	}
+}
+
+// The rounds of a point merge into their requests over their time, and quantiles of all their
+// latencies rather than an average of each round's.
+func TestMergeRoundsPoolsRequestsAndLatencies(t *testing.T) {
+	t.Parallel()
+	lat := func(from, to int64) []int64 {
+		var s []int64
+		for us := from; us <= to; us++ {
+			s = append(s, us)
+		}
+		return s
+	}
+	a := loadResult{Conns: 64, Requests: 100, Seconds: 1, RPS: 100, CPUPerRequestUS: 10, LatenciesUS: lat(1001, 1100)}
+	b := loadResult{Conns: 64, Requests: 300, Seconds: 2, RPS: 150, CPUPerRequestUS: 20, Cached: 2, LatenciesUS: lat(2001, 2300)}
+	m := mergeRounds([]loadResult{a, b})
+	require.Equal(t, int64(400), m.Requests)
+	require.Equal(t, int64(2), m.Cached)
+	require.Equal(t, 64, m.Conns)
+	require.InDelta(t, 3.0, m.Seconds, 1e-9)
+	require.InDelta(t, 400.0/3, m.RPS, 1e-9)
+	require.InDelta(t, 17.5, m.CPUPerRequestUS, 1e-9, "weighted by requests")
+	require.InDelta(t, 2.1, m.P50MS, 1e-9, "the 200th of 400 latencies: the 100th of the second round")
+	require.InDelta(t, 2.296, m.P99MS, 1e-9)
+	require.InDelta(t, 2.3, m.MaxMS, 1e-9)
+	require.Nil(t, m.LatenciesUS)
+}
+
+func TestRoundRatiosTakeEachRoundAgainstItsCeiling(t *testing.T) {
+	t.Parallel()
+	ceiling := httpPoint{Target: "ceiling", RoundRPS: []float64{30000, 20000, 25000}}
+	miss := httpPoint{Target: "predict-miss", RoundRPS: []float64{9000, 8000, 10000}}
+	require.Equal(t, "ratio within each of the 3 rounds 0.30–0.40×", roundRatios(miss, ceiling))
+	require.Empty(t, roundRatios(httpPoint{RoundRPS: []float64{9000}}, httpPoint{RoundRPS: []float64{30000}}), "one round: nothing to add")
+	require.Empty(t, roundRatios(miss, httpPoint{}), "a report from before the rounds")
 }
 
 func TestQuantileIsNearestRank(t *testing.T) {
@@ -173,6 +218,22 @@ func TestTargetsFlagKeepsTheCeilingFirst(t *testing.T) {
 
 	_, err = parseOptions([]string{"bench", "-root", "../..", "-targets", "predict-mis"}, io.Discard)
 	require.ErrorContains(t, err, `unknown target "predict-mis"`)
+}
+
+func TestRoundsFlag(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		want int
+	}{
+		{nil, 5}, {[]string{"-smoke"}, 2}, {[]string{"-rounds", "1"}, 1}, {[]string{"-smoke", "-rounds", "3"}, 3},
+	} {
+		o, err := parseOptions(append([]string{"bench", "-root", "../.."}, c.args...), io.Discard)
+		require.NoError(t, err)
+		require.Equal(t, c.want, o.Rounds, "%v", c.args)
+	}
+	_, err := parseOptions([]string{"bench", "-root", "../..", "-rounds", "-1"}, io.Discard)
+	require.ErrorContains(t, err, "-rounds")
 }
 
 func TestCPUBoundOfTheMisses(t *testing.T) {

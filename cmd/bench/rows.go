@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"strconv"
+	"time"
 )
 
 // Targets of issue 8.
@@ -50,6 +52,35 @@ func cpuBound(miss, ceiling httpPoint, nproc int) (row, bool) {
 		Note:    note}, true
 }
 
+// roundRatios describes the ratios of p to the ceiling taken round by round (each round of p
+// against the ceiling's round just before it), or "" when the report has no rounds.
+func roundRatios(p, ceiling httpPoint) string {
+	n := min(len(p.RoundRPS), len(ceiling.RoundRPS))
+	if n < 2 {
+		return ""
+	}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for i := range n {
+		if ceiling.RoundRPS[i] <= 0 {
+			return ""
+		}
+		r := p.RoundRPS[i] / ceiling.RoundRPS[i]
+		lo, hi = min(lo, r), max(hi, r)
+	}
+	return fmt.Sprintf("ratio within each of the %d rounds %.2f–%.2f×", n, lo, hi)
+}
+
+// joinNotes joins the non-empty notes with "; ".
+func joinNotes(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
+}
+
 // buildRows turns the measurements into the table's rows.
 func buildRows(rep report, opts options) []row {
 	var rows []row
@@ -91,6 +122,9 @@ func buildRows(rep report, opts options) []row {
 		}
 		if p.Target != "ceiling" && cpu != nil {
 			base.Note = fmt.Sprintf("CPU µs/req: api %.0f, worker %.0f, Redis %.0f, Postgres %.0f%s", cpu["api"], cpu["worker"], cpu["redis"], cpu["postgres"], loadNote(cpu))
+		}
+		if p.Target != "ceiling" {
+			base.Note = joinNotes(base.Note, roundRatios(p, ceilings[c]))
 		}
 		rows = append(rows, base)
 		if p.Target == "predict-miss" {
@@ -153,13 +187,22 @@ func buildRows(rep report, opts options) []row {
 	return rows
 }
 
+// httpTiming says how long each HTTP point ran.
+func httpTiming(opts options) string {
+	if opts.Rounds > 1 {
+		return fmt.Sprintf("%s per point in %d rounds of %s, each after a %s warm-up, taking turns with the other targets' rounds (ceiling, misses, hits, …, then again)",
+			opts.Duration, opts.Rounds, opts.Duration/time.Duration(opts.Rounds), opts.Warmup/time.Duration(opts.Rounds))
+	}
+	return fmt.Sprintf("%s per point after a %s warm-up", opts.Duration, opts.Warmup)
+}
+
 // notes are the lines printed under the table.
 func notes(rep report, opts options) []string {
 	n := []string{
 		"HTTP: closed loop, each connection sends its next request when the answer is read; " +
-			fmt.Sprintf("%s per point after a %s warm-up; predict uses the latest model (MLP) and stores every computed answer ", opts.Duration, opts.Warmup) +
-			"(cache hits too on the api with PERSIST_CACHE_HITS=true): the api writes it to Postgres before answering (PERSIST_PATH=postgres), or the worker does (the api with PERSIST_PATH=queue), and the worker drains the persist queue between points. Cache misses: sonar row i mod 208 with its first feature moved by (1+i/208)·1e-9, so no input repeats. " +
-			"CPU µs/req: CPU time of each process (Postgres: the backends of the bench's database) from the start of the point until the persist queue is empty, per answered request; the load generator measures its own (getrusage), the whole machine's busy and idle time comes from /proc/stat.",
+			httpTiming(opts) + "; predict uses the latest model (MLP) and stores every computed answer " +
+			"(cache hits too on the api with PERSIST_CACHE_HITS=true): the api writes it to Postgres before answering (PERSIST_PATH=postgres), or the worker does (the api with PERSIST_PATH=queue), and the worker drains the persist queue between rounds. Cache misses: sonar row i mod 208 with its first feature moved by (1+i/208)·1e-9, so no input repeats. " +
+			"CPU µs/req: CPU time of each process (Postgres: the backends of the bench's database) summed over the rounds of the point, each from its start until the persist queue is empty, per answered request; the load generator measures its own (getrusage), the whole machine's busy and idle time comes from /proc/stat.",
 	}
 	if opts.Smoke {
 		n = append(n, "Smoke run: sizes are too small for the targets to mean anything; it checks that every measurement still works.")
