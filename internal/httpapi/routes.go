@@ -17,19 +17,24 @@ import (
 // event streams).
 func (s *Server) routes() {
 	e := s.e
-	e.Use(s.requestID)
+	chain := []echo.MiddlewareFunc{s.requestID}
 	if tr := s.trace(); tr != nil {
-		e.Use(tr)
+		chain = append(chain, tr)
 	}
-	e.Use(
-		s.observe,
-		s.recoverPanics,
-		bodyLimit(s.cfg.BodyLimit, isJobUpload),
-	)
+	chain = append(chain, s.observe, s.recoverPanics, bodyLimit(s.cfg.BodyLimit, isJobUpload))
 	if cors := s.cors(); cors != nil {
-		e.Use(cors)
+		chain = append(chain, cors)
 	}
-	e.Use(gzip())
+	chain = append(chain, gzip())
+	// Echo v4 applies the middleware of e.Use to the matched handler again on every request,
+	// a closure each. The chain is composed here once instead, around the handler that
+	// routing put in the context (the route's, or the 404 or 405 handler), and e.Use gets a
+	// middleware that returns it as it is.
+	h := echo.HandlerFunc(func(c echo.Context) error { return c.Handler()(c) })
+	for i := len(chain) - 1; i >= 0; i-- {
+		h = chain[i](h)
+	}
+	e.Use(func(echo.HandlerFunc) echo.HandlerFunc { return h })
 
 	// Open: service status, health, metrics, the API's description.
 	e.GET("/", s.handleRoot())
@@ -51,29 +56,37 @@ func (s *Server) routes() {
 		e.Any("/monitoring/*", echo.WrapHandler(s.cfg.Monitoring), guard)
 	}
 
-	// /api/v1: an API key, then the per-key rate limit, on every route. (They are route
-	// middleware rather than group middleware because Echo v4 gives a group with middleware
-	// a catch-all route, which turns every 405 of the group into a 404.)
-	// TestAPIRoutesRequireKey fails for a route added here without them.
-	key := []echo.MiddlewareFunc{s.authenticate, s.rateLimit}
+	// /api/v1: an API key, then the per-key rate limit, on every route. (They wrap each
+	// handler rather than being group middleware because Echo v4 gives a group with middleware
+	// a catch-all route, which turns every 405 of the group into a 404; and they wrap it here,
+	// once, because Echo v4 applies a route's middleware to its handler again on every
+	// request, a closure each.) TestAPIRoutesRequireKey fails for a route added here without
+	// them.
+	keyed := func(h echo.HandlerFunc, more ...echo.MiddlewareFunc) echo.HandlerFunc {
+		mw := append([]echo.MiddlewareFunc{s.authenticate, s.rateLimit}, more...)
+		for i := len(mw) - 1; i >= 0; i-- {
+			h = mw[i](h)
+		}
+		return h
+	}
 	v1 := e.Group("/api/v1")
-	v1.POST("/predict", handlePredict(s.deps.Predictor), append(key, s.idempotent)...)
-	v1.POST("/predict/batch", handlePredictBatch(s.deps.Predictor, s.cfg.MaxBatchSize), append(key, s.idempotent)...)
-	v1.GET("/models", handleListModels(s.deps.Models), key...)
-	v1.GET("/models/:version", handleGetModel(s.deps.Models), key...)
+	v1.POST("/predict", keyed(handlePredict(s.deps.Predictor), s.idempotent))
+	v1.POST("/predict/batch", keyed(handlePredictBatch(s.deps.Predictor, s.cfg.MaxBatchSize), s.idempotent))
+	v1.GET("/models", keyed(handleListModels(s.deps.Models)))
+	v1.GET("/models/:version", keyed(handleGetModel(s.deps.Models)))
 	if s.deps.Promoter != nil {
-		v1.POST("/models/:version/promote", handlePromoteModel(s.deps.Promoter, s.deps.Models), key...)
+		v1.POST("/models/:version/promote", keyed(handlePromoteModel(s.deps.Promoter, s.deps.Models)))
 	}
 	if s.deps.Predictions != nil {
-		v1.GET("/predictions", s.handleListPredictions(), key...)
-		v1.GET("/predictions/:id", s.handleGetPrediction(), key...)
+		v1.GET("/predictions", keyed(s.handleListPredictions()))
+		v1.GET("/predictions/:id", keyed(s.handleGetPrediction()))
 	}
-	v1.POST("/jobs", s.handleSubmitJob(), key...)
-	v1.GET("/jobs", s.handleListJobs(), key...)
-	v1.GET("/jobs/:id", s.handleGetJob(), key...)
-	v1.GET("/jobs/:id/results", s.handleJobResults(), key...)
-	v1.GET("/jobs/:id/events", s.handleJobEvents(), key...)
-	v1.POST("/jobs/:id/cancel", s.handleCancelJob(), key...)
+	v1.POST("/jobs", keyed(s.handleSubmitJob()))
+	v1.GET("/jobs", keyed(s.handleListJobs()))
+	v1.GET("/jobs/:id", keyed(s.handleGetJob()))
+	v1.GET("/jobs/:id/results", keyed(s.handleJobResults()))
+	v1.GET("/jobs/:id/events", keyed(s.handleJobEvents()))
+	v1.POST("/jobs/:id/cancel", keyed(s.handleCancelJob()))
 }
 
 // isJobUpload names the one route whose body is streamed rather than read whole: it has its
