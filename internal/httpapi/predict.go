@@ -56,8 +56,10 @@ func handlePredict(p Predictor) echo.HandlerFunc {
 			return err
 		}
 		in := req.input()
-		if err := in.Validate().Err(); err != nil {
-			return err
+		if !in.Valid() {
+			if err := in.Validate().Err(); err != nil {
+				return err
+			}
 		}
 		out, err := p.Predict(c.Request().Context(), in, meta(c))
 		if err != nil {

@@ -99,6 +99,16 @@ func ValidateFeatures(v *validate.Error, field string, features []float64) {
 	}
 }
 
+// Valid reports whether Validate finds nothing wrong, without building an error: the path of
+// every well-formed request (Validate allocates its error even when it stays empty).
+func (in *Input) Valid() bool {
+	return FeaturesValid(in.Features) &&
+		(in.ModelVersion == LatestAlias || versionRE.MatchString(in.ModelVersion)) &&
+		in.ConfidenceThreshold > 0 && in.ConfidenceThreshold <= 1 &&
+		validPreprocessing(in.Preprocessing) &&
+		(in.Preprocessing != "robust" || in.ModelVersion == LatestAlias)
+}
+
 // FeaturesValid reports whether ValidateFeatures finds nothing wrong with features, without
 // building an error: the fast path of callers that check millions of rows.
 func FeaturesValid(features []float64) bool {

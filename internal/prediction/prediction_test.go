@@ -92,3 +92,32 @@ func TestFeaturesValidAgreesWithValidateFeatures(t *testing.T) {
 		}
 	}
 }
+
+// Valid agrees with Validate on every combination of good and bad fields.
+func TestValidAgreesWithValidate(t *testing.T) {
+	t.Parallel()
+	featureSets := [][]float64{nil, {}, {0.5}, {math.NaN()}, {MaxAbsFeature * 2}, features(MaxFeatures+1, 0.5)}
+	versions := []string{LatestAlias, "v1.0.0", "v2.10.3", "", "1.0.0", "v01.0.0", "latest "}
+	thresholds := []float64{0.5, 1, 1e-9, 0, -0.1, 1.0000001, math.NaN()}
+	preps := []string{"standard", "minmax", "robust", "", "Standard"}
+	n := 0
+	for _, fs := range featureSets {
+		for _, mv := range versions {
+			for _, th := range thresholds {
+				for _, p := range preps {
+					in := Input{Features: fs, ModelVersion: mv, ConfidenceThreshold: th, Preprocessing: p}
+					v := in.Validate()
+					if got, want := in.Valid(), v.Len() == 0; got != want {
+						t.Errorf("%+v: Valid %v, Validate finds %v", in, got, v.Errors)
+					}
+					if v.Len() == 0 {
+						n++
+					}
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no input was valid: the cases do not reach the valid path")
+	}
+}

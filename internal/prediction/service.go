@@ -115,8 +115,10 @@ type resolved struct {
 // prepare validates one input and resolves its model; field names are prefixed with prefix.
 func (s *Service) prepare(in Input) (resolved, *validate.Error, error) {
 	in.Normalize()
-	if v := in.Validate(); v.Len() > 0 {
-		return resolved{}, v, nil
+	if !in.Valid() {
+		if v := in.Validate(); v.Len() > 0 {
+			return resolved{}, v, nil
+		}
 	}
 	m, err := s.models.Resolve(in.ModelVersion)
 	if err != nil {
