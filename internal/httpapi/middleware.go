@@ -113,6 +113,9 @@ func (s *Server) trace() echo.MiddlewareFunc {
 		otelecho.WithSkipper(skipTracing))
 }
 
+// serverSpan are the options of a request's span, made once rather than for each request.
+var serverSpan = []oteltrace.SpanStartOption{oteltrace.WithSpanKind(oteltrace.SpanKindServer)}
+
 // traceIDsOnly gives each request a span that no sampler records, continuing the caller's
 // trace context when it sends one: its ids reach the access log and the tasks the request
 // enqueues, as with otelecho. otelecho would also build the span's name and its
@@ -127,7 +130,7 @@ func traceIDsOnly(tracer oteltrace.Tracer, prop propagation.TextMapPropagator) e
 			}
 			req := c.Request()
 			ctx := prop.Extract(req.Context(), canonicalCarrier(req.Header))
-			ctx, span := tracer.Start(ctx, "request", oteltrace.WithSpanKind(oteltrace.SpanKindServer))
+			ctx, span := tracer.Start(ctx, "request", serverSpan...)
 			defer span.End()
 			c.SetRequest(req.WithContext(ctx))
 			return next(c)
