@@ -389,8 +389,10 @@ func (b *bench) httpPhase(ctx context.Context) ([]httpPoint, error) {
 	var points []httpPoint
 	for _, conns := range b.opts.Conns {
 		acc := make([]roundsAcc, len(b.opts.Targets))
-		for range rounds {
+		for round := range rounds {
 			for i, target := range b.opts.Targets {
+				// When a measurement starts, for profiles taken during it (-pprof).
+				b.log("http %-12s %3d conns: round %d of %d, %s after a %s warm-up", target, conns, round+1, rounds, d, warmup)
 				if err := b.round(ctx, insp, meter, target, conns, warmup, d, &acc[i]); err != nil {
 					return nil, err
 				}
