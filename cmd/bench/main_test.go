@@ -241,7 +241,7 @@ func TestCPUBoundOfTheMisses(t *testing.T) {
 	rep := report{
 		Machine: machine{NProc: 2},
 		HTTP: []httpPoint{
-			{Target: "ceiling", Result: loadResult{Conns: 64, RPS: 30000}, CPUPerRequestUS: map[string]float64{"ceiling": 30, "load": 18}},
+			{Target: "ceiling", Result: loadResult{Conns: 64, RPS: 30000, P99MS: 5.25}, CPUPerRequestUS: map[string]float64{"ceiling": 30, "load": 18}},
 			{Target: "predict-miss", Result: loadResult{Conns: 64, RPS: 9000}, MachineCPUPerRequestUS: 180, IdleShare: 0.1,
 				CPUPerRequestUS: map[string]float64{"api": 80, "worker": 1, "redis": 12, "postgres": 27, "load": 20}},
 		},
@@ -251,6 +251,7 @@ func TestCPUBoundOfTheMisses(t *testing.T) {
 	require.Contains(t, out.String(), "| HTTP 64 conns: predict, cache misses, CPU of every process per miss (api, worker, Redis, Postgres, load generator) | 140 µs/req (the ratio this CPU allows on 2 cores")
 	require.Contains(t, out.String(), "at most 2 × 30 µs (the ceiling's CPU per request) ÷ 140 µs = 0.43×; the whole machine, kernel threads included, 180 µs per miss, idle 10% of the time")
 	require.Contains(t, out.String(), "CPU 30 µs/req; load generator 18")
+	require.Contains(t, out.String(), "load generator 20; the bare Echo ceiling's own p99 at 64 connections: 5.25 ms)")
 
 	// A report saved before the load generator's CPU was measured has no such row.
 	delete(rep.HTTP[1].CPUPerRequestUS, "load")

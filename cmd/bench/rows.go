@@ -126,6 +126,10 @@ func buildRows(rep report, opts options) []row {
 		if p.Target != "ceiling" {
 			base.Note = joinNotes(base.Note, roundRatios(p, ceilings[c]))
 		}
+		if p.Target == "predict-miss" && c == targetConns && ceilings[c].Result.P99MS > 0 {
+			// The p99 bound holds the bare handler to it too.
+			base.Note = joinNotes(base.Note, fmt.Sprintf("the bare Echo ceiling's own p99 at %d connections: %.2f ms", c, ceilings[c].Result.P99MS))
+		}
 		rows = append(rows, base)
 		if p.Target == "predict-miss" {
 			if b, ok := cpuBound(p, ceilings[c], rep.Machine.NProc); ok {
