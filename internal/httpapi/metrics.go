@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/predq/predq/internal/telemetry"
 )
 
 // httpMetrics are the HTTP request metrics, registered on the injected Registerer.
@@ -17,10 +18,9 @@ type httpMetrics struct {
 	duration *prometheus.HistogramVec
 	inFlight prometheus.Gauge
 
-	// series holds the counter and histogram of each (method, route, status) seen
-	// (*requestSeries by seriesKey), found once: looking them up by label values hashed and
-	// formatted the labels twice a request. The labels are bounded, so is the map.
-	series sync.Map
+	// series holds the counter and histogram of each (method, route, status) seen, found
+	// once: looking them up by label values hashed and formatted the labels twice a request.
+	series telemetry.Children[seriesKey, *requestSeries]
 }
 
 type seriesKey struct {
@@ -91,16 +91,13 @@ func (m *httpMetrics) observe(method, route string, status int, elapsed time.Dur
 	if !knownMethods[method] {
 		method = "other"
 	}
-	k := seriesKey{method, route, status}
-	v, ok := m.series.Load(k)
-	if !ok {
+	rs := m.series.Get(seriesKey{method, route, status}, func() *requestSeries {
 		code := strconv.Itoa(status)
-		v, _ = m.series.LoadOrStore(k, &requestSeries{
+		return &requestSeries{
 			requests: m.requests.WithLabelValues(method, route, code),
 			duration: m.duration.WithLabelValues(method, route, code),
-		})
-	}
-	rs := v.(*requestSeries)
+		}
+	})
 	rs.requests.Inc()
 	rs.duration.Observe(elapsed.Seconds())
 }

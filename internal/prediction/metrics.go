@@ -1,10 +1,11 @@
 package prediction
 
 import (
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/predq/predq/internal/telemetry"
 )
 
 // Metrics are the seed's prediction metrics.
@@ -13,10 +14,9 @@ type Metrics struct {
 	duration    *prometheus.HistogramVec
 	confidence  *prometheus.HistogramVec
 
-	// byVersion holds each model version's series (*versionSeries), looked up once: finding
-	// them by label values on every answer hashed the labels three times (~0.3 µs a
-	// prediction).
-	byVersion sync.Map
+	// byVersion holds each model version's series, looked up once: finding them by label
+	// values on every answer hashed the labels three times (~0.3 µs a prediction).
+	byVersion telemetry.Children[string, *versionSeries]
 }
 
 // versionSeries are the series of one model version.
@@ -26,16 +26,14 @@ type versionSeries struct {
 }
 
 func (m *Metrics) series(version string) *versionSeries {
-	if v, ok := m.byVersion.Load(version); ok {
-		return v.(*versionSeries)
-	}
-	v, _ := m.byVersion.LoadOrStore(version, &versionSeries{
-		success:       m.predictions.WithLabelValues(version, "success"),
-		lowConfidence: m.predictions.WithLabelValues(version, "low_confidence"),
-		duration:      m.duration.WithLabelValues(version),
-		confidence:    m.confidence.WithLabelValues(version),
+	return m.byVersion.Get(version, func() *versionSeries {
+		return &versionSeries{
+			success:       m.predictions.WithLabelValues(version, "success"),
+			lowConfidence: m.predictions.WithLabelValues(version, "low_confidence"),
+			duration:      m.duration.WithLabelValues(version),
+			confidence:    m.confidence.WithLabelValues(version),
+		}
 	})
-	return v.(*versionSeries)
 }
 
 // NewMetrics builds the metrics and registers them on reg (nil: not registered).
