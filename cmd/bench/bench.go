@@ -463,14 +463,11 @@ func (b *bench) round(ctx context.Context, insp *asynq.Inspector, meter cpuMeter
 // point is the merged measurement of the rounds.
 func (a *roundsAcc) point(target string) httpPoint {
 	r := mergeRounds(a.results)
-	p := httpPoint{Target: target, Result: r, DrainSeconds: a.drain.Seconds()}
-	if target == "ceiling" {
-		p.DrainSeconds = 0
-	}
+	p := httpPoint{Target: target, Result: r, DrainSeconds: a.drain.Seconds()} // 0 for the ceiling: nothing to drain
 	for _, rr := range a.results {
 		p.RoundRPS = append(p.RoundRPS, rr.RPS)
 	}
-	p.CPUPerRequestUS = perRequestUS(map[string]time.Duration{}, a.cpu, r.Requests)
+	p.CPUPerRequestUS = perRequestUS(nil, a.cpu, r.Requests) // a.cpu holds differences already
 	if a.busy > 0 && r.Requests > 0 {
 		p.MachineCPUPerRequestUS = float64(a.busy.Microseconds()) / float64(r.Requests)
 		p.IdleShare = float64(a.idle) / float64(a.busy+a.idle)

@@ -117,15 +117,9 @@ func runLoad(cfg loadConfig) (loadResult, error) {
 	slices.Sort(all)
 	r := loadResult{
 		Conns: cfg.Conns, Requests: okCount.Load(), Errors: errCount.Load(), Cached: cachedCount.Load(),
-		Seconds: elapsed.Seconds(), RPS: float64(okCount.Load()) / elapsed.Seconds(),
-		P50MS: ms(quantile(all, 0.50)), P90MS: ms(quantile(all, 0.90)), P99MS: ms(quantile(all, 0.99)),
+		Seconds: elapsed.Seconds(),
 	}
-	if len(all) > 0 {
-		r.MaxMS = ms(all[len(all)-1])
-	}
-	if r.Requests > 0 {
-		r.CPUPerRequestUS = float64(cpu.Nanoseconds()) / 1000 / float64(r.Requests)
-	}
+	r.summarize(all, float64(cpu.Nanoseconds())/1000)
 	if e, ok := firstErr.Load().(string); ok {
 		r.FirstError = e
 	}
@@ -160,17 +154,23 @@ func mergeRounds(rounds []loadResult) loadResult {
 		}
 	}
 	slices.Sort(lat)
-	if m.Seconds > 0 {
-		m.RPS = float64(m.Requests) / m.Seconds
-	}
-	m.P50MS, m.P90MS, m.P99MS = ms(quantile(lat, 0.50)), ms(quantile(lat, 0.90)), ms(quantile(lat, 0.99))
-	if len(lat) > 0 {
-		m.MaxMS = ms(lat[len(lat)-1])
-	}
-	if m.Requests > 0 {
-		m.CPUPerRequestUS = cpuUS / float64(m.Requests)
-	}
+	m.summarize(lat, cpuUS)
 	return m
+}
+
+// summarize sets what r's requests, seconds, sorted latencies and load generator CPU
+// (microseconds in all) give: the rate, the quantiles, the maximum and the CPU per request.
+func (r *loadResult) summarize(sorted []time.Duration, cpuUS float64) {
+	if r.Seconds > 0 {
+		r.RPS = float64(r.Requests) / r.Seconds
+	}
+	r.P50MS, r.P90MS, r.P99MS = ms(quantile(sorted, 0.50)), ms(quantile(sorted, 0.90)), ms(quantile(sorted, 0.99))
+	if len(sorted) > 0 {
+		r.MaxMS = ms(sorted[len(sorted)-1])
+	}
+	if r.Requests > 0 {
+		r.CPUPerRequestUS = cpuUS / float64(r.Requests)
+	}
 }
 
 // processCPU returns the CPU time (user + system) this process has used.
