@@ -200,16 +200,21 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		if status >= 500 {
 			level = slog.LevelWarn // the error itself is logged once, at ERROR, by handleError
 		}
-		s.log.LogAttrs(req.Context(), level, "http request",
-			slog.String("method", req.Method),
-			slog.String("path", req.URL.Path),
-			slog.String("route", route),
-			slog.Int("status", status),
-			slog.Float64("latency_ms", float64(elapsed.Microseconds())/1000),
-			slog.Int64("bytes", res.Size),
-			slog.String("request_id", requestIDFrom(req.Context())),
-			slog.String("remote_ip", c.RealIP()),
-		)
+		// Asked first: at LOG_LEVEL=warn the attributes (the client IP parsed from the
+		// headers, the request id looked up in the context) cost about 2 µs a request for a
+		// line that is dropped (pprof, cache hits at 64 connections).
+		if ctx := req.Context(); s.log.Enabled(ctx, level) {
+			s.log.LogAttrs(ctx, level, "http request",
+				slog.String("method", req.Method),
+				slog.String("path", req.URL.Path),
+				slog.String("route", route),
+				slog.Int("status", status),
+				slog.Float64("latency_ms", float64(elapsed.Microseconds())/1000),
+				slog.Int64("bytes", res.Size),
+				slog.String("request_id", requestIDFrom(ctx)),
+				slog.String("remote_ip", c.RealIP()),
+			)
+		}
 		return nil
 	}
 }
