@@ -253,6 +253,16 @@ func TestCPUBoundOfTheMisses(t *testing.T) {
 	require.Contains(t, out.String(), "CPU 30 µs/req; load generator 18")
 	require.Contains(t, out.String(), "load generator 20; the bare Echo ceiling's own p99 at 64 connections: 5.25 ms)")
 
+	// Little's law: 64 connections at 15,000 req/s (0.5 × 30,000) wait 4.27 ms on average;
+	// a mean of 5 ms takes 12,800 req/s; an api at 80 µs a miss on one core serves 12,500.
+	require.Contains(t, out.String(), "| HTTP 64 conns: predict, cache misses, mean latency at 0.5× of the ceiling (Little's law) | 4.27 ms (a closed loop's mean latency is connections ÷ throughput: at 0.5×")
+	require.Contains(t, out.String(), "at 0.5× of the ceiling's 30,000 req/s, 64 connections wait 4.27 ms on average; p99 ≤ 5 ms needs a mean below 5 ms, so at least 12,800 req/s, 0.43× of the ceiling, with no spread at all)")
+	require.NotContains(t, out.String(), "pinned to one core", "the report says the api was not pinned")
+	rep.Pinned = true
+	out.Reset()
+	writeMarkdown(&out, report{Rows: buildRows(rep, options{})})
+	require.Contains(t, out.String(), "with no spread at all; the api, pinned to one core at 80 µs of CPU per miss, serves at most 12,500 req/s (0.42× of the ceiling), a mean of at least 5.12 ms)")
+
 	// A report saved before the load generator's CPU was measured has no such row.
 	delete(rep.HTTP[1].CPUPerRequestUS, "load")
 	out.Reset()

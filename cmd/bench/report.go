@@ -122,6 +122,8 @@ func formatValue(v float64, unit string) string {
 		return strconv.FormatFloat(v, 'f', 1, 64) + " MB"
 	case "s":
 		return strconv.FormatFloat(v, 'f', 2, 64) + " s"
+	case "ms":
+		return strconv.FormatFloat(v, 'f', 2, 64) + " ms"
 	}
 	return itoa(int64(v+0.5)) + " " + unit
 }
