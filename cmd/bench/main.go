@@ -91,6 +91,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err := json.Unmarshal(b, &rep); err != nil {
 			return fmt.Errorf("-render %s: %w", opts.Render, err)
 		}
+		// The rows are made again from the saved measurements, so that a saved report gets
+		// the rows this version derives from them (bounds, notes) as a new run would.
+		rep.Rows = buildRows(rep, options{Smoke: rep.Mode == "smoke"})
 	} else if rep, err = benchmark(ctx, opts, getenv, stderr); err != nil {
 		return err
 	}

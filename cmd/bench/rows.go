@@ -54,25 +54,32 @@ func cpuBound(miss, ceiling httpPoint, nproc int) (row, bool) {
 
 // latencyBound is the row that says what latency the cache-miss target allows. A closed
 // loop keeps every connection busy, so its mean latency is connections ÷ throughput
-// (Little's law): at the target ratio of the ceiling's rate that mean is fixed by the
-// ceiling alone, and p99 ≤ the target needs a mean below it, which takes a throughput of at
-// least connections ÷ that p99. With the api pinned to one core, its CPU per miss also caps
-// the throughput, and so bounds the mean latency from below.
+// (Little's law): at the target ratio of the ceiling's rate that mean is fixed by the ceiling
+// alone. When it is above the p99 target, p99 ≤ target leaves the slowest 1% of requests to
+// carry the difference: their mean is at least (mean − 0.99 × target) ÷ 0.01. When it is
+// below, the p99 may be at most target ÷ mean times the mean. With the api pinned to one
+// core, its CPU per miss also caps the throughput, and so bounds the mean from below.
 func latencyBound(miss, ceiling httpPoint, pinned bool) (row, bool) {
 	conns, ceil := float64(miss.Result.Conns), ceiling.Result.RPS
 	if ceil <= 0 || conns <= 0 {
 		return row{}, false
 	}
-	atTarget := 1000 * conns / (targetMissRatio * ceil) // ms
-	need := 1000 * conns / targetMissP99MS              // req/s for a mean of targetMissP99MS
-	note := fmt.Sprintf("a closed loop's mean latency is connections ÷ throughput: at %.1f× of the ceiling's %s req/s, %d connections wait %.2f ms on average; p99 ≤ %g ms needs a mean below %g ms, so at least %s req/s, %.2f× of the ceiling, with no spread at all",
-		targetMissRatio, itoa(int64(math.Round(ceil))), miss.Result.Conns, atTarget, targetMissP99MS, targetMissP99MS, itoa(int64(math.Round(need))), need/ceil)
+	mean := 1000 * conns / (targetMissRatio * ceil) // ms
+	need := 1000 * conns / targetMissP99MS          // req/s for a mean of targetMissP99MS
+	note := fmt.Sprintf("a closed loop's mean latency is connections ÷ throughput: at %.1f× of the ceiling's %s req/s, %d connections wait %.2f ms on average",
+		targetMissRatio, itoa(int64(math.Round(ceil))), miss.Result.Conns, mean)
+	if mean > targetMissP99MS {
+		note += fmt.Sprintf(", so p99 ≤ %g ms would need the slowest 1%% of requests to average at least %s ms", targetMissP99MS, itoa(int64(math.Round((mean-0.99*targetMissP99MS)/0.01))))
+	} else {
+		note += fmt.Sprintf(", so p99 ≤ %g ms allows a p99 of at most %.2f× the mean", targetMissP99MS, targetMissP99MS/mean)
+	}
+	note += fmt.Sprintf("; a mean of %g ms takes %s req/s, %.2f× of the ceiling", targetMissP99MS, itoa(int64(math.Round(need))), need/ceil)
 	if api := miss.CPUPerRequestUS["api"]; pinned && api > 0 {
 		most := 1e6 / api
 		note += fmt.Sprintf("; the api, pinned to one core at %.0f µs of CPU per miss, serves at most %s req/s (%.2f× of the ceiling), a mean of at least %.2f ms",
 			api, itoa(int64(math.Round(most))), most/ceil, 1000*conns/most)
 	}
-	return row{Group: "http", Unit: "ms", Value: atTarget,
+	return row{Group: "http", Unit: "ms", Value: mean,
 		Measure: fmt.Sprintf("HTTP %d conns: predict, cache misses, mean latency at %.1f× of the ceiling (Little's law)", miss.Result.Conns, targetMissRatio),
 		Note:    note}, true
 }
