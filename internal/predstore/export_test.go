@@ -1,5 +1,15 @@
 package predstore
 
+import (
+	"bytes"
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/predq/predq/internal/prediction"
+)
+
 // WithoutDirectCopy makes Insert skip the direct COPY and take the conflict-handling path
 // alone, as it did before the direct COPY: for the tests and benchmarks that compare them.
 func WithoutDirectCopy() Option {
@@ -16,5 +26,11 @@ var (
 // WithStepwiseCopy makes the direct COPY go through pgconn's CopyFrom (three flushes), as
 // before sendCopy: for the benchmark that compares them.
 func WithStepwiseCopy() Option {
-	return func(s *Store) { s.stepwise = true }
+	return func(s *Store) { s.send = sendCopyStepwise }
+}
+
+// sendCopyStepwise is the COPY of recs through pgconn's CopyFrom, as copyDirect sent it
+// before sendCopy.
+func sendCopyStepwise(ctx context.Context, pc *pgconn.PgConn, recs []prediction.Record) (pgconn.CommandTag, error) {
+	return pc.CopyFrom(ctx, bytes.NewReader(encodeCopyRows(nil, recs, time.Now())), copyDirectSQL)
 }

@@ -11,7 +11,6 @@
 package predstore
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -66,8 +65,9 @@ type Store struct {
 	copyThreshold int
 	// pool, when db is a pool, serves the direct COPY of Insert (nil: no direct COPY).
 	pool acquirer
-	// stepwise sends the direct COPY through pgconn's CopyFrom (the benchmarks' comparison).
-	stepwise bool
+	// send writes the direct COPY and reads its answer: sendCopy (a benchmark swaps in
+	// pgconn's CopyFrom to compare them).
+	send func(context.Context, *pgconn.PgConn, []prediction.Record) (pgconn.CommandTag, error)
 }
 
 // acquirer is a pool (*pgxpool.Pool). The direct COPY needs a connection of its own: in a
@@ -92,7 +92,7 @@ func WithCopyThreshold(n int) Option {
 
 // New returns a Store over db.
 func New(db DB, opts ...Option) *Store {
-	s := &Store{db: db, copyThreshold: DefaultCopyThreshold}
+	s := &Store{db: db, copyThreshold: DefaultCopyThreshold, send: sendCopy}
 	s.pool, _ = db.(acquirer)
 	for _, o := range opts {
 		o(s)
@@ -228,10 +228,6 @@ func (s *Store) Insert(ctx context.Context, recs []prediction.Record) (int64, er
 // gain 5.2 µs/row at 26 rows, so the direct COPY pays as long as fewer than about a third of
 // the batches are replays.
 func (s *Store) copyDirect(ctx context.Context, recs []prediction.Record) (int64, error) {
-	send := sendCopy
-	if s.stepwise {
-		send = sendCopyStepwise
-	}
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("insert predictions: copy: %w", err)
@@ -242,7 +238,7 @@ func (s *Store) copyDirect(ctx context.Context, recs []prediction.Record) (int64
 	if tracer != nil {
 		ctx = tracer.TraceCopyFromStart(ctx, conn, pgx.TraceCopyFromStartData{TableName: predictionsTable, ColumnNames: insertCols})
 	}
-	tag, err := send(ctx, conn.PgConn(), recs)
+	tag, err := s.send(ctx, conn.PgConn(), recs)
 	if tracer != nil {
 		tracer.TraceCopyFromEnd(ctx, conn, pgx.TraceCopyFromEndData{CommandTag: tag, Err: err})
 	}
@@ -250,12 +246,6 @@ func (s *Store) copyDirect(ctx context.Context, recs []prediction.Record) (int64
 		return 0, fmt.Errorf("insert predictions: copy: %w", err)
 	}
 	return tag.RowsAffected(), nil
-}
-
-// sendCopyStepwise is the COPY of recs through pgconn's CopyFrom, as copyDirect sent it
-// before sendCopy: kept for the benchmark that compares them (WithStepwiseCopy).
-func sendCopyStepwise(ctx context.Context, pc *pgconn.PgConn, recs []prediction.Record) (pgconn.CommandTag, error) {
-	return pc.CopyFrom(ctx, bytes.NewReader(encodeCopyRows(nil, recs, time.Now())), copyDirectSQL)
 }
 
 // sendCopy writes the COPY of recs on pc as one write: the Query message, one CopyData with
