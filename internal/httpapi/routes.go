@@ -30,10 +30,7 @@ func (s *Server) routes() {
 	// a closure each. The chain is composed here once instead, around the handler that
 	// routing put in the context (the route's, or the 404 or 405 handler), and e.Use gets a
 	// middleware that returns it as it is.
-	h := echo.HandlerFunc(func(c echo.Context) error { return c.Handler()(c) })
-	for i := len(chain) - 1; i >= 0; i-- {
-		h = chain[i](h)
-	}
+	h := wrap(func(c echo.Context) error { return c.Handler()(c) }, chain...)
 	e.Use(func(echo.HandlerFunc) echo.HandlerFunc { return h })
 
 	// Open: service status, health, metrics, the API's description.
@@ -63,11 +60,7 @@ func (s *Server) routes() {
 	// request, a closure each.) TestAPIRoutesRequireKey fails for a route added here without
 	// them.
 	keyed := func(h echo.HandlerFunc, more ...echo.MiddlewareFunc) echo.HandlerFunc {
-		mw := append([]echo.MiddlewareFunc{s.authenticate, s.rateLimit}, more...)
-		for i := len(mw) - 1; i >= 0; i-- {
-			h = mw[i](h)
-		}
-		return h
+		return wrap(h, append([]echo.MiddlewareFunc{s.authenticate, s.rateLimit}, more...)...)
 	}
 	v1 := e.Group("/api/v1")
 	v1.POST("/predict", keyed(handlePredict(s.deps.Predictor), s.idempotent))
@@ -87,6 +80,15 @@ func (s *Server) routes() {
 	v1.GET("/jobs/:id/results", keyed(s.handleJobResults()))
 	v1.GET("/jobs/:id/events", keyed(s.handleJobEvents()))
 	v1.POST("/jobs/:id/cancel", keyed(s.handleCancelJob()))
+}
+
+// wrap returns h inside mw, the first outermost: what Echo does for a route's middleware on
+// each request, done once.
+func wrap(h echo.HandlerFunc, mw ...echo.MiddlewareFunc) echo.HandlerFunc {
+	for i := len(mw) - 1; i >= 0; i-- {
+		h = mw[i](h)
+	}
+	return h
 }
 
 // isJobUpload names the one route whose body is streamed rather than read whole: it has its
