@@ -44,7 +44,13 @@ func machineCPU() (busy, idle time.Duration) {
 		return 0, 0
 	}
 	line, _, _ := bytes.Cut(b, []byte("\n"))
-	f := strings.Fields(string(line))
+	return parseCPULine(string(line))
+}
+
+// parseCPULine reads the first line of /proc/stat ("cpu" and the machine's times in clock
+// ticks): busy (user, nice, system, irq, softirq, steal) and idle (idle, iowait).
+func parseCPULine(line string) (busy, idle time.Duration) {
+	f := strings.Fields(line)
 	if len(f) < 9 || f[0] != "cpu" {
 		return 0, 0
 	}

@@ -200,6 +200,13 @@ func TestMachineCPUIsRead(t *testing.T) {
 	t.Parallel()
 	busy, idle := machineCPU()
 	require.Positive(t, busy+idle, "/proc/stat")
+
+	// user nice system idle iowait irq softirq steal guest guest_nice: guest time is in user.
+	busy, idle = parseCPULine("cpu  100 2 30 400 5 6 7 8 9 10")
+	require.Equal(t, (100+2+30+6+7+8)*clockTick, busy)
+	require.Equal(t, (400+5)*clockTick, idle)
+	busy, idle = parseCPULine("cpu0 1 2 3 4 5 6 7 8")
+	require.Zero(t, busy+idle, "a core's line, not the machine's")
 }
 
 func TestItoaGroupsThousands(t *testing.T) {
