@@ -30,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/predq/predq/internal/auth"
 	"github.com/predq/predq/internal/config"
@@ -42,6 +43,7 @@ import (
 	"github.com/predq/predq/internal/prediction"
 	"github.com/predq/predq/internal/predstore"
 	"github.com/predq/predq/internal/redisdb"
+	"github.com/predq/predq/internal/startup"
 	"github.com/predq/predq/internal/tasks"
 	"github.com/predq/predq/internal/telemetry"
 	"github.com/predq/predq/internal/webhook"
@@ -75,26 +77,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	switch cmd {
 	case "serve":
-		cfg, err := loadConfig(getenv)
+		cfg, err := config.FromEnv(getenv)
 		if err != nil {
 			return err
 		}
 		gogc, memLimit := config.TuneGC(getenv)
 		return serve(ctx, cfg, stdout, "gogc", gogc, "gomemlimit", memLimit)
 	case "migrate":
-		cfg, err := loadConfig(getenv)
+		cfg, err := config.FromEnv(getenv)
 		if err != nil {
 			return err
 		}
 		return migrate(ctx, cfg, stdout)
 	case "keys":
-		cfg, err := loadConfig(getenv)
+		cfg, err := config.FromEnv(getenv)
 		if err != nil {
 			return err
 		}
 		return keys(ctx, cfg, rest, stdout, stderr)
 	case "promote":
-		cfg, err := loadConfig(getenv)
+		cfg, err := config.FromEnv(getenv)
 		if err != nil {
 			return err
 		}
@@ -112,56 +114,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 }
 
-func loadConfig(getenv func(string) string) (config.Config, error) {
-	getenv, err := config.WithDotEnv(getenv, ".env")
-	if err != nil {
-		return config.Config{}, fmt.Errorf("config: %w", err)
-	}
-	cfg, err := config.Load(getenv)
-	if err != nil {
-		return config.Config{}, fmt.Errorf("config:\n%w", err)
-	}
-	return cfg, nil
-}
-
 // serve runs the HTTP API until ctx is done; logArgs are added to the "starting" log line.
+// Shutdown is ordered: the listener stops taking connections and the requests in flight are
+// drained (20 s at most), then the model watcher stops, then the deferred closes run: the
+// group commit's last batches, the queue clients, Redis, Postgres, tracing.
 func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...any) error {
-	logger := telemetry.NewLogger(stdout, cfg.LogLevel, "api")
-	logger.InfoContext(ctx, "starting", append(append([]any{"version", version}, logArgs...), cfg.Redacted()...)...)
-
-	tp, shutdownTracing, err := telemetry.TracerProvider(ctx, "predq-api", version, cfg.OTLPEndpoint)
+	proc, err := startup.Open(ctx, startup.Options{
+		Service: "api", Version: version, Stdout: stdout, LogLevel: cfg.LogLevel,
+		LogArgs:      append(logArgs, cfg.Redacted()...),
+		OTLPEndpoint: cfg.OTLPEndpoint, PprofAddr: cfg.PprofAddr,
+		DatabaseURL: cfg.DatabaseURL, DBPoolSize: cfg.DBPoolSize,
+		RedisURL: cfg.RedisURL,
+	})
 	if err != nil {
 		return err
 	}
-	defer shutdownTracing(context.WithoutCancel(ctx)) //nolint:errcheck
-	telemetry.SetGlobal(tp)
-	reg := telemetry.NewRegistry()
-	stopPprof, err := telemetry.StartPprof(cfg.PprofAddr, logger)
-	if err != nil {
-		return err
-	}
-	defer stopPprof()
-
-	pool, err := postgres.Open(ctx, cfg.DatabaseURL, cfg.DBPoolSize)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	queueRedis, err := redisdb.Open(cfg.RedisURL, 0)
-	if err != nil {
-		return fmt.Errorf("REDIS_URL: %w", err)
-	}
-	defer queueRedis.Close()
+	defer proc.Close()
+	logger, tp, reg, pool, queueRedis, redisOpts := proc.Logger, proc.Tracer, proc.Registry, proc.Pool, proc.Redis, proc.RedisOpts
 	cacheRedis, err := redisdb.Open(cfg.CacheRedisURL, cfg.RedisTimeout)
 	if err != nil {
 		return fmt.Errorf("CACHE_REDIS_URL: %w", err)
 	}
 	defer cacheRedis.Close()
 
-	redisOpts, err := redisdb.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return fmt.Errorf("REDIS_URL: %w", err)
-	}
 	recorder, err := tasks.NewRecorder(tasks.RecorderConfig{
 		Path:       cfg.PersistPath,
 		Redis:      redisOpts,
@@ -265,33 +240,40 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		return err
 	}
 
-	// Promotions and new artifacts reach this process through pub/sub, and every 30 s in any
-	// case.
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	go registry.Watch(watchCtx, queueRedis, 30*time.Second)
-
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	httpSrv := httpapi.NewHTTPServer(ln.Addr().String(), srv.Handler())
-	errc := make(chan error, 1)
-	go func() { errc <- httpSrv.Serve(ln) }()
+	// The watcher outlives the drain: it stops once the requests in flight are answered.
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWatch()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		// Promotions and new artifacts reach this process through pub/sub, and every 30 s in
+		// any case.
+		registry.Watch(watchCtx, queueRedis, 30*time.Second)
+		return nil
+	})
+	g.Go(func() error {
+		if err := httpSrv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		logger.Info("shutting down: draining HTTP requests")
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+		defer cancel()
+		if err := httpSrv.Shutdown(sctx); err != nil {
+			logger.Error("http shutdown", "error", err)
+		}
+		stopWatch()
+		return nil
+	})
 	logger.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "models", registry.Versions())
-
-	select {
-	case err := <-errc:
-		return fmt.Errorf("http: %w", err)
-	case <-ctx.Done():
-	}
-	logger.Info("shutting down: draining HTTP requests")
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
-	defer cancel()
-	if err := httpSrv.Shutdown(sctx); err != nil {
-		logger.Error("http shutdown", "error", err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	logger.Info("stopped")

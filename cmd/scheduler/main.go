@@ -17,8 +17,10 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/predq/predq/internal/config"
-	"github.com/predq/predq/internal/redisdb"
+	"github.com/predq/predq/internal/startup"
 	"github.com/predq/predq/internal/tasks"
 	"github.com/predq/predq/internal/telemetry"
 )
@@ -45,54 +47,61 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return fmt.Errorf("unknown command %q (want no argument or version)", args[1])
 		}
 	}
-	getenv, err := config.WithDotEnv(getenv, ".env")
+	cfg, err := config.FromEnv(getenv)
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Load(getenv)
-	if err != nil {
-		return fmt.Errorf("config:\n%w", err)
-	}
-	logger := telemetry.NewLogger(stdout, cfg.LogLevel, "scheduler")
-	logger.InfoContext(ctx, "starting", append([]any{"version", version, "reconcile_interval", cfg.ReconcileInterval.String(),
-		"retention_interval", cfg.RetentionInterval.String(), "model_sync_interval", cfg.ModelSyncInterval.String()},
-		cfg.Redacted()...)...)
-	redisOpts, err := redisdb.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return fmt.Errorf("REDIS_URL: %w", err)
-	}
-	rdb, err := redisdb.Open(cfg.RedisURL, 2*time.Second)
+	proc, err := startup.Open(ctx, startup.Options{
+		Service: "scheduler", Version: version, Stdout: stdout, LogLevel: cfg.LogLevel,
+		LogArgs: cfg.Redacted(),
+		// No OTLPEndpoint and no PprofAddr: the scheduler records no spans of its own, and
+		// PPROF_ADDR is the api's and the worker's.
+		RedisURL: cfg.RedisURL, RedisTimeout: 2 * time.Second,
+	})
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
-	reg := telemetry.NewRegistry()
-	ops, err := telemetry.StartOps(cfg.SchedulerMetricsPort, reg, func(ctx context.Context) error { return rdb.Ping(ctx).Err() }, logger)
+	defer proc.Close()
+	logger, rdb := proc.Logger, proc.Redis
+	ops, err := telemetry.StartOps(cfg.SchedulerMetricsPort, proc.Registry, func(ctx context.Context) error { return rdb.Ping(ctx).Err() }, logger)
 	if err != nil {
 		return err
 	}
-	sched := tasks.NewScheduler(tasks.RedisConnOpt(redisOpts, 2*time.Second), []tasks.Periodic{
+	sched := tasks.NewScheduler(tasks.RedisConnOpt(proc.RedisOpts, 2*time.Second), []tasks.Periodic{
 		{Type: tasks.TypeMaintenanceReconcile, Every: cfg.ReconcileInterval, Timeout: 5 * time.Minute},
 		{Type: tasks.TypeMaintenanceRetention, Every: cfg.RetentionInterval, Timeout: 30 * time.Minute},
 		{Type: tasks.TypeMaintenanceModelSync, Every: cfg.ModelSyncInterval, Timeout: time.Minute},
-	}, reg, logger)
+	}, proc.Registry, logger)
 	defer sched.Close()
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { sched.Run(runCtx); close(done) }()
-	logger.InfoContext(ctx, "scheduling")
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-ops.Err():
-		runErr = fmt.Errorf("ops server: %w", err)
-	}
-	cancel()
-	<-done
-	sctx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancelShutdown()
-	_ = ops.Shutdown(sctx)
+	// Ordered shutdown: scheduling stops (the loops return), then the ops server; the deferred
+	// closes follow: the queue client, Redis, tracing.
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRun()
+	g, gctx := errgroup.WithContext(ctx)
+	scheduled := make(chan struct{})
+	g.Go(func() error {
+		defer close(scheduled)
+		sched.Run(runCtx)
+		return nil
+	})
+	g.Go(func() error {
+		if err := <-ops.Err(); err != nil {
+			return fmt.Errorf("ops server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		stopRun()
+		<-scheduled
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = ops.Shutdown(sctx)
+		return nil
+	})
+	logger.InfoContext(ctx, "scheduling")
+	err = g.Wait()
 	logger.Info("stopped")
-	return runErr
+	return err
 }
