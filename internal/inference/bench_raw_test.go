@@ -16,11 +16,14 @@ import (
 
 // The raw kernels of the shipped models' arithmetic: the matrix products alone, on
 // preallocated operands, with no checks, no scaling, no activations and no allocation. They
-// are the ceilings that BenchmarkPredictOne and BenchmarkPredictBatch1000 (and cmd/bench)
-// are compared with; run them side by side:
+// are the ceilings that BenchmarkPredictOne and BenchmarkPredictBatch1000 are compared with
+// (PredictBatch's target: at most 1.5× the kernel's ns/row); `make bench` runs them side by
+// side:
 //
-//	go test -run '^$' -bench 'RawKernel|Predict' ./internal/inference/
+//	go test -run '^$' -bench 'RawKernel|PredictOne|PredictBatch1000' ./internal/inference/
 //
+// The "loop" variants are the same products as plain Go loops, to show what the kernel
+// gains.
 // The "as-model" variants use the product forms PredictBatch uses where they differ from
 // the kernel's (one goroutine), to tell the cost of the kernel choice from the cost of the
 // work around it: for the logistic regression on rows that are separate slices, the rows
@@ -136,6 +139,30 @@ func BenchmarkRawKernel(b *testing.B) {
 				}
 				reportPerRow(b, n)
 			})
+			xd := x.RawMatrix().Data
+			dot := func(r []float64) float64 {
+				var z float64
+				for j, rj := range r {
+					z += rj * m.w[j]
+				}
+				return z
+			}
+			b.Run(m.kind+"/one/loop", func(b *testing.B) {
+				var i int
+				for b.Loop() {
+					outV[0] = dot(xd[(i%n)*m.d : (i%n+1)*m.d])
+					i++
+				}
+				reportPerRow(b, 1)
+			})
+			b.Run(m.kind+"/batch1000/loop", func(b *testing.B) {
+				for b.Loop() {
+					for i := range n {
+						outV[i] = dot(xd[i*m.d : (i+1)*m.d])
+					}
+				}
+				reportPerRow(b, n)
+			})
 			b.Run(m.kind+"/batch1000/Dot", func(b *testing.B) {
 				for b.Loop() {
 					for i, r := range rows {
@@ -169,6 +196,39 @@ func BenchmarkRawKernel(b *testing.B) {
 				for b.Loop() {
 					act.Mul(x, w1.T())
 					out.MulVec(act, w2v)
+				}
+				reportPerRow(b, n)
+			})
+			xd, w1d := x.RawMatrix().Data, w1.RawMatrix().Data
+			hbuf := make([]float64, h)
+			loopRow := func(r []float64) float64 {
+				for j := range h {
+					wr := w1d[j*m.d : (j+1)*m.d]
+					var a float64
+					for k, rk := range r {
+						a += rk * wr[k]
+					}
+					hbuf[j] = a
+				}
+				var z float64
+				for j, a := range hbuf {
+					z += a * m.w2[j]
+				}
+				return z
+			}
+			b.Run(m.kind+"/one/loop", func(b *testing.B) {
+				var i int
+				for b.Loop() {
+					outV[0] = loopRow(xd[(i%n)*m.d : (i%n+1)*m.d])
+					i++
+				}
+				reportPerRow(b, 1)
+			})
+			b.Run(m.kind+"/batch1000/loop", func(b *testing.B) {
+				for b.Loop() {
+					for i := range n {
+						outV[i] = loopRow(xd[i*m.d : (i+1)*m.d])
+					}
 				}
 				reportPerRow(b, n)
 			})
