@@ -5,6 +5,9 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 PKGS     := ./...
+# The modules of the repository: the service (.), the bench and e2e tests (tools), the
+# deploy-file checks (deploy). `make test` vets and tests each.
+MODULES  := . tools deploy
 
 .PHONY: all build run test test-short lint vet fmt train bench bench-smoke deps clean
 
@@ -19,23 +22,27 @@ build:
 run: build
 	./bin/dev
 
-## test: every test with the race detector against real Postgres and Redis
+## test: every test of every module with the race detector against real Postgres and Redis
 test: deps
-	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	@for m in $(MODULES); do echo "go vet ($$m)"; (cd $$m && $(GO) vet $(PKGS)) || exit 1; done
+	@status=0; for m in $(MODULES); do echo "go test ($$m)"; \
+		(cd $$m && $(GO) test -race -count=1 -timeout 20m $(PKGS)) || status=1; done; exit $$status
 
 ## test-short: the same without the race detector (quicker while developing)
 test-short: deps
-	$(GO) test -count=1 $(PKGS)
+	@status=0; for m in $(MODULES); do (cd $$m && $(GO) test -count=1 $(PKGS)) || status=1; done; exit $$status
 
 ## bench: the figures of the performance issues, as ratios to ceilings measured in the same run
-## (a few minutes; markdown table on stdout, progress on stderr; BENCH_FLAGS=-json for JSON)
+## (a few minutes; markdown table on stdout, progress on stderr; BENCH_FLAGS=-json for JSON),
+## then the in-process `go test -bench` measurements that the table names
 bench: deps
-	@$(GO) run ./cmd/bench $(BENCH_FLAGS)
+	@cd tools && $(GO) run ./bench $(BENCH_FLAGS)
+	@cd tools && $(GO) run ./bench gobench
 
-## bench-smoke: the same in well under a minute, too small for the targets: checks the tool works (CI)
+## bench-smoke: the same in well under a minute, too small for the targets: checks the tools work (CI)
 bench-smoke: deps
-	@$(GO) run ./cmd/bench -smoke $(BENCH_FLAGS)
+	@cd tools && $(GO) run ./bench -smoke $(BENCH_FLAGS)
+	@cd tools && $(GO) run ./bench gobench -benchtime 1x
 
 ## deps: make sure the server binaries the tests start are installed
 deps:
@@ -44,7 +51,7 @@ deps:
 ## lint: gofmt and go vet
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
-	$(GO) vet $(PKGS)
+	@for m in $(MODULES); do (cd $$m && $(GO) vet $(PKGS)) || exit 1; done
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

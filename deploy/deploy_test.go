@@ -36,9 +36,9 @@ import (
 const root = ".."
 
 // devOnlyCommands are main packages under cmd/ that the image leaves out on purpose: cmd/dev
-// starts local Postgres and Redis servers for `make run`, cmd/bench measures a local stack;
-// neither has a place in a container.
-var devOnlyCommands = []string{"bench", "dev"}
+// starts local Postgres and Redis servers for `make run`, which has no place in a container.
+// (The bench is in the tools module, outside cmd/.)
+var devOnlyCommands = []string{"dev"}
 
 // role is what a process started from our image does; it decides the port it must listen on
 // and the probes it must answer.

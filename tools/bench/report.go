@@ -50,7 +50,7 @@ func describeMachine() machine {
 
 // row is one line of the table. Value and Ceiling are in Unit; Ratio is Value/Ceiling.
 type row struct {
-	Group       string   `json:"group"` // http, inference, queue, job, memory
+	Group       string   `json:"group"` // http, inference, queue, job, memory (inference: a line naming its go test -bench)
 	Measure     string   `json:"measure"`
 	Value       float64  `json:"value"`
 	Unit        string   `json:"unit"`
@@ -66,19 +66,18 @@ type row struct {
 
 // report is everything a run measured: the table's rows and the raw measurements.
 type report struct {
-	Machine   machine       `json:"machine"`
-	Mode      string        `json:"mode"` // full or smoke
-	Pinned    bool          `json:"pinned"`
-	Pinning   string        `json:"pinning"`
-	Command   string        `json:"command"`
-	Seconds   float64       `json:"seconds"`
-	Rows      []row         `json:"rows"`
-	HTTP      []httpPoint   `json:"http"`
-	Inference []inferResult `json:"inference"`
-	Queue     *queueResult  `json:"queue,omitempty"`
-	Job       *jobResult    `json:"job,omitempty"`
-	Memory    *memResult    `json:"memory,omitempty"`
-	Notes     []string      `json:"notes,omitempty"`
+	Machine machine      `json:"machine"`
+	Mode    string       `json:"mode"` // full or smoke
+	Pinned  bool         `json:"pinned"`
+	Pinning string       `json:"pinning"`
+	Command string       `json:"command"`
+	Seconds float64      `json:"seconds"`
+	Rows    []row        `json:"rows"`
+	HTTP    []httpPoint  `json:"http"`
+	Queue   *queueResult `json:"queue,omitempty"`
+	Job     *jobResult   `json:"job,omitempty"`
+	Memory  *memResult   `json:"memory,omitempty"`
+	Notes   []string     `json:"notes,omitempty"`
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -147,6 +146,10 @@ func writeMarkdown(w io.Writer, rep report) {
 	fmt.Fprintln(w, "| measure | value | ceiling | ratio | target | met |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|")
 	for _, r := range rep.Rows {
+		if r.Unit == "" { // a measurement made elsewhere: its note says where
+			fmt.Fprintf(w, "| %s | %s | | | | |\n", r.Measure, r.Note)
+			continue
+		}
 		val := formatValue(r.Value, r.Unit)
 		if r.P50MS != nil && r.P99MS != nil {
 			val += fmt.Sprintf(", p50 %.2f ms, p99 %.2f ms", *r.P50MS, *r.P99MS)

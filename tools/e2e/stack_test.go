@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,8 +18,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +26,7 @@ import (
 	"github.com/predq/predq/internal/localsvc"
 	"github.com/predq/predq/internal/pgtest"
 	"github.com/predq/predq/internal/redistest"
+	"github.com/predq/predq/tools/internal/proc"
 )
 
 const (
@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/api", "./cmd/worker", "./cmd/scheduler")
-	build.Dir = ".."
+	build.Dir = "../.."
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: build:", err)
@@ -57,31 +57,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// proc is one running binary.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  *lockedBuffer
-	done chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // stack is a running pipeline.
 type stack struct {
 	t     *testing.T
@@ -89,7 +64,7 @@ type stack struct {
 	base  string // the api's URL
 	redis *redistest.Server
 	dbURL string
-	procs map[string]*proc
+	procs map[string]*proc.Proc
 }
 
 type stackOpts struct {
@@ -102,12 +77,12 @@ func startStack(t *testing.T, o stackOpts) *stack {
 	t.Helper()
 	port, err := localsvc.FreePort()
 	require.NoError(t, err)
-	s := &stack{t: t, redis: redistest.New(t), dbURL: pgtest.NewURL(t), procs: map[string]*proc{}}
+	s := &stack{t: t, redis: redistest.New(t), dbURL: pgtest.NewURL(t), procs: map[string]*proc.Proc{}}
 	s.env = map[string]string{
 		"PORT":                   strconv.Itoa(port),
 		"DATABASE_URL":           s.dbURL,
 		"REDIS_URL":              s.redis.URL,
-		"MODEL_PATH":             mustAbs(t, "../models"),
+		"MODEL_PATH":             mustAbs(t, "../../models"),
 		"API_KEYS":               "e2e:" + apiKey + ",other:" + otherKey,
 		"LOG_LEVEL":              "info",
 		"WORKER_METRICS_PORT":    strconv.Itoa(freePort(t)),
@@ -127,7 +102,7 @@ func startStack(t *testing.T, o stackOpts) *stack {
 		}
 		if t.Failed() {
 			for name, p := range s.procs {
-				t.Logf("---- %s log (last 4 KB) ----\n%s", name, tail(p.log.String(), 4096))
+				t.Logf("---- %s log (last 4 KB) ----\n%s", name, p.Tail(4096))
 			}
 		}
 	})
@@ -157,51 +132,25 @@ func (s *stack) awaitUp(name, portKey, path string) {
 	for attempt := 1; ; attempt++ {
 		p := s.procs[name]
 		url := "http://127.0.0.1:" + s.env[portKey] + path
-		if waitAnswer(p, url, 30*time.Second) {
+		err := p.WaitHTTP(context.Background(), url, 30*time.Second)
+		if err == nil {
 			if portKey == "PORT" {
 				s.base = "http://127.0.0.1:" + s.env["PORT"]
 			}
 			return
 		}
-		exited := false
-		select {
-		case <-p.done:
-			exited = true
-		default:
-		}
-		if exited && attempt < 5 && strings.Contains(p.log.String(), "address already in use") {
+		if errors.Is(err, proc.ErrExited) && attempt < 5 && strings.Contains(p.Log(), "address already in use") {
 			s.t.Logf("%s: port %s was taken before it could bind it; trying another", name, s.env[portKey])
 			s.env[portKey] = strconv.Itoa(freePort(s.t))
 			s.start(name)
 			continue
 		}
 		state := "still running"
-		if exited {
-			state = "exited: " + p.cmd.ProcessState.String()
+		if p.Exited() {
+			state = "exited: " + p.Cmd.ProcessState.String()
 		}
-		s.t.Fatalf("%s did not answer on %s (%s); its log:\n%s", name, url, state, tail(p.log.String(), 4096))
+		s.t.Fatalf("%s did not answer on %s (%s); its log:\n%s", name, url, state, p.Tail(4096))
 	}
-}
-
-// waitAnswer polls url until it answers 200 (true), the process exits or the time is up (false).
-func waitAnswer(p *proc, url string, within time.Duration) bool {
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.done:
-			return false
-		default:
-		}
-		if resp, err := client.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return true
-			}
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	return false
 }
 
 func freePort(t *testing.T) int {
@@ -216,72 +165,38 @@ func mustAbs(t *testing.T, p string) string {
 	return a
 }
 
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
-}
-
 // start runs a binary with the stack's environment (and extra KEY=VALUE pairs).
-func (s *stack) start(name string, extra ...string) *proc {
+func (s *stack) start(name string, extra ...string) *proc.Proc {
 	s.t.Helper()
 	bin := strings.TrimRight(name, "0123456789") // "worker2" runs the worker binary
 	cmd := exec.Command(filepath.Join(binDir, bin))
-	cmd.Dir = mustAbs(s.t, "..")
+	cmd.Dir = mustAbs(s.t, "../..")
 	cmd.Env = os.Environ()
 	for k, v := range s.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Env = append(cmd.Env, extra...) // the last value of a key wins
-	p := &proc{name: name, cmd: cmd, log: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.log, p.log
-	require.NoError(s.t, cmd.Start())
-	go func() { _ = cmd.Wait(); close(p.done) }()
+	p, err := proc.Start(name, cmd, 0)
+	require.NoError(s.t, err)
 	s.procs[name] = p
 	return p
 }
 
 // stop sends SIGTERM and waits for the process to exit (SIGKILL after 30 s).
-func (s *stack) stop(name string) {
-	p := s.procs[name]
-	if p == nil {
-		return
-	}
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
+func (s *stack) stop(name string) { s.procs[name].Stop() }
 
 func (s *stack) logs(name string) string {
 	if p := s.procs[name]; p != nil {
-		return tail(p.log.String(), 4096)
+		return p.Tail(4096)
 	}
 	return ""
 }
 
 // peakRSS is the process's peak resident set size in bytes (VmHWM).
 func (s *stack) peakRSS(name string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.procs[name].cmd.Process.Pid))
+	hwm, _, err := proc.PeakRSS(s.procs[name].PID())
 	require.NoError(s.t, err)
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			kb, err := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
-			require.NoError(s.t, err)
-			return kb * 1024
-		}
-	}
-	s.t.Fatal("no VmHWM")
-	return 0
+	return hwm
 }
 
 // response is one HTTP answer.
@@ -373,7 +288,7 @@ func (s *stack) waitJob(id string, within time.Duration) jobObject {
 // sonar reads the shipped data set.
 func sonar(t *testing.T) ([][]float64, []bool) {
 	t.Helper()
-	f, err := os.Open("../data/sonar.csv")
+	f, err := os.Open("../../data/sonar.csv")
 	require.NoError(t, err)
 	defer f.Close()
 	recs, err := csv.NewReader(f).ReadAll()

@@ -1,43 +1,43 @@
 // Command bench measures predq against the ceilings of the machine it runs on, in the same
-// run, and prints one markdown table (JSON with -json). `make bench` runs it in full;
-// `make bench-smoke` runs a seconds-long version that only checks that the tool works.
+// run, and prints one markdown table (JSON with -json). `make bench` runs it in full, then
+// the in-process `go test -bench` measurements the table names; `make bench-smoke` runs a
+// seconds-long version that only checks that the tool works.
 //
-// It builds the api and worker, starts a throwaway Redis, creates a fresh database
-// predq_bench_<random> on the Postgres at DATABASE_URL (else 127.0.0.1:5432, else a
-// throwaway server), migrates it with `api migrate`, starts the api and the worker as real
-// processes (LOG_LEVEL=warn, rate limit off, one API key), measures, stops everything and
-// drops the database. Measured:
+// It drives the service as a black box. It builds the api and worker from the repository
+// (go build), starts a throwaway Redis, creates a fresh database predq_bench_<random> on the
+// Postgres at DATABASE_URL (else 127.0.0.1:5432, else a throwaway server), migrates it with
+// `api migrate`, starts the api and the worker as real processes (LOG_LEVEL=warn, rate limit
+// off, one API key), measures over HTTP, Redis and Postgres, stops everything and drops the
+// database. Measured:
 //
 //   - HTTP at 16, 64 and 256 connections, req/s and p50/p99, from a closed-loop load
-//     generator: (a) a bare Echo server that decodes the same JSON body and answers a
-//     constant (the ceiling, its own process: `bench serve-ceiling`); (b) POST
-//     /api/v1/predict with a distinct input per request (cache misses, persistence on);
+//     generator: (a) a bare Echo server that decodes the same JSON body as strictly as the
+//     api and answers a constant (the ceiling, its own process: `bench serve-ceiling`); (b)
+//     POST /api/v1/predict with a distinct input per request (cache misses, persistence on);
 //     (c) the same input repeated (cache hits). With taskset, the servers under test run on
 //     core 0 and the load generator on core 1. Each point is measured in -rounds rounds that
 //     take turns with the other targets', so that the host's drift reaches them alike.
-//   - Inference ns/row, one row and batched, of the shipped logistic regression and MLP,
-//     against the raw gonum kernel of the same products and a plain Go loop.
-//   - Queue: asynq enqueueing and processing no-op tasks against the persist pipeline
-//     (records stored per second).
+//   - Queue: asynq enqueueing and processing no-op tasks.
 //   - Jobs: an NDJSON job, submit to succeeded, against a pgx CopyFrom of as many result rows.
 //   - Memory: the api's peak RSS (VmHWM) after the HTTP load and after the upload.
 //
-// This command is a measuring tool: it is the one place outside internal/httpapi and
-// internal/tasks that imports Echo and asynq, to build their bare ceilings.
+// Inference and the persist pipeline are measured in-process by Benchmark functions of their
+// packages; the table names the commands (goBenchmarks).
 //
-// Usage:
+// Usage (from tools/, or with -root):
 //
 //	bench [-smoke] [-json] [-root DIR] [-duration 10s] [-rounds 5] [-conns 16,64,256] [-job-rows 1000000]
-//	      [-queue-tasks 100000] [-no-pin] [-phases inference,http,queue,job]
+//	      [-queue-tasks 100000] [-no-pin] [-phases http,queue,job]
 //	      [-targets predict-miss,predict-hit,predict-hit-stored,predict-miss-queue] [-pprof]
 //	bench -render report.json      print the table of a report saved with -json
+//	bench gobench [-benchtime 1x]  run the in-process measurements the table names (go test -bench)
 //
 // Subcommands used by the bench itself (each is a separate process):
 //
 //	bench serve-ceiling -addr 127.0.0.1:PORT     the bare Echo ceiling server
 //	bench load -addr … -conns N -duration D …     one closed-loop HTTP measurement point
 //	bench upload -url … -rows N                   stream an NDJSON job to the api
-//	bench queue-produce -mode noop|persist …      enqueue tasks from 16 goroutines
+//	bench queue-produce -redis URL -n N …         enqueue no-op tasks from 16 goroutines
 package main
 
 import (
@@ -76,6 +76,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return uploadCommand(ctx, args[2:], stdout, stderr)
 		case "queue-produce":
 			return queueProduceCommand(ctx, args[2:], stdout, stderr)
+		case "gobench":
+			return goBenchCommand(ctx, args[2:], stdout, stderr)
 		}
 	}
 	opts, err := parseOptions(args, stderr)
@@ -106,23 +108,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // options are the flags of a bench run.
 type options struct {
-	Smoke       bool
-	JSON        bool
-	Root        string
-	Duration    time.Duration // per HTTP point
-	Warmup      time.Duration // before each HTTP point, shared by its rounds
-	Rounds      int           // each HTTP point is measured in this many rounds, in turn with the other targets'
-	Conns       []int
-	JobRows     int
-	QueueTasks  int
-	InferTime   time.Duration // per inference measurement
-	InferRounds int           // inference measurements, of which the best counts
-	NoPin       bool
-	Pprof       bool            // api and worker serve net/http/pprof (PPROF_ADDR), addresses logged
-	Phases      map[string]bool // inference, http, queue, job
-	Targets     []string        // the HTTP targets measured, in order; the ceiling is always first
-	Render      string          // a -json report to print again, instead of measuring
-	Command     string
+	Smoke      bool
+	JSON       bool
+	Root       string
+	Duration   time.Duration // per HTTP point
+	Warmup     time.Duration // before each HTTP point, shared by its rounds
+	Rounds     int           // each HTTP point is measured in this many rounds, in turn with the other targets'
+	Conns      []int
+	JobRows    int
+	QueueTasks int
+	NoPin      bool
+	Pprof      bool            // api and worker serve net/http/pprof (PPROF_ADDR), addresses logged
+	Phases     map[string]bool // http, queue, job
+	Targets    []string        // the HTTP targets measured, in order; the ceiling is always first
+	Render     string          // a -json report to print again, instead of measuring
+	Command    string
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -130,7 +130,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	smoke := fs.Bool("smoke", false, "a seconds-long run that checks the tool works (16 connections, 1 s points, small job)")
 	jsonOut := fs.Bool("json", false, "print JSON instead of the markdown table")
-	root := fs.String("root", ".", "the repository root (data/, models/, cmd/)")
+	root := fs.String("root", "", "the repository root (data/, models/, cmd/; default . or .., whichever it is)")
 	duration := fs.Duration("duration", 0, "per HTTP point (default 10s, smoke 1s)")
 	rounds := fs.Int("rounds", 0, "rounds of each HTTP point, taking turns with the other targets' (default 5, smoke 2)")
 	conns := fs.String("conns", "", "HTTP connection counts (default 16,64,256, smoke 16)")
@@ -139,18 +139,17 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	noPin := fs.Bool("no-pin", false, "do not pin processes to cores even when taskset works")
 	pprof := fs.Bool("pprof", false, "let the api and the worker serve net/http/pprof on free loopback ports (logged), to profile a run")
 	render := fs.String("render", "", "print the table of a report saved with -json, without measuring")
-	phases := fs.String("phases", "inference,http,queue,job", "the measurements to run (a subset, for profiling)")
+	phases := fs.String("phases", "http,queue,job", "the measurements to run (a subset, for profiling)")
 	targets := fs.String("targets", strings.Join(httpTargets, ","), "the HTTP targets to measure (a subset, for quicker comparisons); the ceiling is measured always")
 	if err := fs.Parse(args[1:]); err != nil {
 		return options{}, err
 	}
 	o := options{Smoke: *smoke, JSON: *jsonOut, Root: *root, NoPin: *noPin, Pprof: *pprof, Render: *render,
 		Duration: 10 * time.Second, Warmup: 2 * time.Second, Rounds: 5, Conns: []int{16, 64, 256},
-		JobRows: 1_000_000, QueueTasks: 100_000, InferTime: 200 * time.Millisecond, InferRounds: 5,
+		JobRows: 1_000_000, QueueTasks: 100_000,
 		Command: strings.Join(append([]string{"bench"}, args[1:]...), " ")}
 	if o.Smoke {
 		o.Duration, o.Warmup, o.Rounds, o.Conns, o.JobRows, o.QueueTasks = time.Second, 300*time.Millisecond, 2, []int{16}, 20_000, 5_000
-		o.InferTime, o.InferRounds = 20*time.Millisecond, 3
 	}
 	if *duration > 0 {
 		o.Duration = *duration
@@ -174,10 +173,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	o.Phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "inference", "http", "queue", "job":
+		case "http", "queue", "job":
 			o.Phases[p] = true
 		default:
-			return options{}, fmt.Errorf("-phases: unknown phase %q (want inference, http, queue, job)", p)
+			return options{}, fmt.Errorf("-phases: unknown phase %q (want http, queue, job)", p)
 		}
 	}
 	o.Targets = []string{"ceiling"}
@@ -196,15 +195,20 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if *queueTasks > 0 {
 		o.QueueTasks = *queueTasks
 	}
-	abs, err := filepath.Abs(o.Root)
+	abs, err := findRoot(o.Root)
 	if err != nil {
 		return options{}, err
 	}
 	o.Root = abs
+	return o, nil
+}
+
+// isRoot reports why dir is not the repository root: what the bench needs there.
+func isRoot(dir string) error {
 	for _, p := range []string{"data/sonar.csv", "models", "cmd/api"} {
-		if _, err := os.Stat(filepath.Join(o.Root, p)); err != nil {
-			return options{}, fmt.Errorf("-root %s is not the repository root: %w", o.Root, err)
+		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
+			return err
 		}
 	}
-	return o, nil
+	return nil
 }

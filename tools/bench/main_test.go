@@ -174,9 +174,8 @@ func TestTargetsAreJudgedOnRatios(t *testing.T) {
 			{Target: "predict-miss", Result: loadResult{Conns: 64, RPS: 16000, P99MS: 6}},
 			{Target: "predict-hit", Result: loadResult{Conns: 64, RPS: 18000}},
 		},
-		Inference: []inferResult{{Version: "v1.0.0", Kind: "logistic_regression", BatchNS: 14, BatchKernelNS: 10}},
-		Job:       &jobResult{Rows: 1000, RowsPS: 50, CopyRowsPS: 100},
-		Memory:    &memResult{AfterHTTP: 100e6, AfterUpload: 151e6},
+		Job:    &jobResult{Rows: 1000, RowsPS: 50, CopyRowsPS: 100},
+		Memory: &memResult{AfterHTTP: 100e6, AfterUpload: 151e6},
 	}
 	met := map[string]bool{}
 	for _, r := range buildRows(rep, options{}) {
@@ -186,7 +185,6 @@ func TestTargetsAreJudgedOnRatios(t *testing.T) {
 	}
 	require.False(t, met["HTTP 64 conns: predict, cache misses"], "0.53× but p99 6 ms > 5 ms")
 	require.True(t, met["HTTP 64 conns: predict, cache hits"], "0.6×")
-	require.True(t, met["logistic regression v1.0.0, batch of 1000: PredictBatch (checks, scaling, activations)"], "1.4×")
 	require.True(t, met["job: 1,000-row NDJSON, submit → succeeded"], "0.5×")
 	require.True(t, met["api peak RSS (VmHWM) after the HTTP load"])
 	require.False(t, met["api peak RSS (VmHWM) after the 1,000-row upload and job"])
@@ -194,19 +192,8 @@ func TestTargetsAreJudgedOnRatios(t *testing.T) {
 	var out bytes.Buffer
 	writeMarkdown(&out, report{Rows: buildRows(rep, options{})})
 	require.Contains(t, out.String(), "| HTTP 64 conns: predict, cache misses | 16,000 req/s, p50 0.00 ms, p99 6.00 ms | 30,000 req/s (bare Echo) | 0.53× | ≥ 0.5×, p99 ≤ 5 ms | no |")
-}
-
-func TestMachineCPUIsRead(t *testing.T) {
-	t.Parallel()
-	busy, idle := machineCPU()
-	require.Positive(t, busy+idle, "/proc/stat")
-
-	// user nice system idle iowait irq softirq steal guest guest_nice: guest time is in user.
-	busy, idle = parseCPULine("cpu  100 2 30 400 5 6 7 8 9 10")
-	require.Equal(t, (100+2+30+6+7+8)*clockTick, busy)
-	require.Equal(t, (400+5)*clockTick, idle)
-	busy, idle = parseCPULine("cpu0 1 2 3 4 5 6 7 8")
-	require.Zero(t, busy+idle, "a core's line, not the machine's")
+	// The in-process measurements are lines naming the go test -bench that gives them.
+	require.Contains(t, out.String(), "PredictBatch (target: PredictBatch ≤ 1.5× the raw kernel) against the raw gonum kernel and a plain Go loop | `go test -run '^$' -bench 'RawKernel|PredictOne|PredictBatch1000' ./internal/inference/` (printed after this table by `make bench`) | | | | |")
 }
 
 func TestItoaGroupsThousands(t *testing.T) {

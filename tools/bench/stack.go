@@ -6,20 +6,17 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/predq/predq/internal/localsvc"
-	"github.com/predq/predq/internal/postgres"
+	"github.com/predq/predq/tools/internal/proc"
 )
 
 // defaultAdminURL is the Postgres tried when DATABASE_URL is unset.
@@ -49,9 +46,9 @@ func detectPinning(disabled bool) pinning {
 // not empty.
 func (p pinning) command(ctx context.Context, cpus, name string, args ...string) *exec.Cmd {
 	if p.On && cpus != "" {
-		return exec.CommandContext(ctx, "taskset", append([]string{"-c", cpus, name}, args...)...)
+		return proc.CommandContext(ctx, "taskset", append([]string{"-c", cpus, name}, args...)...)
 	}
-	return exec.CommandContext(ctx, name, args...)
+	return proc.CommandContext(ctx, name, args...)
 }
 
 // describe says in words what pinning was used.
@@ -62,144 +59,23 @@ func (p pinning) describe() string {
 	return fmt.Sprintf("pinned with taskset: api and ceiling server on core %s, load generators on core %s; Redis, Postgres and the worker unpinned", p.Server, p.Load)
 }
 
-// lockedBuffer is a bytes.Buffer safe for concurrent writes, keeping only the last 64 KiB.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 64<<10 {
-		rest := l.b.Bytes()[l.b.Len()-32<<10:]
-		kept := append([]byte(nil), rest...)
-		l.b.Reset()
-		l.b.Write(kept)
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// proc is a started server process.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  *lockedBuffer
-	done chan struct{}
-}
-
-// startProc starts cmd with its output kept in memory.
-func startProc(name string, cmd *exec.Cmd) (*proc, error) {
-	p := &proc{name: name, cmd: cmd, log: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.log, p.log
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 30 * time.Second
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	return p, nil
-}
-
-// stop sends SIGTERM and waits up to 30 s, then kills.
-func (p *proc) stop() {
-	if p == nil {
-		return
-	}
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// exited reports whether the process has ended.
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// tail returns the end of the process's output.
-func (p *proc) tail() string {
-	s := p.log.String()
+// tail is the end of a process's output, for an error.
+func tail(p *proc.Proc) string {
+	s := p.Log()
 	if len(s) > 2048 {
-		s = "…" + s[len(s)-2048:]
+		s = "…" + p.Tail(2048)
 	}
 	return strings.TrimSpace(s)
 }
 
-// peakRSS returns the process's VmHWM (peak resident set size) and VmRSS in bytes.
-func peakRSS(pid int) (hwm, rss int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// withDatabase returns the Postgres URL u naming database db instead of its own.
+func withDatabase(u, db string) string {
+	parsed, err := url.Parse(u)
 	if err != nil {
-		return 0, 0, err
+		return u
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		name, rest, ok := strings.Cut(line, ":")
-		if !ok || (name != "VmHWM" && name != "VmRSS") {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			continue
-		}
-		kb, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return 0, 0, err
-		}
-		if name == "VmHWM" {
-			hwm = kb << 10
-		} else {
-			rss = kb << 10
-		}
-	}
-	if hwm == 0 {
-		return 0, 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
-	}
-	return hwm, rss, nil
-}
-
-// waitHTTP waits until GET url answers 200, the process exits, or the timeout passes.
-func waitHTTP(ctx context.Context, rawURL string, p *proc, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	client := &http.Client{Timeout: time.Second}
-	for {
-		resp, err := client.Get(rawURL)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if p != nil && p.exited() {
-			return fmt.Errorf("%s exited: %s", p.name, p.tail())
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not answer %s within %s", p.name, rawURL, timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(25 * time.Millisecond):
-		}
-	}
+	parsed.Path = "/" + db
+	return parsed.String()
 }
 
 // buildBinaries builds the api and worker into dir, like `make build`.
@@ -222,7 +98,7 @@ func postgresServer(ctx context.Context, getenv func(string) string) (admin stri
 		if c == "" {
 			continue
 		}
-		c = postgres.WithDatabase(c, "postgres")
+		c = withDatabase(c, "postgres")
 		if pingPostgres(ctx, c) == nil {
 			return c, nil, nil
 		}

@@ -90,7 +90,7 @@ func logLine(t *testing.T, logs string, match func(map[string]any) bool) (map[st
 }
 
 // fullLogs is everything a process wrote so far (stack.logs keeps only the last 4 KB).
-func (s *stack) fullLogs(name string) string { return s.procs[name].log.String() }
+func (s *stack) fullLogs(name string) string { return s.procs[name].Log() }
 
 // A prediction's trace holds the api's HTTP server span, the enqueue span, and the worker's
 // prediction:persist task span (PERSIST_PATH=queue); a low-confidence one also its
@@ -259,7 +259,7 @@ type catalogFamily struct {
 // family per line, `name type [label[=value|value...] ...]`; # comments).
 func readCatalog(t *testing.T) []catalogFamily {
 	t.Helper()
-	b, err := os.ReadFile("../deploy/testdata/exposed_metrics.txt")
+	b, err := os.ReadFile("../../deploy/testdata/exposed_metrics.txt")
 	require.NoError(t, err)
 	var out []catalogFamily
 	for _, line := range strings.Split(string(b), "\n") {

@@ -17,9 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/predq/predq/internal/localsvc"
-	"github.com/predq/predq/internal/postgres"
-	"github.com/predq/predq/internal/redisdb"
-	"github.com/predq/predq/internal/tasks"
+	"github.com/predq/predq/tools/internal/proc"
 )
 
 // httpPoint is one HTTP measurement.
@@ -46,11 +44,9 @@ type httpPoint struct {
 
 // queueResult is the queue measurement.
 type queueResult struct {
-	Tasks           int     `json:"tasks"`
-	NoopEnqueuePS   float64 `json:"noop_enqueue_per_s"`
-	NoopProcessPS   float64 `json:"noop_processed_per_s"`
-	PersistEnqueuPS float64 `json:"persist_enqueue_per_s"` // Recorder.Record calls per second
-	PersistStoredPS float64 `json:"persist_stored_per_s"`  // first enqueue until every record is in Postgres
+	Tasks         int     `json:"tasks"`
+	NoopEnqueuePS float64 `json:"noop_enqueue_per_s"`
+	NoopProcessPS float64 `json:"noop_processed_per_s"`
 }
 
 // jobResult is the job measurement.
@@ -95,7 +91,7 @@ type bench struct {
 	dbURL       string
 	redis       *localsvc.Server
 
-	api, apiAll, apiQueue, worker, ceiling *proc
+	api, apiAll, apiQueue, worker, ceiling *proc.Proc
 	cleanups                               []func() // run in reverse order by stop
 	distinctRuns                           int64
 }
@@ -114,8 +110,7 @@ func benchmark(ctx context.Context, opts options, getenv func(string) string, st
 	if b.self, err = os.Executable(); err != nil {
 		return rep, err
 	}
-	rows, err := readSonar(b.sonar)
-	if err != nil {
+	if _, err := readSonar(b.sonar); err != nil {
 		return rep, err
 	}
 
@@ -130,13 +125,6 @@ func benchmark(ctx context.Context, opts options, getenv func(string) string, st
 		return rep, err
 	}
 
-	// Inference first, while nothing else of ours runs.
-	if opts.Phases["inference"] {
-		b.log("inference (%s per measurement, best of %d)", opts.InferTime, opts.InferRounds)
-		if rep.Inference, err = benchInference(filepath.Join(opts.Root, "models"), rows, opts.InferTime, opts.InferRounds); err != nil {
-			return rep, err
-		}
-	}
 	if !opts.Phases["http"] && !opts.Phases["queue"] && !opts.Phases["job"] {
 		rep.Seconds = time.Since(began).Seconds()
 		rep.Rows = buildRows(rep, opts)
@@ -161,7 +149,7 @@ func benchmark(ctx context.Context, opts options, getenv func(string) string, st
 		if rep.HTTP, err = b.httpPhase(ctx); err != nil {
 			return rep, err
 		}
-		if mem.AfterHTTP, _, err = peakRSS(b.api.cmd.Process.Pid); err != nil {
+		if mem.AfterHTTP, _, err = proc.PeakRSS(b.api.PID()); err != nil {
 			return rep, err
 		}
 		b.log("api peak RSS after HTTP: %.1f MB", float64(mem.AfterHTTP)/1e6)
@@ -175,7 +163,7 @@ func benchmark(ctx context.Context, opts options, getenv func(string) string, st
 		if rep.Job, err = b.jobPhase(ctx); err != nil {
 			return rep, err
 		}
-		if mem.AfterUpload, _, err = peakRSS(b.api.cmd.Process.Pid); err != nil {
+		if mem.AfterUpload, _, err = proc.PeakRSS(b.api.PID()); err != nil {
 			return rep, err
 		}
 		b.log("api peak RSS after the job: %.1f MB", float64(mem.AfterUpload)/1e6)
@@ -183,9 +171,9 @@ func benchmark(ctx context.Context, opts options, getenv func(string) string, st
 	if mem != (memResult{}) {
 		rep.Memory = &mem
 	}
-	for _, p := range []*proc{b.api, b.apiAll, b.apiQueue, b.worker, b.ceiling} {
-		if p.exited() {
-			return rep, fmt.Errorf("%s exited during the run: %s", p.name, p.tail())
+	for _, p := range []*proc.Proc{b.api, b.apiAll, b.apiQueue, b.worker, b.ceiling} {
+		if p.Exited() {
+			return rep, fmt.Errorf("%s exited during the run: %s", p.Name, tail(p))
 		}
 	}
 	rep.Seconds = time.Since(began).Seconds()
@@ -207,7 +195,7 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 		}
 		return err
 	}
-	b.dbURL = postgres.WithDatabase(admin, db)
+	b.dbURL = withDatabase(admin, db)
 	b.log("database %s on %s", db, redactURL(admin))
 	b.cleanups = append(b.cleanups, func() {
 		if err := dropDatabase(admin, db); err != nil {
@@ -268,52 +256,52 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	}
 	cmd := b.pin.command(ctx, b.pin.Server, filepath.Join(b.binDir, "api"))
 	cmd.Dir, cmd.Env = b.binDir, apiEnv
-	if b.api, err = startProc("api", cmd); err != nil {
+	if b.api, err = proc.Start("api", cmd, 64<<10); err != nil {
 		return err
 	}
 	// The same api storing every cache hit, idle but for its own points.
 	cmd = b.pin.command(ctx, b.pin.Server, filepath.Join(b.binDir, "api"))
 	cmd.Dir, cmd.Env = b.binDir, append(minimalEnv(b.env), "PORT="+strconv.Itoa(apiAllPort), "PERSIST_CACHE_HITS=true")
-	if b.apiAll, err = startProc("api-all-hits", cmd); err != nil {
+	if b.apiAll, err = proc.Start("api-all-hits", cmd, 64<<10); err != nil {
 		return err
 	}
 	// And one persisting through the queue (the worker writes), for its own points.
 	cmd = b.pin.command(ctx, b.pin.Server, filepath.Join(b.binDir, "api"))
 	cmd.Dir, cmd.Env = b.binDir, append(minimalEnv(b.env), "PORT="+strconv.Itoa(apiQueuePort), "PERSIST_PATH=queue")
-	if b.apiQueue, err = startProc("api-queue", cmd); err != nil {
+	if b.apiQueue, err = proc.Start("api-queue", cmd, 64<<10); err != nil {
 		return err
 	}
-	cmd = exec.CommandContext(ctx, filepath.Join(b.binDir, "worker"))
+	cmd = proc.CommandContext(ctx, filepath.Join(b.binDir, "worker"))
 	cmd.Dir, cmd.Env = b.binDir, workerEnv
-	if b.worker, err = startProc("worker", cmd); err != nil {
+	if b.worker, err = proc.Start("worker", cmd, 64<<10); err != nil {
 		return err
 	}
 	cmd = b.pin.command(ctx, b.pin.Server, b.self, "serve-ceiling", "-addr", fmt.Sprintf("127.0.0.1:%d", ceilPort))
 	cmd.Dir, cmd.Env = b.binDir, minimalEnv(nil)
-	if b.ceiling, err = startProc("ceiling", cmd); err != nil {
+	if b.ceiling, err = proc.Start("ceiling", cmd, 64<<10); err != nil {
 		return err
 	}
-	if err := waitHTTP(ctx, b.apiURL+"/health/ready", b.api, 60*time.Second); err != nil {
+	if err := b.api.WaitHTTP(ctx, b.apiURL+"/health/ready", 60*time.Second); err != nil {
 		return err
 	}
-	if err := waitHTTP(ctx, b.apiAllURL+"/health/ready", b.apiAll, 60*time.Second); err != nil {
+	if err := b.apiAll.WaitHTTP(ctx, b.apiAllURL+"/health/ready", 60*time.Second); err != nil {
 		return err
 	}
-	if err := waitHTTP(ctx, b.apiQueueURL+"/health/ready", b.apiQueue, 60*time.Second); err != nil {
+	if err := b.apiQueue.WaitHTTP(ctx, b.apiQueueURL+"/health/ready", 60*time.Second); err != nil {
 		return err
 	}
-	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/health/ready", workerPort), b.worker, 60*time.Second); err != nil {
+	if err := b.worker.WaitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/health/ready", workerPort), 60*time.Second); err != nil {
 		return err
 	}
-	return waitHTTP(ctx, b.ceilURL+"/health/live", b.ceiling, 30*time.Second)
+	return b.ceiling.WaitHTTP(ctx, b.ceilURL+"/health/live", 30*time.Second)
 }
 
 // withLogs adds the end of the api's and the worker's output to err, for a failed run.
 func (b *bench) withLogs(err error) error {
-	for _, p := range []*proc{b.api, b.apiAll, b.apiQueue, b.worker} {
+	for _, p := range []*proc.Proc{b.api, b.apiAll, b.apiQueue, b.worker} {
 		if p != nil {
-			if t := p.tail(); t != "" {
-				err = fmt.Errorf("%w\n--- %s output (end) ---\n%s", err, p.name, t)
+			if t := tail(p); t != "" {
+				err = fmt.Errorf("%w\n--- %s output (end) ---\n%s", err, p.Name, t)
 			}
 		}
 	}
@@ -322,8 +310,8 @@ func (b *bench) withLogs(err error) error {
 
 // stop ends the processes and runs the cleanups in reverse order.
 func (b *bench) stop() {
-	for _, p := range []*proc{b.api, b.apiAll, b.apiQueue, b.worker, b.ceiling} {
-		p.stop()
+	for _, p := range []*proc.Proc{b.api, b.apiAll, b.apiQueue, b.worker, b.ceiling} {
+		p.Stop()
 	}
 	for i := len(b.cleanups) - 1; i >= 0; i-- {
 		b.cleanups[i]()
@@ -424,7 +412,7 @@ func (b *bench) round(ctx context.Context, insp *asynq.Inspector, meter cpuMeter
 		return err
 	}
 	cpu0 := meter.sample()
-	busy0, idle0 := machineCPU()
+	busy0, idle0 := proc.MachineCPU()
 	r, err := b.load(ctx, target, conns, d)
 	if err != nil {
 		return err
@@ -439,13 +427,13 @@ func (b *bench) round(ctx context.Context, insp *asynq.Inspector, meter cpuMeter
 		// Persistence is on: wait until the worker has stored every record, so that the next
 		// round starts with an empty queue, and count the CPU it took.
 		t0 := time.Now()
-		if _, err := waitDrained(ctx, insp, tasks.QueueDefault, 5*time.Minute); err != nil {
+		if _, err := waitDrained(ctx, insp, persistQueue, 5*time.Minute); err != nil {
 			return err
 		}
 		acc.drain += time.Since(t0)
 	}
 	cpu1 := meter.sample()
-	busy1, idle1 := machineCPU()
+	busy1, idle1 := proc.MachineCPU()
 	if acc.cpu == nil {
 		acc.cpu = map[string]time.Duration{}
 	}
@@ -488,78 +476,48 @@ func (a *roundsAcc) point(target string) httpPoint {
 // meter measures the CPU of the api, the worker, the ceiling server, the Redis server and
 // the Postgres backends connected to the bench's database.
 func (b *bench) meter() cpuMeter {
-	redisPID := findPIDs("redis-server", fmt.Sprintf(":%d", b.redis.Port))
+	redisPID := proc.FindPIDs("redis-server", fmt.Sprintf(":%d", b.redis.Port))
 	if len(redisPID) == 0 {
-		redisPID = findPIDs("redis-server", strconv.Itoa(b.redis.Port))
+		redisPID = proc.FindPIDs("redis-server", strconv.Itoa(b.redis.Port))
 	}
 	db := b.dbURL[strings.LastIndex(b.dbURL, "/")+1:]
 	db, _, _ = strings.Cut(db, "?")
 	return cpuMeter{
-		"api": pids(b.api.cmd.Process.Pid), "api-all-hits": pids(b.apiAll.cmd.Process.Pid), "api-queue": pids(b.apiQueue.cmd.Process.Pid),
-		"worker": pids(b.worker.cmd.Process.Pid), "ceiling": pids(b.ceiling.cmd.Process.Pid),
+		"api": pids(b.api.PID()), "api-all-hits": pids(b.apiAll.PID()), "api-queue": pids(b.apiQueue.PID()),
+		"worker": pids(b.worker.PID()), "ceiling": pids(b.ceiling.PID()),
 		"redis":    func() []int { return redisPID },
-		"postgres": func() []int { return findPIDs("postgres: ", " "+db+" ") },
+		"postgres": func() []int { return proc.FindPIDs("postgres: ", " "+db+" ") },
 	}
 }
 
 // asynqOpt is the queue Redis with database db.
 func (b *bench) asynqOpt(db int) asynq.RedisConnOpt {
-	o, _ := redisdb.ParseURL(b.redis.URL)
-	o.DB = db
-	return tasks.RedisConnOpt(o, 0)
+	return asynq.RedisClientOpt{Addr: fmt.Sprintf("127.0.0.1:%d", b.redis.Port), DB: db}
 }
 
-// queuePhase measures the no-op ceiling (on Redis database 1, which the worker does not
-// read) and the persist pipeline (database 0, drained by the worker).
+// queuePhase measures asynq itself: no-op tasks enqueued by 16 goroutines and processed by
+// one server, on Redis database 1, which the worker does not read. (The persist pipeline
+// is measured in-process: goBenchmarks.)
 func (b *bench) queuePhase(ctx context.Context) (*queueResult, error) {
 	n := b.opts.QueueTasks
 	q := &queueResult{Tasks: n}
 	b.log("queue: %s no-op tasks", itoa(int64(n)))
 	var pr produceResult
 	noopURL := fmt.Sprintf("redis://127.0.0.1:%d/1", b.redis.Port)
-	if err := b.runJSON(ctx, b.pin.Load, &pr, "queue-produce", "-mode", "noop", "-redis", noopURL, "-n", strconv.Itoa(n), "-c", "16", "-data", b.sonar); err != nil {
+	if err := b.runJSON(ctx, b.pin.Load, &pr, "queue-produce", "-redis", noopURL, "-n", strconv.Itoa(n), "-c", "16", "-data", b.sonar); err != nil {
 		return nil, err
 	}
 	if pr.Errors > 0 {
 		return nil, fmt.Errorf("no-op enqueue: %d errors, the first: %s", pr.Errors, pr.FirstError)
 	}
 	q.NoopEnqueuePS = float64(n) / pr.Seconds
-	took, err := drainNoop(ctx, b.asynqOpt(1), n, tasks.DefaultConcurrency, 5*time.Minute)
+	took, err := drainNoop(ctx, b.asynqOpt(1), n, noopConcurrency, 5*time.Minute)
 	if err != nil {
 		return nil, err
 	}
 	q.NoopProcessPS = float64(n) / took.Seconds()
 	b.log("queue: no-op enqueue %.0f/s, processed %.0f/s", q.NoopEnqueuePS, q.NoopProcessPS)
 
-	insp := asynq.NewInspector(b.asynqOpt(0))
-	defer insp.Close()
-	const prefix = "bench-queue-"
-	if err := b.runJSON(ctx, b.pin.Load, &pr, "queue-produce", "-mode", "persist", "-redis", b.redis.URL, "-db", b.dbURL,
-		"-n", strconv.Itoa(n), "-c", "16", "-prefix", prefix, "-data", b.sonar); err != nil {
-		return nil, err
-	}
-	if pr.Errors > 0 {
-		return nil, fmt.Errorf("persist enqueue: %d errors, the first: %s", pr.Errors, pr.FirstError)
-	}
-	done, err := waitDrained(ctx, insp, tasks.QueueDefault, 5*time.Minute)
-	if err != nil {
-		return nil, err
-	}
-	conn, err := pgx.Connect(ctx, b.dbURL)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close(ctx)
-	var stored int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM predictions WHERE request_id LIKE $1`, prefix+"%").Scan(&stored); err != nil {
-		return nil, err
-	}
-	if stored != n {
-		return nil, fmt.Errorf("persist pipeline: %d of %d records stored after the queue drained", stored, n)
-	}
-	q.PersistEnqueuPS = float64(n) / pr.Seconds
-	q.PersistStoredPS = float64(n) / done.Sub(time.Unix(0, pr.StartUnixNano)).Seconds()
-	b.log("queue: persist pipeline %.0f records/s stored (%.0f/s enqueued)", q.PersistStoredPS, q.PersistEnqueuPS)
 	return q, nil
 }
 

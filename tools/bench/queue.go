@@ -7,29 +7,24 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
-
-	"github.com/predq/predq/internal/postgres"
-	"github.com/predq/predq/internal/prediction"
-	"github.com/predq/predq/internal/predstore"
-	"github.com/predq/predq/internal/redisdb"
-	"github.com/predq/predq/internal/tasks"
 )
 
-// The queue measurement compares asynq doing nothing (a no-op task enqueued by 16
-// goroutines, then drained by one asynq.Server) with the persist pipeline of synchronous
-// predictions (one record per call from 16 goroutines through tasks.GroupCommit and
-// tasks.Recorder, as the api records its answers; the real worker process writing them to
-// Postgres). The producers run as
-// `bench queue-produce` processes, on the load generators' core when pinning is on.
+// The queue measurement is asynq doing nothing: a no-op task enqueued by 16 goroutines (the
+// `bench queue-produce` process, on the load generators' core when pinning is on), then
+// drained by one asynq.Server. The persist pipeline that the api feeds is measured
+// in-process by a Benchmark of its package (goBenchmarks).
 
 // typeNoop is the task type of the no-op ceiling.
 const typeNoop = "bench:noop"
+
+// persistQueue is the asynq queue the api's persist tasks go to (asynq's default queue),
+// which the bench waits to be drained between HTTP rounds.
+const persistQueue = "default"
 
 // produceResult is what `bench queue-produce` prints.
 type produceResult struct {
@@ -42,27 +37,23 @@ type produceResult struct {
 	FirstError    string `json:"first_error,omitempty"`
 }
 
-// benchRecord is the prediction record number i, as the api records a predict of sonar row
-// i mod 208.
-func benchRecord(rows [][]float64, prefix string, i int) prediction.Record {
-	return prediction.Record{
-		RequestID: prefix + strconv.Itoa(i), UserID: "bench", Features: rows[i%len(rows)],
-		Prediction: 0.25, Confidence: 0.75, PredictionClass: prediction.ClassNegative, ModelVersion: "v2.0.0",
-		Preprocessing: "standard", ConfidenceThreshold: 0.5, LatencyMS: 0.2, CreatedAt: time.Now().UTC(),
-	}
+// noopPayload is the payload of every no-op task: the size of a predict's persist task, one
+// sonar row of 60 numbers and the answer's fields.
+func noopPayload(rows [][]float64) ([]byte, error) {
+	return json.Marshal(map[string]any{
+		"request_id": "bench-queue-0", "user_id": "bench", "features": rows[0],
+		"prediction": 0.25, "confidence": 0.75, "prediction_class": "negative", "model_version": "v2.0.0",
+		"preprocessing": "standard", "confidence_threshold": 0.5, "cached": false, "latency_ms": 0.2, "created_at": time.Now().UTC(),
+	})
 }
 
-// queueProduceCommand is `bench queue-produce`: enqueue -n tasks from -c goroutines, either
-// no-op tasks (-mode noop) or prediction records through tasks.Recorder (-mode persist).
+// queueProduceCommand is `bench queue-produce`: enqueue -n no-op tasks from -c goroutines.
 func queueProduceCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("queue-produce", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	mode := fs.String("mode", "noop", "noop or persist")
 	redisURL := fs.String("redis", "", "queue Redis URL")
-	dbURL := fs.String("db", "", "Postgres URL (persist: the Recorder's fallback store)")
 	n := fs.Int("n", 10000, "tasks to enqueue")
 	conc := fs.Int("c", 16, "enqueueing goroutines")
-	prefix := fs.String("prefix", "bench-queue-", "request id prefix of persisted records")
 	data := fs.String("data", "data/sonar.csv", "sonar CSV file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -71,42 +62,19 @@ func queueProduceCommand(ctx context.Context, args []string, stdout, stderr io.W
 	if err != nil {
 		return err
 	}
-	ropts, err := redisdb.ParseURL(*redisURL)
+	opt, err := asynq.ParseRedisURI(*redisURL)
+	if err != nil {
+		return fmt.Errorf("queue-produce: -redis: %w", err)
+	}
+	payload, err := noopPayload(rows)
 	if err != nil {
 		return err
 	}
-	var enqueue func(i int) error
-	switch *mode {
-	case "noop":
-		payload, err := json.Marshal(benchRecord(rows, *prefix, 0))
-		if err != nil {
-			return err
-		}
-		client := asynq.NewClient(tasks.RedisConnOpt(ropts, 0))
-		defer client.Close()
-		enqueue = func(int) error {
-			_, err := client.EnqueueContext(ctx, asynq.NewTask(typeNoop, payload), asynq.Queue(tasks.QueueDefault))
-			return err
-		}
-	case "persist":
-		pool, err := postgres.Open(ctx, *dbURL, 2)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
-		rec, err := tasks.NewRecorder(tasks.RecorderConfig{Redis: ropts, Store: predstore.New(pool)})
-		if err != nil {
-			return err
-		}
-		defer rec.Close()
-		// As the api does: the records of concurrent calls share one enqueue.
-		commits := tasks.NewGroupCommit(rec, 0, 0)
-		defer commits.Close()
-		enqueue = func(i int) error {
-			return commits.Record(ctx, []prediction.Record{benchRecord(rows, *prefix, i)})
-		}
-	default:
-		return fmt.Errorf("queue-produce: -mode must be noop or persist, got %q", *mode)
+	client := asynq.NewClient(opt)
+	defer client.Close()
+	enqueue := func(int) error {
+		_, err := client.EnqueueContext(ctx, asynq.NewTask(typeNoop, payload), asynq.Queue(persistQueue))
+		return err
 	}
 	var (
 		next, errs atomic.Int64
@@ -145,7 +113,7 @@ func drainNoop(ctx context.Context, opt asynq.RedisConnOpt, n, concurrency int, 
 	finished := make(chan struct{})
 	srv := asynq.NewServer(opt, asynq.Config{
 		Concurrency: concurrency,
-		Queues:      map[string]int{tasks.QueueDefault: 1},
+		Queues:      map[string]int{persistQueue: 1},
 		LogLevel:    asynq.ErrorLevel,
 		Logger:      quietAsynqLogger{},
 	})

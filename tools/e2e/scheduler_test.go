@@ -60,7 +60,7 @@ func TestTwoSchedulersEnqueueEachSlotOnce(t *testing.T) {
 		"MODEL_SYNC_INTERVAL": "1h",
 	}})
 	second := s.start("scheduler2", "SCHEDULER_METRICS_PORT=0")
-	require.Eventually(t, func() bool { return strings.Contains(second.log.String(), `"scheduling"`) }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(second.Log(), `"scheduling"`) }, 10*time.Second, 20*time.Millisecond)
 
 	rdb := s.redis.Client(t)
 	ctx := context.Background()

@@ -9,14 +9,35 @@ import (
 
 // Targets of issue 8.
 const (
-	targetMissRatio  = 0.5  // predict with cache misses / bare Echo, at targetConns
-	targetMissP99MS  = 5.0  // and its p99
-	targetHitRatio   = 0.6  // predict with cache hits / bare Echo, at targetConns
-	targetConns      = 64   //
-	targetJobRatio   = 0.5  // NDJSON job rows/s / COPY rows/s
-	targetBatchRatio = 1.5  // PredictBatch ns/row / raw gonum kernel ns/row (at most)
-	targetRSSMB      = 150. // api peak RSS
+	targetMissRatio = 0.5  // predict with cache misses / bare Echo, at targetConns
+	targetMissP99MS = 5.0  // and its p99
+	targetHitRatio  = 0.6  // predict with cache hits / bare Echo, at targetConns
+	targetConns     = 64   //
+	targetJobRatio  = 0.5  // NDJSON job rows/s / COPY rows/s
+	targetRSSMB     = 150. // api peak RSS
 )
+
+// goBenchmarks are the measurements made in-process, as Benchmark functions of the packages
+// they measure: the table names the command that gives each, and `bench gobench` (run by
+// `make bench` after the table) runs them.
+var goBenchmarks = []goBenchmark{
+	{"inference", "inference, ns/row, of each shipped model, 1 row and a batch of 1000: PredictOne and PredictBatch (target: PredictBatch ≤ 1.5× the raw kernel) against the raw gonum kernel and a plain Go loop",
+		"RawKernel|PredictOne|PredictBatch1000", "./internal/inference/"},
+	{"queue", "queue: the persist pipeline of synchronous predictions (the api's Recorder → Redis → worker → Postgres), records stored per second",
+		"PersistGrouped", "./internal/tasks/"},
+}
+
+// goBenchmark is a `go test -bench` measurement: the benchmarks matching Bench in Pkg.
+type goBenchmark struct{ Group, Measure, Bench, Pkg string }
+
+// Command is the command line that runs it from the repository root.
+func (g goBenchmark) Command() string {
+	return fmt.Sprintf("go test -run '^$' -bench '%s' %s", g.Bench, g.Pkg)
+}
+
+// noopConcurrency is the asynq server concurrency of the no-op processing ceiling (the
+// worker's default).
+const noopConcurrency = 16
 
 // loadNote names the load generator's CPU per request, when the report has it (reports
 // saved before it was measured do not).
@@ -175,29 +196,10 @@ func buildRows(rep report, opts options) []row {
 		}
 	}
 
-	for _, in := range rep.Inference {
-		name := kindName(in)
-		oneKernel, batchKernel := "gonum MulVec", "gonum MulVec"
-		if in.Hidden > 0 {
-			oneKernel, batchKernel = "gonum MulVec ×2", "gonum Mul + MulVec"
-		}
-		rows = append(rows,
-			row{Group: "inference", Measure: fmt.Sprintf("%s, 1 row: raw kernel (%s, products only)", name, oneKernel), Value: in.OneKernelNS, Unit: "ns/row"},
-			row{Group: "inference", Measure: fmt.Sprintf("%s, 1 row: plain Go loop (products only)", name), Value: in.OneLoopNS, Unit: "ns/row"}.withCeiling("raw kernel", in.OneKernelNS),
-			row{Group: "inference", Measure: fmt.Sprintf("%s, 1 row: PredictOne (checks, scaling, activations)", name), Value: in.OneNS, Unit: "ns/row"}.withCeiling("raw kernel", in.OneKernelNS),
-			row{Group: "inference", Measure: fmt.Sprintf("%s, batch of %d: raw kernel (%s, products only)", name, batchRows, batchKernel), Value: in.BatchKernelNS, Unit: "ns/row"},
-			row{Group: "inference", Measure: fmt.Sprintf("%s, batch of %d: plain Go loop (products only)", name, batchRows), Value: in.BatchLoopNS, Unit: "ns/row"}.withCeiling("raw kernel", in.BatchKernelNS),
-			row{Group: "inference", Measure: fmt.Sprintf("%s, batch of %d: PredictBatch (checks, scaling, activations)", name, batchRows), Value: in.BatchNS, Unit: "ns/row"}.withCeiling("raw kernel", in.BatchKernelNS).atMost(targetBatchRatio),
-		)
-	}
-
 	if q := rep.Queue; q != nil {
 		rows = append(rows,
 			row{Group: "queue", Measure: "queue: asynq no-op enqueue, 16 goroutines", Value: q.NoopEnqueuePS, Unit: "tasks/s"},
-			row{Group: "queue", Measure: fmt.Sprintf("queue: asynq no-op processing, one server, concurrency %d", 16), Value: q.NoopProcessPS, Unit: "tasks/s"},
-			row{Group: "queue", Measure: "queue: persist pipeline (GroupCommit → Redis → worker → Postgres), records stored", Value: q.PersistStoredPS, Unit: "records/s",
-				Note: fmt.Sprintf("%s enqueued/s", itoa(int64(q.PersistEnqueuPS)))}.withCeiling("no-op enqueue", q.NoopEnqueuePS),
-			row{Group: "queue", Measure: "queue: persist pipeline, records stored, against no-op processing", Value: q.PersistStoredPS, Unit: "records/s"}.withCeiling("no-op processing", q.NoopProcessPS),
+			row{Group: "queue", Measure: fmt.Sprintf("queue: asynq no-op processing, one server, concurrency %d", noopConcurrency), Value: q.NoopProcessPS, Unit: "tasks/s"},
 		)
 	}
 
@@ -218,6 +220,9 @@ func buildRows(rep report, opts options) []row {
 		if m.AfterUpload > 0 && rep.Job != nil {
 			rows = append(rows, rss(fmt.Sprintf("api peak RSS (VmHWM) after the %s-row upload and job", itoa(int64(rep.Job.Rows))), m.AfterUpload))
 		}
+	}
+	for _, g := range goBenchmarks {
+		rows = append(rows, row{Group: g.Group, Measure: g.Measure, Note: "`" + g.Command() + "` (printed after this table by `make bench`)"})
 	}
 	if opts.Smoke {
 		// Too small to judge: the smoke run only checks that every measurement works.
