@@ -234,7 +234,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		Promoter:    promoter{registry, queueRedis},
 		Predictions: predstore.New(pool),
 		Jobs:        jobs,
-		Idempotency: idempotency.NewStore(pool),
+		Idempotency: idempotency.NewStore(pool, cfg.IdempotencyLease),
 	})
 	if err != nil {
 		return err

@@ -60,6 +60,8 @@ type Config struct {
 	JobChunkWriters int           `env:"JOB_CHUNK_WRITERS" envDefault:"2" range:"1,64" doc:"job chunks a worker commits at once (their result COPYs; more only queue inside Postgres)"`
 	JobTimeout      time.Duration `env:"JOB_TIMEOUT" envDefault:"1h" range:"1s,168h" doc:"a job not finished this long after submission fails"`
 
+	IdempotencyLease time.Duration `env:"IDEMPOTENCY_LEASE" envDefault:"30s" range:"1s,1m" doc:"lease of an in-flight Idempotency-Key claim, renewed while its request runs; a key whose process died is free again after it"`
+
 	WorkerConcurrency     int           `env:"WORKER_CONCURRENCY" envDefault:"16" range:"1,1024" doc:"tasks a worker runs at once"`
 	WorkerMetricsPort     int           `env:"WORKER_METRICS_PORT" envDefault:"9091" range:"0,65535" doc:"worker's /health and /metrics port (0: a free port, logged)"`
 	WorkerQueues          string        `env:"WORKER_QUEUES" envDefault:"critical=6,default=3,batch=2,low=1" doc:"worker's queue weights, every queue listed (checked by tasks.ParseQueues)"`

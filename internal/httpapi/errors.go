@@ -18,6 +18,7 @@ import (
 	"github.com/predq/predq/internal/idempotency"
 	"github.com/predq/predq/internal/job"
 	"github.com/predq/predq/internal/modelreg"
+	"github.com/predq/predq/internal/postgres"
 	"github.com/predq/predq/internal/prediction"
 	"github.com/predq/predq/internal/validate"
 )
@@ -108,6 +109,10 @@ func problemFor(err error) (p Problem, header http.Header, serverFault bool) {
 		return Problem{Type: typ, Title: title, Status: status, Detail: detail}
 	}
 
+	if errors.Is(err, idempotency.ErrLeaseLost) {
+		return newP(http.StatusConflict, slugConflict, "Request taken over",
+			"This request's Idempotency-Key claim lapsed and another request with the key took it over; that request answers."), retryAfter(time.Second), false
+	}
 	if pe, ok := errors.AsType[*problemError](err); ok {
 		p = newP(pe.status, pe.slug, pe.title, pe.detail)
 		p.Errors = pe.fields
@@ -162,7 +167,8 @@ func problemFor(err error) (p Problem, header http.Header, serverFault bool) {
 		p.Errors = []validate.FieldError{{Field: "Idempotency-Key", Message: "was used with another request body"}}
 		return p, nil, false
 	}
-	if errors.Is(err, job.ErrUnavailable) || errors.Is(err, prediction.ErrUnavailable) || errors.Is(err, auth.ErrUnavailable) {
+	if errors.Is(err, job.ErrUnavailable) || errors.Is(err, prediction.ErrUnavailable) || errors.Is(err, auth.ErrUnavailable) ||
+		postgres.IsUnavailable(err) {
 		return newP(http.StatusServiceUnavailable, slugUnavailable, "Service unavailable",
 			"A store the request needs cannot be reached; nothing was recorded. Retry shortly."), retryAfter(retryAfterUnavailable), false
 	}

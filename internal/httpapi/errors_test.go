@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/labstack/echo/v4"
 	"github.com/stretchr/testify/require"
 
 	"github.com/predq/predq/internal/auth"
+	"github.com/predq/predq/internal/idempotency"
 	"github.com/predq/predq/internal/modelreg"
 	"github.com/predq/predq/internal/prediction"
 	"github.com/predq/predq/internal/validate"
@@ -103,6 +105,20 @@ func TestProblemFor(t *testing.T) {
 				header: retryAfter(1500 * time.Millisecond)},
 			want:    Problem{Type: problemTypeBase + slugRateLimited, Title: "Too many requests", Status: 429, Detail: "slow down"},
 			wantHdr: http.Header{"Retry-After": {"2"}},
+		},
+		{
+			name: "a broken Postgres connection is 503 with Retry-After",
+			err:  fmt.Errorf("predictions: get: %w", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}),
+			want: Problem{Type: problemTypeBase + slugUnavailable, Title: "Service unavailable", Status: 503,
+				Detail: "A store the request needs cannot be reached; nothing was recorded. Retry shortly."},
+			wantHdr: http.Header{"Retry-After": {"5"}},
+		},
+		{
+			name: "a claim taken over is 409, whatever the handler then failed with",
+			err:  fmt.Errorf("%w: %w", idempotency.ErrLeaseLost, validate.Field("samples", "is required")),
+			want: Problem{Type: problemTypeBase + slugConflict, Title: "Request taken over", Status: 409,
+				Detail: "This request's Idempotency-Key claim lapsed and another request with the key took it over; that request answers."},
+			wantHdr: http.Header{"Retry-After": {"1"}},
 		},
 		{
 			name:      "echo 5xx is a generic 500",

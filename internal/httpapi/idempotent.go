@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,12 +15,21 @@ import (
 	"github.com/predq/predq/internal/validate"
 )
 
-// idempotent gives a route the Idempotency-Key semantics of job submission (see
-// internal/idempotency): a request with a key that was answered before gets that answer
-// again, byte for byte, with Idempotent-Replayed: true (a predict's request_id and timestamp
-// included, and nothing is predicted or recorded again); the same key with another body is
-// 422; while the first request is in flight, 409. Only successful answers are kept: after an
-// error the key may be used again. Requests without the header pass through.
+// IdempotencyStore keeps Idempotency-Key answers (internal/idempotency.Store).
+type IdempotencyStore interface {
+	Claim(ctx context.Context, owner, key string) (*idempotency.Claim, *idempotency.Stored, error)
+}
+
+var _ IdempotencyStore = (*idempotency.Store)(nil)
+
+// idempotent gives a route Idempotency-Key semantics (see internal/idempotency): a request
+// with a key that was answered before gets that answer again, status, Location and body byte
+// for byte, with Idempotent-Replayed: true (a predict's request_id and timestamp included,
+// and nothing is predicted, recorded or submitted again); the same key with another body is
+// 422; while the first request is in flight, 409. The body is hashed as the handler reads
+// it, so a streamed job upload is never held in memory. The claim's lease is renewed while
+// the handler runs. Only successful (2xx) answers are kept: after an error the key may be
+// used again. Requests without the header pass through.
 func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
@@ -31,27 +41,35 @@ func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 			return next(c)
 		}
 		ctx := req.Context()
-		owner := ownerOf(c).ID
 		hasher := idempotency.NewHasher(req.Method, req.URL.Path, req.URL.RawQuery, req.Header.Get(echo.HeaderContentType))
-		stored, err := s.deps.Idempotency.Claim(ctx, owner, key)
+		claim, stored, err := s.deps.Idempotency.Claim(ctx, ownerOf(c).ID, key)
 		if err != nil {
 			return err
 		}
 		if stored != nil {
-			return replay(c, stored, hasher, req.Body, "")
+			return replay(c, stored, hasher, req.Body)
 		}
+		held, stop := claim.Hold(ctx)
+		req = req.WithContext(held)
 		req.Body = readCloser{hasher.Reader(req.Body), req.Body}
+		c.SetRequest(req)
 		rec := &recordingWriter{ResponseWriter: c.Response().Writer}
 		c.Response().Writer = rec
 		err = next(c)
 		c.Response().Writer = rec.ResponseWriter
-		if err != nil || c.Response().Status != http.StatusOK {
-			_ = s.deps.Idempotency.Release(context.WithoutCancel(ctx), owner, key)
+		lost := stop()
+		cleanup := context.WithoutCancel(ctx)
+		status := c.Response().Status
+		if err != nil || status < 200 || status > 299 {
+			_ = claim.Release(cleanup)
+			if lost && err != nil {
+				return fmt.Errorf("%w: %w", idempotency.ErrLeaseLost, err)
+			}
 			return err
 		}
 		_ = hasher.Drain(req.Body) // whatever follows the JSON value counts too
-		if err := s.deps.Idempotency.Complete(context.WithoutCancel(ctx), owner, key, hasher.Sum(),
-			idempotency.Response{Status: http.StatusOK, Body: rec.body.Bytes()}); err != nil {
+		if err := claim.Complete(cleanup, hasher.Sum(), idempotency.Response{Status: status, Body: rec.body.Bytes(),
+			Location: c.Response().Header().Get(echo.HeaderLocation)}); err != nil {
 			s.log.WarnContext(ctx, "idempotency key not recorded", "error", err.Error())
 		}
 		return nil
@@ -70,10 +88,12 @@ func idempotencyKey(req *http.Request) (string, error) {
 }
 
 // replay answers a request whose key was answered before: the stored answer when body (read
-// to the end into hasher) is the same request, else ErrMismatch. location, when not empty,
-// is the Location of the stored answer's resource.
-func replay(c echo.Context, stored *idempotency.Stored, hasher *idempotency.Hasher, body io.Reader, location string) error {
+// to the end into hasher) is the same request, else ErrMismatch.
+func replay(c echo.Context, stored *idempotency.Stored, hasher *idempotency.Hasher, body io.Reader) error {
 	if err := hasher.Drain(body); err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return err
+		}
 		return badRequest("The request body could not be read.", nil, err)
 	}
 	resp, err := stored.Replay(hasher.Sum())
@@ -81,8 +101,8 @@ func replay(c echo.Context, stored *idempotency.Stored, hasher *idempotency.Hash
 		return err
 	}
 	c.Response().Header().Set("Idempotent-Replayed", "true")
-	if location != "" {
-		c.Response().Header().Set(echo.HeaderLocation, location)
+	if resp.Location != "" {
+		c.Response().Header().Set(echo.HeaderLocation, resp.Location)
 	}
 	return c.Blob(resp.Status, echo.MIMEApplicationJSON, resp.Body)
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
-	"github.com/predq/predq/internal/idempotency"
 	"github.com/predq/predq/internal/job"
 	"github.com/predq/predq/internal/prediction"
 	"github.com/predq/predq/internal/validate"
@@ -32,13 +31,6 @@ type JobService interface {
 	Results(ctx context.Context, owner job.Owner, id uuid.UUID, after, limit int) ([]job.Result, int, error)
 	StreamResults(ctx context.Context, owner job.Owner, id uuid.UUID, fn func(job.Result) error) error
 	Cancel(ctx context.Context, owner job.Owner, id uuid.UUID) (job.Job, error)
-}
-
-// IdempotencyStore keeps Idempotency-Key answers (internal/idempotency.Store).
-type IdempotencyStore interface {
-	Claim(ctx context.Context, owner, key string) (*idempotency.Stored, error)
-	Complete(ctx context.Context, owner, key string, requestHash []byte, r idempotency.Response) error
-	Release(ctx context.Context, owner, key string) error
 }
 
 // Limits of the job routes.
@@ -153,59 +145,32 @@ func jsonLateOptions(jo *job.JSONOptions) func() (job.Options, error) {
 	}
 }
 
+// jobUpload prepares the streamed body of a job upload for the route's other middleware
+// (idempotent reads it to the end on a replay) and its handler: its own byte limit, and
+// deadlines long enough for a large upload instead of the server's ReadTimeout.
+func (s *Server) jobUpload(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		rc := http.NewResponseController(c.Response())
+		_ = rc.SetReadDeadline(time.Now().Add(jobUploadTimeout))
+		_ = rc.SetWriteDeadline(time.Now().Add(jobUploadTimeout + time.Minute))
+		req.Body = http.MaxBytesReader(c.Response(), req.Body, s.cfg.JobBodyLimit)
+		return next(c)
+	}
+}
+
 // handleSubmitJob answers POST /api/v1/jobs: the body (JSON, NDJSON or CSV) is streamed into
-// the job store, then 202 with the job object and its Location.
+// the job store, then 202 with the job object and its Location. Its route runs it inside
+// jobUpload and idempotent.
 func (s *Server) handleSubmitJob() echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
-		ctx := req.Context()
 		format, ok := jobFormat(req.Header.Get(echo.HeaderContentType))
 		if !ok {
 			return &problemError{status: http.StatusUnsupportedMediaType, slug: slugMediaType, title: "Unsupported media type",
 				detail: "A job body must be application/json, application/x-ndjson or text/csv."}
 		}
-		// A large upload takes longer than the server's ReadTimeout allows a request.
-		rc := http.NewResponseController(c.Response())
-		_ = rc.SetReadDeadline(time.Now().Add(jobUploadTimeout))
-		_ = rc.SetWriteDeadline(time.Now().Add(jobUploadTimeout + time.Minute))
-		body := io.Reader(http.MaxBytesReader(c.Response(), req.Body, s.cfg.JobBodyLimit))
-		owner := ownerOf(c)
-
-		key, err := idempotencyKey(req)
-		if err != nil {
-			return err
-		}
-		var hasher *idempotency.Hasher
-		if key != "" && s.deps.Idempotency != nil {
-			hasher = idempotency.NewHasher(req.Method, req.URL.Path, req.URL.RawQuery, req.Header.Get(echo.HeaderContentType))
-			stored, err := s.deps.Idempotency.Claim(ctx, owner.ID, key)
-			if err != nil {
-				return err
-			}
-			if stored != nil {
-				location := ""
-				if id := stored.Response.ResourceID; id != "" {
-					location = "/api/v1/jobs/" + id
-				}
-				return replay(c, stored, hasher, body, location)
-			}
-			body = hasher.Reader(body)
-		}
-		j, err := s.submit(c, format, body)
-		if hasher != nil {
-			if err != nil {
-				_ = s.deps.Idempotency.Release(context.WithoutCancel(ctx), owner.ID, key)
-				return err
-			}
-			_ = hasher.Drain(body) // anything after the last row counts too
-			out, mErr := json.Marshal(j)
-			if mErr != nil {
-				return mErr
-			}
-			if err := s.deps.Idempotency.Complete(ctx, owner.ID, key, hasher.Sum(), idempotency.Response{Status: http.StatusAccepted, Body: out, ResourceID: j.ID.String()}); err != nil {
-				s.log.WarnContext(ctx, "idempotency key not recorded", "error", err.Error())
-			}
-		}
+		j, err := s.submit(c, format, req.Body)
 		if err != nil {
 			return err
 		}

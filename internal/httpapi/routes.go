@@ -74,7 +74,7 @@ func (s *Server) routes() {
 		v1.GET("/predictions", keyed(s.handleListPredictions()))
 		v1.GET("/predictions/:id", keyed(s.handleGetPrediction()))
 	}
-	v1.POST("/jobs", keyed(s.handleSubmitJob()))
+	v1.POST("/jobs", keyed(s.handleSubmitJob(), s.jobUpload, s.idempotent))
 	v1.GET("/jobs", keyed(s.handleListJobs()))
 	v1.GET("/jobs/:id", keyed(s.handleGetJob()))
 	v1.GET("/jobs/:id/results", keyed(s.handleJobResults()))

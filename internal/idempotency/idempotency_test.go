@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -14,30 +15,33 @@ func TestKeyLifecycle(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.New(t)
-	s := NewStore(pool)
+	s := NewStore(pool, 0)
 
-	st, err := s.Claim(ctx, "key-a", "k1")
+	a, st, err := s.Claim(ctx, "key-a", "k1")
 	require.NoError(t, err)
 	require.Nil(t, st, "a new key is ours")
+	require.NotNil(t, a)
 
-	_, err = s.Claim(ctx, "key-a", "k1")
+	_, _, err = s.Claim(ctx, "key-a", "k1")
 	require.ErrorIs(t, err, ErrInFlight)
-	st, err = s.Claim(ctx, "key-b", "k1")
+	b, st, err := s.Claim(ctx, "key-b", "k1")
 	require.NoError(t, err)
 	require.Nil(t, st, "keys are scoped to the API key")
 
 	h := NewHasher("POST", "/api/v1/jobs", "", "application/json")
 	require.NoError(t, h.Drain(strings.NewReader(`{"samples":[]}`)))
 	sum := h.Sum()
-	require.NoError(t, s.Complete(ctx, "key-a", "k1", sum, Response{Status: 202, Body: []byte(`{"id":"x"}`), ResourceID: "x"}))
+	require.NoError(t, a.Complete(ctx, sum, Response{Status: 202, Body: []byte(`{"id":"x"}`), Location: "/api/v1/jobs/x"}))
 
-	st, err = s.Claim(ctx, "key-a", "k1")
+	c, st, err := s.Claim(ctx, "key-a", "k1")
 	require.NoError(t, err)
+	require.Nil(t, c)
 	require.NotNil(t, st)
 	resp, err := st.Replay(sum)
 	require.NoError(t, err)
 	require.Equal(t, 202, resp.Status)
 	require.Equal(t, `{"id":"x"}`, string(resp.Body))
+	require.Equal(t, "/api/v1/jobs/x", resp.Location)
 
 	other := NewHasher("POST", "/api/v1/jobs", "", "application/json")
 	require.NoError(t, other.Drain(strings.NewReader(`{"samples":[1]}`)))
@@ -45,15 +49,81 @@ func TestKeyLifecycle(t *testing.T) {
 	require.ErrorIs(t, err, ErrMismatch)
 
 	// A released key can be claimed again.
-	require.NoError(t, s.Release(ctx, "key-b", "k1"))
-	st, err = s.Claim(ctx, "key-b", "k1")
+	require.NoError(t, b.Release(ctx))
+	b, st, err = s.Claim(ctx, "key-b", "k1")
 	require.NoError(t, err)
 	require.Nil(t, st)
 
-	// An abandoned in-flight claim is taken over.
-	_, err = pool.Exec(ctx, `UPDATE idempotency_keys SET created_at = now() - interval '11 minutes' WHERE owner = 'key-b'`)
+	// An abandoned in-flight claim (its lease lapsed) is taken over; the old holder can
+	// neither renew, answer nor release it any more.
+	_, err = pool.Exec(ctx, `UPDATE idempotency_keys SET lease_expires = now() - interval '1 second' WHERE owner = 'key-b'`)
 	require.NoError(t, err)
-	st, err = s.Claim(ctx, "key-b", "k1")
+	taken, st, err := s.Claim(ctx, "key-b", "k1")
 	require.NoError(t, err)
 	require.Nil(t, st)
+	require.NotNil(t, taken)
+	require.ErrorIs(t, b.Renew(ctx), ErrLeaseLost)
+	require.ErrorIs(t, b.Complete(ctx, sum, Response{Status: 200, Body: []byte(`{}`)}), ErrLeaseLost)
+	require.NoError(t, b.Release(ctx))
+	_, _, err = s.Claim(ctx, "key-b", "k1")
+	require.ErrorIs(t, err, ErrInFlight, "the old holder's release leaves the new claim alone")
+	require.NoError(t, taken.Renew(ctx))
+}
+
+func TestLease(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.New(t)
+
+	t.Run("DefaultAndBound", func(t *testing.T) {
+		require.Equal(t, DefaultLease, NewStore(pool, 0).Lease())
+		require.Equal(t, MaxLease, NewStore(pool, time.Hour).Lease())
+	})
+
+	t.Run("HeldClaimOutlivesItsLease", func(t *testing.T) {
+		s := NewStore(pool, 300*time.Millisecond)
+		c, _, err := s.Claim(ctx, "o", "held")
+		require.NoError(t, err)
+		held, stop := c.Hold(ctx)
+		// Past several leases the key is still in flight, because Hold renews it.
+		deadline := time.Now().Add(1200 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			_, _, err := s.Claim(ctx, "o", "held")
+			require.ErrorIs(t, err, ErrInFlight)
+			require.NoError(t, held.Err())
+			time.Sleep(50 * time.Millisecond)
+		}
+		require.False(t, stop(), "the lease was not lost")
+		require.NoError(t, c.Complete(ctx, []byte("h"), Response{Status: 200, Body: []byte("{}")}))
+	})
+
+	t.Run("UnrenewedClaimIsTakenOver", func(t *testing.T) {
+		s := NewStore(pool, 300*time.Millisecond)
+		_, _, err := s.Claim(ctx, "o", "dead") // its process died: nobody renews it
+		require.NoError(t, err)
+		_, _, err = s.Claim(ctx, "o", "dead")
+		require.ErrorIs(t, err, ErrInFlight, "within the lease")
+		var c *Claim
+		require.Eventually(t, func() bool {
+			c, _, err = s.Claim(ctx, "o", "dead")
+			return err == nil && c != nil
+		}, 5*time.Second, 20*time.Millisecond, "taken over once the lease lapsed")
+	})
+
+	t.Run("HolderLearnsItLostTheKey", func(t *testing.T) {
+		s := NewStore(pool, 300*time.Millisecond)
+		c, _, err := s.Claim(ctx, "o", "lost")
+		require.NoError(t, err)
+		held, stop := c.Hold(ctx)
+		// Another process takes the key over (as it would after a pause of this one).
+		_, err = pool.Exec(ctx, `UPDATE idempotency_keys SET claim_token = gen_random_uuid() WHERE owner = 'o' AND key = 'lost'`)
+		require.NoError(t, err)
+		select {
+		case <-held.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("the request's context was not cancelled")
+		}
+		require.ErrorIs(t, context.Cause(held), ErrLeaseLost)
+		require.True(t, stop())
+	})
 }

@@ -6,9 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/exaring/otelpgx"
@@ -122,22 +125,31 @@ func IsCode(err error, code string) bool {
 }
 
 // IsUnavailable reports whether err means the server could not be reached or the connection
-// broke, as opposed to an error of the statement itself.
+// broke (connect errors, including a connect timeout; network errors; a connection cut by a
+// server shutting down; a deadline that passed inside a round trip), as opposed to an error
+// of the statement itself. A bare context.DeadlineExceeded is not one: it is the caller's
+// own deadline, whatever it waited for. It is the one classifier of outages: the api answers
+// such errors 503, and the feature stores wrap them in their ErrUnavailable.
 func IsUnavailable(err error) bool {
 	if err == nil {
 		return false
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		// Class 08: connection exception; 57P0x: shutdown; 53300: too many connections.
-		return pgErr.Code[:2] == "08" || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03" || pgErr.Code == "53300"
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		// Class 08: connection exception; 57P01..57P03: admin shutdown, crash shutdown, cannot
+		// connect now (starting up or shutting down); 53300: too many connections.
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03", pgErr.Code == "53300":
+			return true
+		}
+		return false
 	}
-	return pgconn.SafeToRetry(err) || errors.Is(err, context.DeadlineExceeded) || isConnectError(err)
-}
-
-func isConnectError(err error) bool {
-	var ce *pgconn.ConnectError
-	return errors.As(err, &ce)
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return true
+	}
+	if ne, ok := errors.AsType[net.Error](err); ok && !errors.Is(ne, context.DeadlineExceeded) { // which is a net.Error too
+		return true
+	}
+	return pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // WithDatabase returns the connection URL raw pointing at database db (raw unchanged when it
