@@ -29,6 +29,10 @@ type Server struct {
 
 	cmd   *exec.Cmd
 	guard io.WriteCloser
+
+	argv    []string // how the server was started, to start it again (Restart)
+	logFile string
+	halt    []string // stops the server and keeps its data (Halt); nil when it cannot
 }
 
 // Stop stops the server and removes its data directory. It waits for the guard to finish.
@@ -42,6 +46,39 @@ func (s *Server) Stop() error {
 	return err
 }
 
+// Halt stops the server at once (a Postgres fast shutdown: sessions are cut) and keeps its
+// data directory, so that Restart starts it again as it was: an outage, for tests.
+func (s *Server) Halt() error {
+	if s == nil || s.guard == nil || s.halt == nil {
+		return errors.New("localsvc: nothing to halt")
+	}
+	if out, err := exec.Command(s.halt[0], s.halt[1:]...).CombinedOutput(); err != nil {
+		return fmt.Errorf("localsvc: halt: %w: %s", err, lastLines(out, 5))
+	}
+	// The server has exited; its guard leaves the directory in place.
+	_, _ = io.WriteString(s.guard, "keep\n")
+	_ = s.guard.Close()
+	_ = s.cmd.Wait()
+	s.guard = nil
+	return nil
+}
+
+// Restart starts a halted server again on the same port and data directory, and waits until
+// it accepts connections.
+func (s *Server) Restart(ctx context.Context) error {
+	if s == nil || s.guard != nil || s.argv == nil {
+		return errors.New("localsvc: not halted")
+	}
+	cmd, guard, err := startGuarded(s.Dir, s.logFile, s.argv...)
+	if err != nil {
+		return err
+	}
+	s.cmd, s.guard = cmd, guard
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return waitTCP(wctx, fmt.Sprintf("127.0.0.1:%d", s.Port))
+}
+
 // FreePort asks the kernel for a free TCP port on 127.0.0.1.
 func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -53,15 +90,17 @@ func FreePort() (int, error) {
 }
 
 // guardScript runs the server in the background, waits for stdin to close (the parent ended or
-// called Stop), then stops the server with the given command and removes the directory.
+// called Stop), then stops the server and removes the directory, unless the last line read
+// was "keep" (Halt: the server was stopped, its data stays for Restart).
 const guardScript = `
 set -u
 "$@" &
 pid=$!
-cleanup() { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$GUARD_DIR"; }
+mode=
+cleanup() { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; [ "$mode" = keep ] || rm -rf "$GUARD_DIR"; }
 trap cleanup EXIT
 trap 'exit 0' TERM INT
-cat >/dev/null
+while IFS= read -r line; do mode=$line; done
 `
 
 func startGuarded(dir string, logFile string, argv ...string) (*exec.Cmd, io.WriteCloser, error) {
@@ -196,11 +235,17 @@ func StartPostgres(ctx context.Context) (*Server, error) {
 	if os.Geteuid() == 0 {
 		argv = append([]string{"runuser", "-u", "postgres", "--"}, argv...)
 	}
-	cmd, guard, err := startGuarded(dir, filepath.Join(dir, "postgres.log"), argv...)
+	logFile := filepath.Join(dir, "postgres.log")
+	cmd, guard, err := startGuarded(dir, logFile, argv...)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{URL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), Port: port, Dir: dir, cmd: cmd, guard: guard}
+	halt := []string{filepath.Join(binDir, "pg_ctl"), "stop", "-D", data, "-m", "fast", "-w"}
+	if os.Geteuid() == 0 {
+		halt = append([]string{"runuser", "-u", "postgres", "--"}, halt...)
+	}
+	s := &Server{URL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), Port: port, Dir: dir, cmd: cmd, guard: guard,
+		argv: argv, logFile: logFile, halt: halt}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := waitTCP(wctx, fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
