@@ -137,6 +137,7 @@ func TestPostgresOutageIs503(t *testing.T) {
 		{"GET", "/api/v1/jobs/" + j.ID + "/results", nil, nil},
 		{"GET", "/api/v1/jobs/" + j.ID + "/results", map[string]string{"Accept": "application/x-ndjson"}, nil},
 		{"POST", "/api/v1/jobs/" + j.ID + "/cancel", nil, nil},
+		{"POST", "/api/v1/models/v2.0.0/promote", nil, nil},
 		{"GET", "/api/v1/jobs/" + j.ID + "/events", nil, nil}, // the job is cancelled by then: the stream ends
 	}
 	body := func(r route) any {
