@@ -58,6 +58,7 @@ func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		err = next(c)
 		c.Response().Writer = rec.ResponseWriter
 		lost := stop()
+		c.SetRequest(c.Request().WithContext(ctx)) // so that the outer middleware sees the request's own context
 		cleanup := context.WithoutCancel(ctx)
 		status := c.Response().Status
 		if err != nil || status < 200 || status > 299 {
