@@ -225,12 +225,12 @@ func startProc(t *testing.T, bin string, env map[string]string) *proc {
 		if up {
 			t.Cleanup(func() {
 				_ = cmd.Process.Kill()
-				<-done
+				t.Log("api process ended:", <-done)
 			})
 			return p
 		}
 		_ = cmd.Process.Kill()
-		<-done
+		t.Log("api process ended:", <-done)
 		if exited && attempt < 5 && strings.Contains(logs.String(), "address already in use") {
 			continue
 		}
