@@ -245,7 +245,7 @@ func TestKilledUploadFreesItsKeyAfterTheLease(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	bin := buildAPI(t)
-	const lease = 2 * time.Second
+	const lease = 3 * time.Second
 	env := map[string]string{
 		"DATABASE_URL":      pgtest.NewURL(t),
 		"REDIS_URL":         redistest.New(t).URL,
