@@ -20,6 +20,32 @@ import (
 // net/http's serving and the prediction service. The body is a sonar-like row of 60
 // features written at full precision.
 func BenchmarkPredictChain(b *testing.B) {
+	benchChain(b, "/api/v1/predict", benchSample())
+}
+
+// BenchmarkPredictBatchChain is BenchmarkPredictChain for one POST /api/v1/predict/batch of
+// 1,000 such samples (the default limit), answered by the fake predictor.
+func BenchmarkPredictBatchChain(b *testing.B) {
+	body := `{"samples":[` + strings.TrimSuffix(strings.Repeat(benchSample()+",", 1000), ",") + `]}`
+	benchChain(b, "/api/v1/predict/batch", body)
+}
+
+// benchSample is a predict body of 60 features written at full precision.
+func benchSample() string {
+	var sb strings.Builder
+	sb.WriteString(`{"features":[`)
+	for i := range 60 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString("0.0123456789012345")
+	}
+	sb.WriteString(`]}`)
+	return sb.String()
+}
+
+// benchChain posts body to path on a server configured as BenchmarkPredictChain says.
+func benchChain(b *testing.B, path, body string) {
 	tp, shutdown, err := telemetry.TracerProvider(context.Background(), "bench", "test", "")
 	if err != nil {
 		b.Fatal(err)
@@ -31,20 +57,10 @@ func BenchmarkPredictChain(b *testing.B) {
 		c.Propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	})
 	h := s.Handler()
-	var sb strings.Builder
-	sb.WriteString(`{"features":[`)
-	for i := range 60 {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		sb.WriteString("0.0123456789012345")
-	}
-	sb.WriteString(`]}`)
-	body := sb.String()
 	rec := httptest.NewRecorder()
 	b.ReportAllocs()
 	for b.Loop() {
-		req := httptest.NewRequest(http.MethodPost, "/api/v1/predict", strings.NewReader(body))
+		req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+testKey)
 		rec.Body.Reset()
