@@ -243,7 +243,21 @@ func TestPredictAnswer(t *testing.T) {
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("body (-want +got):\n%s", diff)
 		}
+		// The bytes too: members in Output's field order, encoding/json's numbers, a newline.
+		require.Equal(t, `{"prediction":0.75,"confidence":0.75,"model_version":"v1.1.0","latency_ms":0.5,`+
+			`"timestamp":"2025-01-02T03:04:05.123Z","prediction_class":"positive","cached":false,"request_id":"client-req-1"}`+"\n",
+			rec.Body.String())
 		require.Equal(t, prediction.Meta{RequestID: "client-req-1", UserID: "tester"}, b.predictor.lastMeta(t))
+	})
+
+	t.Run("?pretty indents the answer", func(t *testing.T) {
+		t.Parallel()
+		s, _ := setup(t)
+
+		rec := do(t, s, request{method: http.MethodPost, path: "/api/v1/predict?pretty", body: `{"features":[1,2,3]}`})
+
+		require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+		require.True(t, strings.HasPrefix(rec.Body.String(), "{\n  \"prediction\": 0.75,\n  \"confidence\": 0.75,\n"), rec.Body.String())
 	})
 
 	t.Run("feature errors from the predictor are 422", func(t *testing.T) {
