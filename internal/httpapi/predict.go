@@ -66,11 +66,7 @@ func handlePredict(p Predictor) echo.HandlerFunc {
 			return err
 		}
 		out.Timestamp = out.Timestamp.UTC()
-		if c.Echo().Debug || c.Request().URL.RawQuery != "" && c.QueryParams().Has("pretty") {
-			return c.JSON(http.StatusOK, out)
-		}
-		// What c.JSON writes (encoding/json's bytes and its trailing newline), without reflection.
-		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, append(out.AppendJSON(make([]byte, 0, 320)), '\n'))
+		return c.JSON(http.StatusOK, out)
 	}
 }
 
