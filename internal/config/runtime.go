@@ -8,8 +8,8 @@ import (
 // GOGC and GOMEMLIMIT variables are not set.
 const (
 	// DefaultGOGC collects when the heap has grown to 5× the live heap rather than Go's 2×:
-	// the processes keep little live data (some 10 MB), and at GOGC=100 the collector took
-	// about a tenth of the api's CPU per prediction (see the README's Benchmarks).
+	// the processes keep little live data, and at GOGC=100 the collector took a large share
+	// of the api's CPU per prediction (see the README's Benchmarks).
 	DefaultGOGC = 400
 	// DefaultMemoryLimit bounds the heap the larger GOGC lets grow: past it the collector
 	// runs as often as needed. Set GOMEMLIMIT to the container's limit minus some headroom.

@@ -62,8 +62,7 @@ func saneRequestID(id string) bool {
 // it in the request context and on the response. A UUIDv7 starts with its time in
 // milliseconds, so the ids the api makes sort by time and the unique index on
 // predictions.request_id grows at its right edge: with random (v4) ids every insert lands on
-// a random leaf page (predstore's BenchmarkInsertCPU, 26-row batches: 15-30% less Postgres CPU
-// per row than with PREDSTORE_IDS=v4).
+// a random leaf page, which costs Postgres more CPU per row (README Benchmarks).
 func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
@@ -119,9 +118,8 @@ var serverSpan = []oteltrace.SpanStartOption{oteltrace.WithSpanKind(oteltrace.Sp
 // traceIDsOnly gives each request a span that no sampler records, continuing the caller's
 // trace context when it sends one: its ids reach the access log and the tasks the request
 // enqueues, as with otelecho. otelecho would also build the span's name and its
-// semantic-convention attributes for every request, which a span that is not recorded drops:
-// that was 7% of the api's CPU per cache hit (pprof, cmd/bench at 64 connections; CPU per
-// hit 43 → 40 µs).
+// semantic-convention attributes for every request, which a span that is not recorded drops
+// (README Benchmarks).
 func traceIDsOnly(tracer oteltrace.Tracer, prop propagation.TextMapPropagator) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -200,9 +198,9 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		if status >= 500 {
 			level = slog.LevelWarn // the error itself is logged once, at ERROR, by handleError
 		}
-		// Asked first: at LOG_LEVEL=warn the attributes (the client IP parsed from the
-		// headers, the request id looked up in the context) cost about 2 µs a request for a
-		// line that is dropped (pprof, cache hits at 64 connections).
+		// Asked first, so that at LOG_LEVEL=warn the attributes (the client IP parsed from
+		// the headers, the request id looked up in the context) are not built for a line
+		// that is dropped.
 		if ctx := req.Context(); s.log.Enabled(ctx, level) {
 			s.log.LogAttrs(ctx, level, "http request",
 				slog.String("method", req.Method),

@@ -329,15 +329,12 @@ func (m *Model) predictBatch(v *variant, rows [][]float64, flat, out []float64, 
 }
 
 // blockWork is the work, in multiply-adds, of the blocks of rows the goroutines of a split
-// batch take in turn: a few µs each.
+// batch take in turn: small, so that the goroutines share a batch evenly.
 const blockWork = 10_000
 
 // minParallelWork is the least work, in multiply-adds (see rowWork), that PredictBatch
-// gives a goroutine of its own: some 80 µs, against the tens of µs it takes to wake and
-// join one on a busy machine. Measured on two cores (one worker against two, on one batch
-// at a time): both kinds ran slower on two goroutines up to about 275,000 (3,000 logistic
-// regression rows, 100 MLP rows) and faster from 425,000 (5,000 rows) and 549,000 (200
-// MLP rows) on.
+// gives a goroutine of its own: enough to pay for waking and joining one on a busy machine.
+// It was measured on two cores (README Benchmarks, "Inference").
 const minParallelWork = 400_000
 
 // rowWork estimates the work of one row in multiply-adds, counting an activation (one

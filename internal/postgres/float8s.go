@@ -12,9 +12,9 @@ import (
 
 // Float8s is a float8[] query argument that a connection of Open encodes in binary in one
 // pass. pgx encodes a []float64 element by element through an interface (each float boxed,
-// its type looked up): for the persist worker's flat array of 60 features a row, that was
-// some 12% of its CPU (pprof). Any connection can take a Float8s (without this codec pgx
-// falls back to its slice path); it is sent as NULL when nil.
+// its type looked up), a large share of the persist worker's CPU for its 60 features a row
+// (README Benchmarks). Any connection can take a Float8s (without this codec pgx falls back
+// to its slice path); it is sent as NULL when nil.
 type Float8s []float64
 
 // registerFloat8s makes c's float8[] codec encode Float8s directly; everything else (other

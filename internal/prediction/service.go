@@ -236,7 +236,7 @@ func (s *Service) lookupOrInfer(ctx context.Context, rs []resolved) (probs []flo
 	var missVals []float64
 	for _, g := range order {
 		// A span per inference when the request's span records (sampled), none otherwise:
-		// starting a span that nobody records cost about 2% of the api's CPU (pprof).
+		// a span that nobody records would cost CPU for nothing.
 		var span trace.Span
 		if trace.SpanFromContext(ctx).IsRecording() {
 			_, span = s.tracer.Start(ctx, "inference", trace.WithAttributes(

@@ -1,4 +1,4 @@
-// Package redistest starts a throwaway redis-server for one test (about 10 ms), so that tests
+// Package redistest starts a throwaway redis-server for one test (it starts quickly), so that tests
 // never share keys, may flush or stop their server, and run in parallel.
 package redistest
 

@@ -3,8 +3,8 @@ package telemetry
 import "sync"
 
 // Children holds the children of metric vectors by a key of their label values, each made
-// once: a vector's WithLabelValues hashes and compares the labels on every call, which on a
-// request path cost 0.3-0.4 µs a request (pprof). The keys must be bounded, as labels are.
+// once: a vector's WithLabelValues hashes and compares the labels on every call, a cost the
+// request path need not pay. The keys must be bounded, as labels are.
 type Children[K comparable, V any] struct{ m sync.Map }
 
 // Get returns the children of k, made by newChildren the first time k is asked for.
