@@ -44,9 +44,7 @@ var _ prediction.Recorder = (*GroupCommit)(nil)
 // One committer: while it enqueues, the records of every request gather for its next batch,
 // so batches are about twice as large as with two, and each persist task's fixed costs
 // (asynq's enqueue, dequeue and done scripts, the worker's decode, one INSERT) are shared by
-// twice as many records. In alternated `bench -phases http -conns 64` runs (2 cores), one
-// committer against two: worker 19-27 against 28-41 µs of CPU per cache miss, Redis 14-19
-// against 19-25, Postgres 25-35 against 33-48, the api unchanged within the noise.
+// twice as many records (README Benchmarks).
 const (
 	DefaultGroupCommitBatch      = 500
 	DefaultGroupCommitCommitters = 1

@@ -32,9 +32,8 @@ type Inserter interface {
 }
 
 // Defaults of RecorderConfig. EnqueueWorkers: asynq has no batch enqueue, so each record is
-// one Lua script call; measured (BenchmarkRecordBatch, 1,000 records of 60 features, 2 cores)
-// a batch takes 55-70 ms whatever the concurrency from 1 to 64, bound by Redis's single
-// thread: about 15-18k records/s per queue Redis.
+// one Lua script call, and Redis's single thread bounds a batch whatever the concurrency
+// (BenchmarkRecordBatch): a few workers are enough.
 const (
 	DefaultEnqueueTimeout  = 500 * time.Millisecond
 	DefaultStoreTimeout    = time.Second
