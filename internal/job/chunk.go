@@ -22,10 +22,6 @@ const (
 	rawRow          = 0xff
 )
 
-// pow10 holds the powers of ten that a float64 represents exactly.
-var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-	1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
-
 // appendDecimalRow appends row x to b in encodingDecimal, at scale *k (the previous row's:
 // rows of one job tend to share it) when it gives back every number of x bit for bit, else
 // at the smallest scale up to 8 that does, else raw; it sets *k to the scale used.

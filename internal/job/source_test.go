@@ -11,58 +11,91 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-json-experiment/json"
 	"github.com/stretchr/testify/require"
+
+	"github.com/predq/predq/internal/strictjson"
 )
 
-// readBareArrays reads NDJSON bare-array lines of the numbers nums, 50 to a line, and checks
-// that every number reads as strconv.ParseFloat reads it, bit for bit (the sign of zero
-// included), and that a line holding a number ParseFloat refuses is a row error.
-func readBareArrays(t *testing.T, nums []string) {
+// checkFastPath checks that parseNumberArray either declines line or returns exactly what
+// the strict decoder returns for it.
+func checkFastPath(t *testing.T, line string) (fast bool) {
 	t.Helper()
-	var body strings.Builder
-	var lines [][]string
-	for lo := 0; lo < len(nums); lo += 50 {
-		line := nums[lo:min(lo+50, len(nums))]
-		lines = append(lines, line)
-		body.WriteString("[" + strings.Join(line, ",") + "]\n")
+	got, ok := parseNumberArray(nil, []byte(line))
+	var want []float64
+	err := json.Unmarshal([]byte(line), &want, strictjson.Options)
+	if !ok {
+		return false
 	}
-	src := NewNDJSONSource(strings.NewReader(body.String()))
-	for i, line := range lines {
-		x, err := src.Next()
-		refused := -1
-		for j, s := range line {
-			if _, perr := strconv.ParseFloat(s, 64); perr != nil {
-				refused = j
-				break
-			}
-		}
-		if refused >= 0 {
-			var re *RowError
-			require.ErrorAs(t, err, &re, "line %d: %q refused by ParseFloat", i+1, line[refused])
-			require.Equal(t, i+1, re.Row)
-			continue
-		}
-		require.NoError(t, err, "line %d", i+1)
-		require.Len(t, x, len(line))
-		for j, s := range line {
-			want, _ := strconv.ParseFloat(s, 64)
-			require.Equal(t, math.Float64bits(want), math.Float64bits(x[j]), "%q: got %v, want %v", s, x[j], want)
-		}
+	require.NoError(t, err, "fast path accepted %q, which the decoder refuses", line)
+	require.Len(t, got, len(want), line)
+	for i := range want {
+		require.Equal(t, math.Float64bits(want[i]), math.Float64bits(got[i]), "%q: element %d", line, i)
 	}
-	_, err := src.Next()
-	require.ErrorIs(t, err, io.EOF)
+	return true
 }
 
-func TestNDJSONNumbersReadAsParseFloat(t *testing.T) {
+func TestNumberArrayFastPathAgreesWithTheDecoder(t *testing.T) {
 	t.Parallel()
-	nums := []string{
+	accepted := []string{
+		"[1]", "[0]", "[-0]", "[0.5,-2,3e2,4E-2,5.25e+1]", "[ 1 , 2 ]", "[\t1\r\n,2]", "[1e308]", "[4.9e-324]", "[1e-400]",
+		"[0.0200,0.0371,0.0428]", "[123456789012345678901234567890]", "[-1000, 1000]",
+	}
+	for _, line := range accepted {
+		require.True(t, checkFastPath(t, line), "fast path declined %q", line)
+	}
+	declined := []string{
+		"[]", "[ ]", "[1,]", "[,1]", "[1 2]", "[01]", "[1.]", "[.5]", "[+1]", "[1e]", "[1e+]", "[-]", "[--1]", "[0x10]",
+		"[1]]", "[1] x", "[[1]]", "[null]", "[\"1\"]", "[true]", "[1e309]", "[-1e400000]", "[NaN]", "[Infinity]", "[1", "[1,2",
+		"[1/*c*/]", "[１]",
+	}
+	for _, line := range declined {
+		require.False(t, checkFastPath(t, line), "fast path accepted %q", line)
+	}
+
+	// Random arrays in every float format, with random whitespace.
+	rng := rand.New(rand.NewPCG(1, 2))
+	space := []string{"", "", " ", "\t", " \r\n "}
+	for range 2000 {
+		var b strings.Builder
+		b.WriteString("[" + space[rng.IntN(len(space))])
+		n := 1 + rng.IntN(70)
+		for i := range n {
+			if i > 0 {
+				b.WriteString(space[rng.IntN(len(space))] + "," + space[rng.IntN(len(space))])
+			}
+			f := (rng.Float64()*2 - 1) * math.Pow(10, float64(rng.IntN(20)-10))
+			b.WriteString(strconv.FormatFloat(f, "efgE"[rng.IntN(4)], rng.IntN(20)-1, 64))
+		}
+		b.WriteString(space[rng.IntN(len(space))] + "]")
+		require.True(t, checkFastPath(t, b.String()), "fast path declined %q", b.String())
+	}
+}
+
+// checkNumber checks that parseNumber returns for s exactly what strconv.ParseFloat returns,
+// bit for bit (the sign of zero included), or declines what ParseFloat refuses.
+func checkNumber(t *testing.T, s string) {
+	t.Helper()
+	want, err := strconv.ParseFloat(s, 64)
+	got, ok := parseNumber([]byte(s))
+	require.Equal(t, err == nil, ok, "%q: ParseFloat error %v", s, err)
+	if ok {
+		require.Equal(t, math.Float64bits(want), math.Float64bits(got), "%q: got %v, want %v", s, got, want)
+	}
+}
+
+func TestParseNumberAgreesWithParseFloat(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{
 		"0", "-0", "0.0", "-0.000", "0e5", "-0E-5", "0e999999", "1", "-1", "0.0200", "0.0371", "123.456", "1e22", "1e23",
 		"9007199254740991", "9007199254740992", "9007199254740993", "18446744073709551615", "18446744073709551616",
 		"1234567890123456789", "12345678901234567890", "0.1", "0.3", "2.2250738585072014e-308", "4.9e-324", "5e-324",
-		"2e-324", "1e-400", "1.7976931348623157e308", "1.7976931348623158e308", "1e308",
+		"2e-324", "1e-400", "1.7976931348623157e308", "1.7976931348623158e308", "1e308", "1e309", "-1e309",
 		"1e-22", "1e-23", "123456789012345e-22", "4503599627370497e22", "0.000000000000000000000000000001",
 		"100000000000000000000000", "1.00000000000000011102230246251565404236316680908203125",
 		"1.00000000000000011102230246251565404236316680908203124", "3e0", "3E+00", "7e-0010",
+	} {
+		checkNumber(t, s)
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	for range 200_000 {
@@ -88,7 +121,7 @@ func TestNDJSONNumbersReadAsParseFloat(t *testing.T) {
 			b.WriteString([]string{"e", "E", "e+", "e-", "E-"}[rng.IntN(5)])
 			b.WriteString(strconv.Itoa(rng.IntN(40)))
 		}
-		nums = append(nums, b.String())
+		checkNumber(t, b.String())
 	}
 	// Shortest and fixed formats of random float64s, which must come back unchanged.
 	for range 100_000 {
@@ -96,35 +129,21 @@ func TestNDJSONNumbersReadAsParseFloat(t *testing.T) {
 		if math.IsNaN(f) || math.IsInf(f, 0) {
 			continue
 		}
-		nums = append(nums, strconv.FormatFloat(f, 'g', -1, 64), strconv.FormatFloat(f, 'f', rng.IntN(8), 64))
+		checkNumber(t, strconv.FormatFloat(f, 'g', -1, 64))
+		checkNumber(t, strconv.FormatFloat(f, 'f', rng.IntN(8), 64))
 	}
-	readBareArrays(t, nums)
-	// Numbers out of float64's range make their line a row error.
-	readBareArrays(t, []string{"1", "1e309", "2"})
-	readBareArrays(t, []string{"-1e400000"})
 }
 
-func TestNDJSONBareArrays(t *testing.T) {
-	t.Parallel()
-	src := NewNDJSONSource(strings.NewReader("[ 1 , 2 ]\n[\t1\r,2]\n[]\n[ ]\n[0.5,-2,3e2,4E-2,5.25e+1]\n"))
-	for _, want := range [][]float64{{1, 2}, {1, 2}, {}, {}, {0.5, -2, 300, 0.04, 52.5}} {
-		x, err := src.Next()
-		require.NoError(t, err)
-		require.Equal(t, want, x)
+func FuzzParseNumber(f *testing.F) {
+	for _, s := range []string{"0", "-0.0200", "1e22", "9007199254740993", "1.5e-7", "123456789012345678901"} {
+		f.Add(s)
 	}
-	for _, line := range []string{
-		"[1,]", "[,1]", "[1 2]", "[01]", "[1.]", "[.5]", "[+1]", "[1e]", "[1e+]", "[-]", "[--1]", "[0x10]",
-		"[1]]", "[1] x", "[[1]]", "[null]", "[\"1\"]", "[true]", "[1e309]", "[NaN]", "[Infinity]", "[1", "[1,2",
-		"[1/*c*/]", "[１]",
-	} {
-		src := NewNDJSONSource(strings.NewReader("[1]\n" + line + "\n"))
-		_, err := src.Next()
-		require.NoError(t, err)
-		_, err = src.Next()
-		var re *RowError
-		require.ErrorAs(t, err, &re, "%q", line)
-		require.Equal(t, 2, re.Row, "%q", line)
-	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if s == "" || numberLen([]byte(s)) != len(s) {
+			return // not a JSON number: never handed to parseNumber
+		}
+		checkNumber(t, s)
+	})
 }
 
 func TestNDJSONSourceKeepsItsErrors(t *testing.T) {
