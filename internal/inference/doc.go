@@ -35,7 +35,10 @@
 // (a gonum GEMV per row, then the activations), and the logistic regression computes the
 // rows of a batch that lie back to back in one buffer as one gonum GEMV, whose result for
 // a row does not depend on the rows computed with it (see products); other rows are copied
-// together for it. The activations use math.Exp, as training does. A NaN or infinite
-// feature is detected on the first layer's pre-activations, which it always makes
-// non-finite, and only then looked for feature by feature to name it.
+// together for it. The activations use a table-driven exponential within about half an
+// ulp, in a tight loop over a slice (see sigmoidInPlace), written in AVX2 assembly for
+// amd64 CPUs that have it and bit-identical to the Go loop that runs elsewhere; training
+// keeps math.Exp. A NaN or infinite feature is detected on the first layer's
+// pre-activations, which it always makes non-finite, and only then looked for feature by
+// feature to name it.
 package inference
