@@ -458,7 +458,7 @@ func (s *Server) openAPIComponents() components {
 						Description: "Predictions less confident than this raise a low-confidence alert."},
 					"preprocessing": {Type: nullable("string"), Enum: []any{"standard", "minmax", "robust", nil},
 						Default:     prediction.DefaultPreprocessing,
-						Description: "Case-insensitive. `robust` is only available with `model_version` \"latest\"."},
+						Description: "Case-sensitive (surrounding spaces are trimmed). `robust` is only available with `model_version` \"latest\"."},
 				},
 			},
 			"PredictionOutput": {

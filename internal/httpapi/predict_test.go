@@ -101,8 +101,12 @@ func TestPredictValidation(t *testing.T) {
 		// preprocessing
 		{name: "preprocessing minmax", body: `{"features":[1],"preprocessing":"minmax"}`, wantStatus: 200,
 			wantInput: in([]float64{1}, "latest", 0.5, "minmax")},
-		{name: "preprocessing trimmed and lower-cased", body: `{"features":[1],"preprocessing":" MinMax "}`, wantStatus: 200,
+		{name: "preprocessing trimmed", body: `{"features":[1],"preprocessing":" minmax "}`, wantStatus: 200,
 			wantInput: in([]float64{1}, "latest", 0.5, "minmax")},
+		{name: "preprocessing is case-sensitive", body: `{"features":[1],"preprocessing":"ROBUST"}`, wantStatus: 422,
+			wantFields: []string{"preprocessing"}},
+		{name: "preprocessing mixed case", body: `{"features":[1],"preprocessing":" MinMax "}`, wantStatus: 422,
+			wantFields: []string{"preprocessing"}},
 		{name: "preprocessing null is standard", body: `{"features":[1],"preprocessing":null}`, wantStatus: 200,
 			wantInput: in([]float64{1}, "latest", 0.5, "standard")},
 		{name: "robust with latest", body: `{"features":[1],"preprocessing":"robust","model_version":"latest"}`, wantStatus: 200,

@@ -45,10 +45,11 @@ type Input struct {
 	Preprocessing       string    `json:"preprocessing,omitempty"`
 }
 
-// Normalize trims the strings and fills defaults.
+// Normalize trims the strings and fills defaults. It does not change their case: names are
+// case-sensitive, as the seed's literals are, so "ROBUST" is refused like any unknown name.
 func (in *Input) Normalize() {
 	in.ModelVersion = strings.TrimSpace(in.ModelVersion)
-	in.Preprocessing = strings.ToLower(strings.TrimSpace(in.Preprocessing))
+	in.Preprocessing = strings.TrimSpace(in.Preprocessing)
 	if in.ModelVersion == "" {
 		in.ModelVersion = LatestAlias
 	}

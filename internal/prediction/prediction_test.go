@@ -27,26 +27,28 @@ func TestInputValidate(t *testing.T) {
 		mutate func(*Input)
 		want   []validate.FieldError
 	}{
-		"valid defaults":      {func(*Input) {}, nil},
-		"features missing":    {func(in *Input) { in.Features = nil }, []validate.FieldError{{Field: "features", Message: "is required"}}},
-		"features empty":      {func(in *Input) { in.Features = []float64{} }, []validate.FieldError{{Field: "features", Message: "must hold at least 1 number"}}},
-		"101 features":        {func(in *Input) { in.Features = features(101, 0) }, []validate.FieldError{{Field: "features", Message: "must hold at most 100 numbers, got 101"}}},
-		"100 features":        {func(in *Input) { in.Features = features(100, 0) }, nil},
-		"NaN":                 {func(in *Input) { in.Features[3] = math.NaN() }, []validate.FieldError{{Field: "features[3]", Message: "must be a finite number"}}},
-		"+Inf":                {func(in *Input) { in.Features[0] = math.Inf(1) }, []validate.FieldError{{Field: "features[0]", Message: "must be a finite number"}}},
-		"above 1000":          {func(in *Input) { in.Features[59] = 1000.5 }, []validate.FieldError{{Field: "features[59]", Message: "must be within [-1000, 1000], got 1000.5"}}},
-		"exactly -1000":       {func(in *Input) { in.Features[1] = -1000 }, nil},
-		"version format":      {func(in *Input) { in.ModelVersion = "1.0" }, []validate.FieldError{{Field: "model_version", Message: `must be "latest" or vMAJOR.MINOR.PATCH, got "1.0"`}}},
-		"version leading 0":   {func(in *Input) { in.ModelVersion = "v01.0.0" }, []validate.FieldError{{Field: "model_version", Message: `must be "latest" or vMAJOR.MINOR.PATCH, got "v01.0.0"`}}},
-		"concrete version":    {func(in *Input) { in.ModelVersion = "v1.0.0" }, nil},
-		"threshold 0":         {func(in *Input) { in.ConfidenceThreshold = 0 }, []validate.FieldError{{Field: "confidence_threshold", Message: "must be in (0, 1], got 0"}}},
-		"threshold 1":         {func(in *Input) { in.ConfidenceThreshold = 1 }, nil},
-		"threshold above 1":   {func(in *Input) { in.ConfidenceThreshold = 1.01 }, []validate.FieldError{{Field: "confidence_threshold", Message: "must be in (0, 1], got 1.01"}}},
-		"threshold negative":  {func(in *Input) { in.ConfidenceThreshold = -0.2 }, []validate.FieldError{{Field: "confidence_threshold", Message: "must be in (0, 1], got -0.2"}}},
-		"unknown prep":        {func(in *Input) { in.Preprocessing = "zscore" }, []validate.FieldError{{Field: "preprocessing", Message: `must be one of standard, minmax, robust; got "zscore"`}}},
-		"robust with latest":  {func(in *Input) { in.Preprocessing = "robust" }, nil},
-		"robust with v1":      {func(in *Input) { in.Preprocessing = "robust"; in.ModelVersion = "v2.0.0" }, []validate.FieldError{{Field: "preprocessing", Message: `robust is only available with model_version "latest"`}}},
-		"strings are trimmed": {func(in *Input) { in.Preprocessing = "  MinMax "; in.ModelVersion = " v1.0.0\t" }, nil},
+		"valid defaults":         {func(*Input) {}, nil},
+		"features missing":       {func(in *Input) { in.Features = nil }, []validate.FieldError{{Field: "features", Message: "is required"}}},
+		"features empty":         {func(in *Input) { in.Features = []float64{} }, []validate.FieldError{{Field: "features", Message: "must hold at least 1 number"}}},
+		"101 features":           {func(in *Input) { in.Features = features(101, 0) }, []validate.FieldError{{Field: "features", Message: "must hold at most 100 numbers, got 101"}}},
+		"100 features":           {func(in *Input) { in.Features = features(100, 0) }, nil},
+		"NaN":                    {func(in *Input) { in.Features[3] = math.NaN() }, []validate.FieldError{{Field: "features[3]", Message: "must be a finite number"}}},
+		"+Inf":                   {func(in *Input) { in.Features[0] = math.Inf(1) }, []validate.FieldError{{Field: "features[0]", Message: "must be a finite number"}}},
+		"above 1000":             {func(in *Input) { in.Features[59] = 1000.5 }, []validate.FieldError{{Field: "features[59]", Message: "must be within [-1000, 1000], got 1000.5"}}},
+		"exactly -1000":          {func(in *Input) { in.Features[1] = -1000 }, nil},
+		"version format":         {func(in *Input) { in.ModelVersion = "1.0" }, []validate.FieldError{{Field: "model_version", Message: `must be "latest" or vMAJOR.MINOR.PATCH, got "1.0"`}}},
+		"version leading 0":      {func(in *Input) { in.ModelVersion = "v01.0.0" }, []validate.FieldError{{Field: "model_version", Message: `must be "latest" or vMAJOR.MINOR.PATCH, got "v01.0.0"`}}},
+		"concrete version":       {func(in *Input) { in.ModelVersion = "v1.0.0" }, nil},
+		"threshold 0":            {func(in *Input) { in.ConfidenceThreshold = 0 }, []validate.FieldError{{Field: "confidence_threshold", Message: "must be in (0, 1], got 0"}}},
+		"threshold 1":            {func(in *Input) { in.ConfidenceThreshold = 1 }, nil},
+		"threshold above 1":      {func(in *Input) { in.ConfidenceThreshold = 1.01 }, []validate.FieldError{{Field: "confidence_threshold", Message: "must be in (0, 1], got 1.01"}}},
+		"threshold negative":     {func(in *Input) { in.ConfidenceThreshold = -0.2 }, []validate.FieldError{{Field: "confidence_threshold", Message: "must be in (0, 1], got -0.2"}}},
+		"unknown prep":           {func(in *Input) { in.Preprocessing = "zscore" }, []validate.FieldError{{Field: "preprocessing", Message: `must be one of standard, minmax, robust; got "zscore"`}}},
+		"robust with latest":     {func(in *Input) { in.Preprocessing = "robust" }, nil},
+		"robust with v1":         {func(in *Input) { in.Preprocessing = "robust"; in.ModelVersion = "v2.0.0" }, []validate.FieldError{{Field: "preprocessing", Message: `robust is only available with model_version "latest"`}}},
+		"strings are trimmed":    {func(in *Input) { in.Preprocessing = "  minmax "; in.ModelVersion = " v1.0.0\t" }, nil},
+		"prep is case-sensitive": {func(in *Input) { in.Preprocessing = " ROBUST " }, []validate.FieldError{{Field: "preprocessing", Message: `must be one of standard, minmax, robust; got "ROBUST"`}}},
+		"prep mixed case":        {func(in *Input) { in.Preprocessing = "MinMax" }, []validate.FieldError{{Field: "preprocessing", Message: `must be one of standard, minmax, robust; got "MinMax"`}}},
 		"several problems": {func(in *Input) { in.Features = nil; in.ConfidenceThreshold = 2 }, []validate.FieldError{
 			{Field: "features", Message: "is required"}, {Field: "confidence_threshold", Message: "must be in (0, 1], got 2"}}},
 		"long value truncated": {func(in *Input) { in.ModelVersion = strings.Repeat("x", 100) }, []validate.FieldError{
@@ -68,10 +70,15 @@ func TestInputValidate(t *testing.T) {
 
 func TestNormalizeFillsDefaults(t *testing.T) {
 	t.Parallel()
-	in := Input{Features: []float64{1}, ModelVersion: "  ", Preprocessing: " STANDARD "}
+	in := Input{Features: []float64{1}, ModelVersion: "  ", Preprocessing: "  "}
 	in.Normalize()
-	if in.ModelVersion != LatestAlias || in.Preprocessing != "standard" {
+	if in.ModelVersion != LatestAlias || in.Preprocessing != DefaultPreprocessing {
 		t.Fatalf("got %+v", in)
+	}
+	in = Input{Features: []float64{1}, Preprocessing: " STANDARD "}
+	in.Normalize()
+	if in.Preprocessing != "STANDARD" {
+		t.Fatalf("Normalize changed the case of preprocessing: got %q", in.Preprocessing)
 	}
 }
 
