@@ -216,6 +216,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		AllowedOrigins:     cfg.AllowedOrigins,
 		BodyLimit:          cfg.BodyLimit,
 		MaxBatchSize:       cfg.MaxBatchSize,
+		MaxJobSamples:      cfg.MaxJobSamples,
 		RateLimit:          cfg.RateLimit,
 		RateBurst:          cfg.RateBurst,
 		Logger:             logger,

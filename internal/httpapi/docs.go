@@ -9,7 +9,7 @@ import (
 
 // staticFS holds the docs page and the vendored Swagger UI (see static/swagger-ui/README.md).
 //
-//go:embed static/docs/swagger-initializer.js
+//go:embed static/docs/swagger-initializer.js static/docs/favicon.svg
 //go:embed static/swagger-ui/swagger-ui-bundle.js static/swagger-ui/swagger-ui.css
 //go:embed static/swagger-ui/LICENSE static/swagger-ui/NOTICE static/swagger-ui/swagger-ui-bundle.js.LICENSE.txt
 var staticFS embed.FS
@@ -26,10 +26,15 @@ var docsAssets = []docsAsset{
 	{"swagger-ui-bundle.js", "static/swagger-ui/swagger-ui-bundle.js", "text/javascript; charset=utf-8"},
 	{"swagger-ui.css", "static/swagger-ui/swagger-ui.css", "text/css; charset=utf-8"},
 	{"swagger-initializer.js", "static/docs/swagger-initializer.js", "text/javascript; charset=utf-8"},
+	{"favicon.svg", "static/docs/favicon.svg", faviconType},
 	{"LICENSE", "static/swagger-ui/LICENSE", "text/plain; charset=utf-8"},
 	{"NOTICE", "static/swagger-ui/NOTICE", "text/plain; charset=utf-8"},
 	{"swagger-ui-bundle.js.LICENSE.txt", "static/swagger-ui/swagger-ui-bundle.js.LICENSE.txt", "text/plain; charset=utf-8"},
 }
+
+// faviconType is the media type of the service's icon (an SVG, which browsers take by type
+// whatever its path).
+const faviconType = "image/svg+xml"
 
 func findDocsAsset(name string) (docsAsset, bool) {
 	for _, a := range docsAssets {
@@ -84,5 +89,20 @@ func handleDocsAsset() echo.HandlerFunc {
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set(echo.HeaderCacheControl, "public, max-age=3600")
 		return c.Blob(http.StatusOK, a.contentType, b)
+	}
+}
+
+// handleFavicon answers GET /favicon.ico, which browsers ask for beside any page they show
+// (the docs page among them), with the docs page's icon instead of a 404.
+func handleFavicon() echo.HandlerFunc {
+	return func(c echo.Context) error {
+		b, err := staticFS.ReadFile("static/docs/favicon.svg")
+		if err != nil {
+			return err
+		}
+		h := c.Response().Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set(echo.HeaderCacheControl, "public, max-age=86400")
+		return c.Blob(http.StatusOK, faviconType, b)
 	}
 }

@@ -206,6 +206,21 @@ func TestDocs(t *testing.T) {
 		require.Contains(t, rec.Body.String(), "Apache License")
 	})
 
+	t.Run("the page names its icon, and /favicon.ico is that icon, not a 404", func(t *testing.T) {
+		t.Parallel()
+		page := do(t, s, request{path: "/api/docs", noAuth: true})
+		require.Contains(t, page.Body.String(), `<link rel="icon" type="image/svg+xml" href="/api/docs/favicon.svg">`)
+		want, err := staticFS.ReadFile("static/docs/favicon.svg")
+		require.NoError(t, err)
+		require.Contains(t, string(want), "<svg")
+		for _, path := range []string{"/favicon.ico", "/api/docs/favicon.svg"} {
+			rec := do(t, s, request{path: path, noAuth: true})
+			require.Equal(t, http.StatusOK, rec.Code, path)
+			require.Equal(t, "image/svg+xml", rec.Header().Get("Content-Type"), path)
+			require.Equal(t, string(want), rec.Body.String(), path)
+		}
+	})
+
 	t.Run("nothing else is served from the embedded files", func(t *testing.T) {
 		t.Parallel()
 		for _, name := range []string{"README.md", "..%2Fhttpapi.go", "index.html", "swagger-ui.js"} {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/predq/predq/internal/auth"
 	"github.com/predq/predq/internal/health"
+	"github.com/predq/predq/internal/job"
 	"github.com/predq/predq/internal/modelreg"
 	"github.com/predq/predq/internal/prediction"
 )
@@ -88,6 +89,10 @@ type Config struct {
 	// MaxBatchSize is the largest number of samples of POST /api/v1/predict/batch (default
 	// DefaultMaxBatchSize).
 	MaxBatchSize int
+	// MaxJobSamples is the largest number of samples of a JSON job body (default
+	// job.DefaultMaxSamples). The job service enforces it; here it only bounds the OpenAPI
+	// document's JobRequest.samples, so pass the value the service was given.
+	MaxJobSamples int
 	// RateLimit is the sustained number of requests per second allowed per API key on
 	// /api/v1/*; 0 turns rate limiting off.
 	RateLimit float64
@@ -177,6 +182,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.MaxBatchSize < 0 {
 		errs = append(errs, fmt.Errorf("httpapi: MaxBatchSize must not be negative, got %d", cfg.MaxBatchSize))
 	}
+	if cfg.MaxJobSamples < 0 {
+		errs = append(errs, fmt.Errorf("httpapi: MaxJobSamples must not be negative, got %d", cfg.MaxJobSamples))
+	}
 	if cfg.RateLimit < 0 || math.IsNaN(cfg.RateLimit) || math.IsInf(cfg.RateLimit, 0) {
 		errs = append(errs, fmt.Errorf("httpapi: RateLimit must be a finite number ≥ 0, got %g", cfg.RateLimit))
 	}
@@ -194,6 +202,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	cfg.Version = cmp.Or(strings.TrimSpace(cfg.Version), "dev")
 	cfg.BodyLimit = cmp.Or(cfg.BodyLimit, DefaultBodyLimit)
 	cfg.MaxBatchSize = cmp.Or(cfg.MaxBatchSize, DefaultMaxBatchSize)
+	cfg.MaxJobSamples = cmp.Or(cfg.MaxJobSamples, job.DefaultMaxSamples)
 	cfg.JobBodyLimit = cmp.Or(cfg.JobBodyLimit, DefaultJobBodyLimit)
 	if cfg.RateLimit > 0 {
 		cfg.RateBurst = cmp.Or(cfg.RateBurst, max(1, int(math.Ceil(cfg.RateLimit))))

@@ -39,8 +39,9 @@ const (
 	DefaultJobBodyLimit int64 = 8 << 30
 	// jobUploadTimeout replaces the server's ReadTimeout for a job upload.
 	jobUploadTimeout = time.Hour
-	// maxResultsPage is the largest page of results.
-	maxResultsPage = 10_000
+	// The default and largest pages of the job list and of a job's results.
+	defaultJobsPage, maxJobsPage       = 20, 100
+	defaultResultsPage, maxResultsPage = 1000, 10_000
 	// eventPoll is how often an event stream looks at its job.
 	eventPoll = 250 * time.Millisecond
 	// eventKeepAlive is how often an idle event stream sends a comment.
@@ -225,7 +226,7 @@ func queryLimit(c echo.Context, def, maxLimit int) (int, error) {
 // handleListJobs answers GET /api/v1/jobs: the caller's jobs, newest first.
 func (s *Server) handleListJobs() echo.HandlerFunc {
 	return func(c echo.Context) error {
-		limit, err := queryLimit(c, 20, 100)
+		limit, err := queryLimit(c, defaultJobsPage, maxJobsPage)
 		if err != nil {
 			return err
 		}
@@ -325,7 +326,7 @@ func (s *Server) handleJobResults() echo.HandlerFunc {
 				return nil
 			}, []byte("index,prediction,confidence,prediction_class,low_confidence,model_version,error\n"))
 		}
-		limit, err := queryLimit(c, 1000, maxResultsPage)
+		limit, err := queryLimit(c, defaultResultsPage, maxResultsPage)
 		if err != nil {
 			return err
 		}

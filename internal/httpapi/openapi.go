@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/predq/predq/internal/prediction"
+	"github.com/predq/predq/internal/predstore"
 )
 
 // The OpenAPI 3.1 document of every route, built in Go so that it shares the limits the
@@ -111,6 +112,11 @@ type schema struct {
 	Properties           map[string]*schema `json:"properties,omitempty"`
 	Required             []string           `json:"required,omitempty"`
 	AdditionalProperties any                `json:"additionalProperties,omitempty"` // false or a schema
+	MaxProperties        *int               `json:"maxProperties,omitempty"`
+	PropertyNames        *schema            `json:"propertyNames,omitempty"`
+	Const                any                `json:"const,omitempty"`
+	If                   *schema            `json:"if,omitempty"`
+	Then                 *schema            `json:"then,omitempty"`
 	Examples             []any              `json:"examples,omitempty"`
 }
 
@@ -179,13 +185,78 @@ func exampleOutput() map[string]any {
 	}
 }
 
+// exampleFeatures is row 1 of data/sonar.csv (60 features, a rock), so that the docs page's
+// first "Try it out" gets a prediction from the shipped models rather than a 422; a test
+// holds it to the data set.
+var exampleFeatures = []float64{
+	0.0200, 0.0371, 0.0428, 0.0207, 0.0954, 0.0986, 0.1539, 0.1601, 0.3109, 0.2111,
+	0.1609, 0.1582, 0.2238, 0.0645, 0.0660, 0.2273, 0.3100, 0.2999, 0.5078, 0.4797,
+	0.5783, 0.5071, 0.4328, 0.5550, 0.6711, 0.6415, 0.7104, 0.8080, 0.6791, 0.3857,
+	0.1307, 0.2604, 0.5121, 0.7547, 0.8537, 0.8507, 0.6692, 0.6097, 0.4943, 0.2744,
+	0.0510, 0.2834, 0.2825, 0.4256, 0.2641, 0.1386, 0.1051, 0.1343, 0.0383, 0.0324,
+	0.0232, 0.0027, 0.0065, 0.0159, 0.0072, 0.0167, 0.0180, 0.0084, 0.0090, 0.0032,
+}
+
 func exampleInput() map[string]any {
 	return map[string]any{
-		"features":             []float64{0.02, 0.0371, 0.0428, 0.0207, 0.0954},
+		"features":             exampleFeatures,
 		"model_version":        "latest",
 		"confidence_threshold": 0.5,
 		"preprocessing":        "standard",
 	}
+}
+
+// The schemas of the input rules that predict and jobs share, built from the constants the
+// validators use, so that an input a schema validator accepts is one the server accepts
+// (beyond what no schema can state: a version that is registered, a row as long as its
+// model's input size).
+
+// featuresSchema is a feature vector: 1 to MaxFeatures numbers, each within ±MaxAbsFeature.
+func featuresSchema(description string) *schema {
+	return &schema{Type: "array", MinItems: ptr(1), MaxItems: ptr(prediction.MaxFeatures), Description: description,
+		Items: &schema{Type: "number", Minimum: ptr(-prediction.MaxAbsFeature), Maximum: ptr(prediction.MaxAbsFeature)}}
+}
+
+// modelVersionPattern is "latest" or vMAJOR.MINOR.PATCH, with the spaces the server trims.
+var modelVersionPattern = `^\s*(latest|` + prediction.VersionPattern + `)\s*$`
+
+func modelVersionSchema(t any) *schema {
+	return &schema{Type: t, Default: prediction.LatestAlias, Pattern: modelVersionPattern,
+		Description: `"latest" or vMAJOR.MINOR.PATCH of a registered version.`, Examples: []any{"latest", "v1.0.0"}}
+}
+
+func preprocessingSchema(nullable bool) *schema {
+	var enum []any
+	for _, p := range prediction.Preprocessings() {
+		enum = append(enum, p)
+	}
+	t := any("string")
+	if nullable {
+		t, enum = []string{"string", "null"}, append(enum, nil)
+	}
+	return &schema{Type: t, Enum: enum, Default: prediction.DefaultPreprocessing,
+		Description: "Case-sensitive. `robust` is only available with `model_version` \"latest\"."}
+}
+
+func thresholdSchema(t any, description string) *schema {
+	return &schema{Type: t, ExclusiveMinimum: ptr(0.0), Maximum: ptr(1.0), Default: prediction.DefaultThreshold,
+		Description: description}
+}
+
+// robustNeedsLatest states the rule "robust only with latest" on an object with
+// preprocessing and model_version members (as JSON Schema's if/then).
+func robustNeedsLatest(s *schema) *schema {
+	s.If = &schema{Required: []string{"preprocessing"},
+		Properties: map[string]*schema{"preprocessing": {Const: "robust"}}}
+	s.Then = &schema{Properties: map[string]*schema{
+		"model_version": {Type: []string{"string", "null"}, Pattern: `^\s*latest\s*$`}}}
+	return s
+}
+
+// limitParam is the limit query parameter of a listing, as queryLimit enforces it.
+func limitParam(def, maxLimit int) parameter {
+	return parameter{Name: "limit", In: "query", Description: "Page size, 1 to " + strconv.Itoa(maxLimit) + ".",
+		Schema: &schema{Type: "integer", Minimum: ptr(1.0), Maximum: ptr(float64(maxLimit)), Default: def}}
 }
 
 // openAPIDocument describes every route of routes().
@@ -263,9 +334,16 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 					"text/javascript": {Schema: &schema{Type: "string"}},
 					"text/css":        {Schema: &schema{Type: "string"}},
 					"text/plain":      {Schema: &schema{Type: "string"}},
+					faviconType:       {Schema: &schema{Type: "string"}},
 				}},
 				"404": respRef("NotFound"),
 			},
+		}},
+		"/favicon.ico": {"get": {
+			OperationID: "getFavicon", Summary: "The service's icon (an SVG), which browsers ask for beside the docs page",
+			Tags: []string{"docs"}, Parameters: requestIDParam, Security: openSecurity,
+			Responses: map[string]response{"200": {Description: "The icon.", Headers: requestIDHeader,
+				Content: map[string]mediaType{faviconType: {Schema: &schema{Type: "string"}}}}},
 		}},
 		"/api/v1/predict": {"post": {
 			OperationID: "predict", Summary: "One prediction",
@@ -337,7 +415,7 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 				q("model_version", "Only this version.", &schema{Type: "string"}),
 				q("from", "created_at at or after (RFC 3339).", &schema{Type: "string", Format: "date-time"}),
 				q("to", "created_at before (RFC 3339).", &schema{Type: "string", Format: "date-time"}),
-				q("limit", "Page size, 1 to 1000.", &schema{Type: "integer", Default: 50}),
+				limitParam(predstore.DefaultLimit, predstore.MaxLimit),
 				q("cursor", "next_cursor of the previous page.", &schema{Type: "string"}),
 			}, requestIDParam...),
 			Security: apiKeySecurity,
@@ -442,25 +520,17 @@ func (s *Server) openAPIComponents() components {
 		}}
 	c := components{
 		Schemas: map[string]*schema{
-			"PredictionInput": {
+			"PredictionInput": robustNeedsLatest(&schema{
 				Type: "object", Required: []string{"features"}, AdditionalProperties: false,
 				Description: "One prediction request. Strings are trimmed; null means absent; unknown members are refused.",
 				Properties: map[string]*schema{
-					"features": {Type: "array", MinItems: ptr(1), MaxItems: ptr(prediction.MaxFeatures),
-						Description: "Finite numbers, as many as the resolved model version's input size.",
-						Items: &schema{Type: "number", Minimum: num(-prediction.MaxAbsFeature),
-							Maximum: num(prediction.MaxAbsFeature)}},
-					"model_version": {Type: nullable("string"), Default: prediction.LatestAlias,
-						Description: `"latest" or vMAJOR.MINOR.PATCH of a registered version.`,
-						Examples:    []any{"latest", "v1.0.0"}},
-					"confidence_threshold": {Type: nullable("number"), ExclusiveMinimum: num(0), Maximum: num(1),
-						Default:     prediction.DefaultThreshold,
-						Description: "Predictions less confident than this raise a low-confidence alert."},
-					"preprocessing": {Type: nullable("string"), Enum: []any{"standard", "minmax", "robust", nil},
-						Default:     prediction.DefaultPreprocessing,
-						Description: "Case-sensitive (surrounding spaces are trimmed). `robust` is only available with `model_version` \"latest\"."},
+					"features":      featuresSchema("Finite numbers, as many as the resolved model version's input size."),
+					"model_version": modelVersionSchema(nullable("string")),
+					"confidence_threshold": thresholdSchema(nullable("number"),
+						"Predictions less confident than this raise a low-confidence alert."),
+					"preprocessing": preprocessingSchema(true),
 				},
-			},
+			}),
 			"PredictionOutput": {
 				Type: "object",
 				Required: []string{"prediction", "confidence", "model_version", "latency_ms", "timestamp",
@@ -480,7 +550,9 @@ func (s *Server) openAPIComponents() components {
 			"BatchRequest": {
 				Type: "object", Required: []string{"samples"}, AdditionalProperties: false,
 				Properties: map[string]*schema{
-					"samples": {Type: "array", MinItems: ptr(1), MaxItems: ptr(s.cfg.MaxBatchSize), Items: ref("PredictionInput")},
+					"samples": {Type: "array", MinItems: ptr(1), MaxItems: ptr(s.cfg.MaxBatchSize), Items: ref("PredictionInput"),
+						Description: "At most MAX_BATCH_SIZE samples: " + strconv.Itoa(s.cfg.MaxBatchSize) + " on this server " +
+							"(the default is " + strconv.Itoa(DefaultMaxBatchSize) + "; the operator may configure another)."},
 					"parallel": {Type: nullable("boolean"), Default: true,
 						Description: "A hint to answer the samples in parallel."},
 				},
@@ -615,7 +687,7 @@ func (s *Server) openAPIComponents() components {
 			"apiKeyAuth": {Type: "apiKey", In: "header", Name: "X-API-Key", Description: "X-API-Key: <API key>"},
 		},
 	}
-	for k, v := range jobSchemas() {
+	for k, v := range jobSchemas(s.cfg.MaxJobSamples) {
 		c.Schemas[k] = v
 	}
 	for k, v := range jobResponses() {

@@ -2,7 +2,9 @@ package httpapi
 
 import (
 	"net/http"
+	"strconv"
 
+	"github.com/predq/predq/internal/job"
 	"github.com/predq/predq/internal/prediction"
 )
 
@@ -31,11 +33,14 @@ func (s *Server) jobPaths() map[string]map[string]operation {
 		return parameter{Name: name, In: "query", Description: desc, Schema: sc}
 	}
 	optionParams := []parameter{
-		q("model_version", `NDJSON and CSV bodies: "latest" or vMAJOR.MINOR.PATCH.`, &schema{Type: "string", Default: prediction.LatestAlias}),
-		q("preprocessing", "NDJSON and CSV bodies: standard, minmax or robust (robust needs latest).", &schema{Type: "string", Default: prediction.DefaultPreprocessing}),
-		q("confidence_threshold", "NDJSON and CSV bodies: items less confident than this are flagged.", &schema{Type: "number", Default: prediction.DefaultThreshold}),
+		q("model_version", `NDJSON and CSV bodies: "latest" or vMAJOR.MINOR.PATCH.`, modelVersionSchema("string")),
+		q("preprocessing", "NDJSON and CSV bodies: standard, minmax or robust (robust needs latest).", preprocessingSchema(false)),
+		q("confidence_threshold", "NDJSON and CSV bodies: items less confident than this are flagged.",
+			thresholdSchema("number", "In (0, 1].")),
 		q("webhook_url", "NDJSON and CSV bodies: receives the signed job.* event when the job ends.", &schema{Type: "string", Format: "uri"}),
-		q("metadata", "NDJSON and CSV bodies: key=value, repeatable (at most 16).", &schema{Type: "string"}),
+		q("metadata", "NDJSON and CSV bodies: key=value, repeatable (at most 16; a key of 1 to 64 bytes, a value of at most 512).",
+			&schema{Type: "array", MaxItems: ptr(maxJobMetadata),
+				Items: &schema{Type: "string", Pattern: `^[^=]{1,64}=[\s\S]{0,512}$`}}),
 		idempotencyKeyParam,
 	}
 	return map[string]map[string]operation{
@@ -69,7 +74,7 @@ func (s *Server) jobPaths() map[string]map[string]operation {
 				OperationID: "listJobs", Summary: "The API key's jobs, newest first", Tags: []string{"jobs"},
 				Parameters: append([]parameter{
 					q("status", "Only jobs in this status.", &schema{Type: "string", Enum: []any{"queued", "running", "succeeded", "failed", "cancelled"}}),
-					q("limit", "Page size, 1 to 100.", &schema{Type: "integer", Default: 20}),
+					limitParam(defaultJobsPage, maxJobsPage),
 					q("cursor", "next_cursor of the previous page.", &schema{Type: "string"}),
 				}, requestIDParam...),
 				Security: apiKeySecurity,
@@ -90,7 +95,7 @@ func (s *Server) jobPaths() map[string]map[string]operation {
 				"Results of a running or cancelled job are those finished so far.",
 			Tags: []string{"jobs"},
 			Parameters: append([]parameter{jobIDParam,
-				q("limit", "Page size, 1 to 10000.", &schema{Type: "integer", Default: 1000}),
+				limitParam(defaultResultsPage, maxResultsPage),
 				q("cursor", "next_cursor of the previous page.", &schema{Type: "string"}),
 			}, requestIDParam...),
 			Security: apiKeySecurity,
@@ -125,22 +130,31 @@ func (s *Server) jobPaths() map[string]map[string]operation {
 	}
 }
 
-// jobSchemas are the job route schemas.
-func jobSchemas() map[string]*schema {
+// maxJobMetadata is the most metadata pairs a job carries (the job feature's rule).
+const maxJobMetadata = 16
+
+// jobSchemas are the job route schemas; maxSamples bounds a JSON body's samples.
+func jobSchemas(maxSamples int) map[string]*schema {
 	nullable := func(t string) any { return []string{t, "null"} }
 	return map[string]*schema{
-		"JobRequest": {
+		"JobRequest": robustNeedsLatest(&schema{
 			Type: "object", Required: []string{"samples"}, AdditionalProperties: false,
 			Properties: map[string]*schema{
-				"samples": {Type: "array", MinItems: ptr(1), Items: &schema{Type: "object", Required: []string{"features"},
-					AdditionalProperties: false, Properties: map[string]*schema{"features": {Type: "array", Items: &schema{Type: "number"}}}}},
-				"model_version":        {Type: nullable("string"), Default: prediction.LatestAlias},
-				"preprocessing":        {Type: nullable("string"), Default: prediction.DefaultPreprocessing},
-				"confidence_threshold": {Type: nullable("number"), Default: prediction.DefaultThreshold},
+				"samples": {Type: "array", MinItems: ptr(1), MaxItems: ptr(maxSamples),
+					Description: "At most MAX_JOB_SAMPLES samples: " + strconv.Itoa(maxSamples) + " on this server (the default is " +
+						strconv.Itoa(job.DefaultMaxSamples) + "; the operator may configure another). Larger jobs go as NDJSON or CSV.",
+					Items: &schema{Type: "object", Required: []string{"features"}, AdditionalProperties: false,
+						Properties: map[string]*schema{"features": featuresSchema("As many as the model's input size, the same in every sample.")}}},
+				"model_version":        modelVersionSchema(nullable("string")),
+				"preprocessing":        preprocessingSchema(true),
+				"confidence_threshold": thresholdSchema(nullable("number"), "Items less confident than this are flagged."),
 				"webhook_url":          {Type: nullable("string"), Format: "uri"},
-				"metadata":             {Type: nullable("object"), AdditionalProperties: &schema{Type: "string", MaxLength: ptr(512)}},
+				"metadata": {Type: nullable("object"), MaxProperties: ptr(maxJobMetadata),
+					Description:          "At most 16 pairs; a key of 1 to 64 bytes, a value of at most 512 bytes (UTF-8).",
+					PropertyNames:        &schema{MinLength: ptr(1), MaxLength: ptr(64)},
+					AdditionalProperties: &schema{Type: "string", MaxLength: ptr(512)}},
 			},
-		},
+		}),
 		"Job": {
 			Type: "object",
 			Required: []string{"id", "status", "model_version", "total", "processed", "failed", "progress",

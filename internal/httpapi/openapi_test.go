@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/csv"
 	"encoding/json"
 	"flag"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -134,4 +136,32 @@ func TestOpenAPIDocument(t *testing.T) {
 			require.True(t, ok200 || ok202, "%s %s documents its success answer", method, path)
 		}
 	}
+}
+
+// TestOpenAPIExamplesAreASonarRow holds the predict and batch examples to row 1 of the
+// shipped data set: 60 features that the shipped models answer (cmd/api's contract test
+// posts them to a running api).
+func TestOpenAPIExamplesAreASonarRow(t *testing.T) {
+	t.Parallel()
+	f, err := os.Open(filepath.Join("..", "..", "data", "sonar.csv"))
+	require.NoError(t, err)
+	defer f.Close()
+	row, err := csv.NewReader(f).Read()
+	require.NoError(t, err)
+	require.Len(t, row, 61)
+	want := make([]any, 60)
+	for i := range want {
+		want[i], err = strconv.ParseFloat(row[i], 64)
+		require.NoError(t, err)
+	}
+
+	s, _ := setup(t, withMetrics)
+	_, doc := fetchOpenAPI(t, s)
+	example := func(path string) map[string]any {
+		op := doc["paths"].(map[string]any)[path].(map[string]any)["post"].(map[string]any)
+		return op["requestBody"].(map[string]any)["content"].(map[string]any)["application/json"].(map[string]any)["example"].(map[string]any)
+	}
+	require.Equal(t, want, example("/api/v1/predict")["features"])
+	require.Equal(t, want, example("/api/v1/predict/batch")["samples"].([]any)[0].(map[string]any)["features"])
+	require.Equal(t, want, example("/api/v1/jobs")["samples"].([]any)[0].(map[string]any)["features"])
 }

@@ -44,6 +44,7 @@ func (s *Server) routes() {
 	e.GET("/api/openapi.json", s.handleOpenAPI())
 	e.GET("/api/docs", s.handleDocs())
 	e.GET("/api/docs/:asset", handleDocsAsset())
+	e.GET("/favicon.ico", handleFavicon())
 	if s.monitoringOn() {
 		// asynqmon serves its UI and its JSON API under its RootPath (/monitoring).
 		guard := s.monitoringAuth()

@@ -53,8 +53,8 @@ type Config struct {
 	Enqueuer   Enqueuer // nil: nothing is enqueued (the reconciler will)
 	Notifier   Notifier // nil: webhooks are not recorded
 	CheckURL   URLChecker
-	MaxSamples int // JSON bodies; default 100,000
-	MaxRows    int // NDJSON/CSV bodies; default 5,000,000
+	MaxSamples int // JSON bodies; default DefaultMaxSamples
+	MaxRows    int // NDJSON/CSV bodies; default DefaultMaxRows
 	ChunkSize  int // rows per chunk; default 5,000
 	// ChunkWriters bounds the chunk commits (result COPYs) of this process at once; default
 	// 2. Inference and reads are not bounded by it, only by the worker's concurrency.
@@ -63,6 +63,12 @@ type Config struct {
 	Registerer   prometheus.Registerer
 	Logger       *slog.Logger
 }
+
+// Default limits of a submission's rows.
+const (
+	DefaultMaxSamples = 100_000   // rows of a JSON body
+	DefaultMaxRows    = 5_000_000 // rows of an NDJSON or CSV body
+)
 
 // Service runs the job feature.
 type Service struct {
@@ -78,10 +84,10 @@ func NewService(cfg Config) (*Service, error) {
 		return nil, errors.New("job: Pool and Models are required")
 	}
 	if cfg.MaxSamples <= 0 {
-		cfg.MaxSamples = 100_000
+		cfg.MaxSamples = DefaultMaxSamples
 	}
 	if cfg.MaxRows <= 0 {
-		cfg.MaxRows = 5_000_000
+		cfg.MaxRows = DefaultMaxRows
 	}
 	if cfg.ChunkSize <= 0 {
 		cfg.ChunkSize = 5000

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,7 +26,14 @@ const (
 // Preprocessing names accepted by the API.
 var preprocessings = []string{"standard", "minmax", "robust"}
 
-var versionRE = regexp.MustCompile(`^v(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$`)
+// VersionPattern is the form of a concrete model_version: vMAJOR.MINOR.PATCH, no leading
+// zeros, each part at most six digits. The OpenAPI document states it too.
+const VersionPattern = `v(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})`
+
+// Preprocessings are the preprocessing names accepted by the API, case-sensitive.
+func Preprocessings() []string { return slices.Clone(preprocessings) }
+
+var versionRE = regexp.MustCompile(`^` + VersionPattern + `$`)
 
 // Sentinel errors of the feature.
 var (
