@@ -25,6 +25,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.1, 2, 16),
 		}, []string{"status"}),
 	}
+	// Every known series exists from the start, at 0, so that a dashboard or an alert rule
+	// reads 0 rather than no data before the first job ends.
+	for _, s := range []string{StatusSucceeded, StatusFailed, StatusCancelled} {
+		m.finished.WithLabelValues(s)
+		m.duration.WithLabelValues(s)
+	}
+	for _, stage := range []string{"submitted", "processed", "failed"} {
+		m.items.WithLabelValues(stage)
+	}
 	if reg != nil {
 		reg.MustRegister(m.submitted, m.finished, m.items, m.duration)
 	}

@@ -248,6 +248,14 @@ func NewWorkerMetrics(reg prometheus.Registerer) *WorkerMetrics {
 			Help: "Alert webhook attempts by outcome (delivered, error).",
 		}, []string{"outcome"}),
 	}
+	// The series of known label values exist from the start, at 0, so that a dashboard or an
+	// alert rule reads 0 rather than no data before the first task.
+	for _, o := range []string{"inserted", "duplicate", "invalid"} {
+		m.persisted.WithLabelValues(o)
+	}
+	for _, o := range []string{"delivered", "error"} {
+		m.webhook.WithLabelValues(o)
+	}
 	if reg != nil {
 		reg.MustRegister(m.tasks, m.duration, m.persisted, m.batch, m.lowConfidence, m.webhook)
 	}
