@@ -101,6 +101,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		_, _ = rand.Read(b)
 		env["WEBHOOK_SECRET"] = "whsec_" + base64.StdEncoding.EncodeToString(b)
 	}
+	monUser, monPassword := devMonitoringCredentials(env)
 	if env["WEBHOOK_ALLOW_PRIVATE"] == "" {
 		env["WEBHOOK_ALLOW_PRIVATE"] = "true" // local receivers are the point of local development
 	}
@@ -151,13 +152,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
   API docs     %[1]s/api/docs
   Readiness    %[1]s/health/ready
   Metrics      %[1]s/metrics   worker :%[3]d/metrics   scheduler :%[4]d/metrics
-  Dashboard    %[1]s/monitoring/
+  Dashboard    %[1]s/monitoring/        (user %[7]s, password %[8]s)
   Database     %[5]s
   Redis        %[6]s
 
   curl -s -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' \
        -d "{\"features\": [$(head -1 data/sonar.csv | cut -d, -f1-60)]}" %[1]s/api/v1/predict`,
-		base, apiKey, cfg.WorkerMetricsPort, cfg.SchedulerMetricsPort, config.RedactURL(env["DATABASE_URL"]), config.RedactURL(firstNonEmpty(env["REDIS_URL"], cfg.RedisURL)))
+		base, apiKey, cfg.WorkerMetricsPort, cfg.SchedulerMetricsPort, config.RedactURL(env["DATABASE_URL"]), config.RedactURL(firstNonEmpty(env["REDIS_URL"], cfg.RedisURL)),
+		monUser, monPassword)
 
 	select {
 	case <-ctx.Done():
@@ -237,6 +239,19 @@ func shortErr(err error) string {
 		s = s[:80] + "…"
 	}
 	return s
+}
+
+// devMonitoringCredentials fills MONITORING_USER (admin) and MONITORING_PASSWORD (random)
+// in env where they are unset, as for the API key, so that the dashboard the dev stack prints
+// is mounted (the api mounts it only with both), and returns them to be printed.
+func devMonitoringCredentials(env map[string]string) (user, password string) {
+	if env["MONITORING_USER"] == "" {
+		env["MONITORING_USER"] = "admin"
+	}
+	if env["MONITORING_PASSWORD"] == "" {
+		env["MONITORING_PASSWORD"] = randomHex(12)
+	}
+	return env["MONITORING_USER"], env["MONITORING_PASSWORD"]
 }
 
 func randomHex(n int) string {
