@@ -10,7 +10,7 @@ require (
 	github.com/labstack/echo/v4 v4.16.0
 	github.com/predq/predq v0.0.0
 	github.com/prometheus/common v0.72.1
-	github.com/standard-webhooks/standard-webhooks/libraries v0.0.1
+	github.com/standard-webhooks/standard-webhooks/libraries v1.3.0
 	github.com/stretchr/testify v1.12.1
 	go.opentelemetry.io/proto/otlp v1.11.0
 	google.golang.org/protobuf v1.36.12
