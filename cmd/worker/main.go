@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/predq/predq/internal/config"
+	"github.com/predq/predq/internal/idempotency"
 	"github.com/predq/predq/internal/job"
 	"github.com/predq/predq/internal/maintenance"
 	"github.com/predq/predq/internal/modelreg"
@@ -91,7 +92,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logger.WarnContext(ctx, "model registry not synced with Postgres; using the local artifacts", "error", err)
 	}
 	deliveries := webhook.NewStore(pool, nil)
-	jobClient := tasks.NewJobClient(tasks.RedisConnOpt(redisOpts, 0), deliveries, logger)
+	jobClient := tasks.NewJobClient(tasks.RedisConnOpt(redisOpts, 0), logger)
 	defer jobClient.Close()
 	jobs, err := job.NewService(job.Config{
 		Pool: pool, Models: registry, Enqueuer: jobClient, Notifier: deliveries,
@@ -138,12 +139,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if deliverer != nil {
 		w.Handle(tasks.TypeWebhookDeliver, tasks.HandleWebhookDeliver(deliverer))
 	}
+	jobStore := job.NewStore(pool)
 	w.Handle(tasks.TypeMaintenanceReconcile, tasks.HandleReconcile(tasks.ReconcileConfig{
-		Pool: pool, Jobs: jobClient, Runner: jobs, Grace: cfg.ReconcileGrace, Logger: logger,
+		Jobs: jobStore, Deliveries: deliveries, Enqueuer: jobClient, Runner: jobs, Grace: cfg.ReconcileGrace, Logger: logger,
 	}))
-	w.Handle(tasks.TypeMaintenanceRetention, tasks.HandleRetention(pool, maintenance.Retention{
-		Predictions: cfg.PredictionRetention, Jobs: cfg.JobRetention,
-	}, logger))
+	w.Handle(tasks.TypeMaintenanceRetention, tasks.HandleRetention(maintenance.Stores{
+		Predictions: predstore.New(pool), Jobs: jobStore, Idempotency: idempotency.NewStore(pool), Deliveries: deliveries,
+	}, maintenance.Retention{Predictions: cfg.PredictionRetention, Jobs: cfg.JobRetention}, logger))
 	w.Handle(tasks.TypeMaintenanceModelSync, tasks.HandleModelSync(registry.Refresh, func(ctx context.Context) error {
 		return modelreg.Announce(ctx, rdb, "model-sync")
 	}))

@@ -26,6 +26,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/predq/predq/internal/postgres"
 )
 
 // Sentinel errors.
@@ -219,6 +221,17 @@ func (c *Claim) Hold(ctx context.Context) (held context.Context, stop func() (lo
 		cancel(nil)
 		return lost
 	}
+}
+
+// DeleteOlderThan deletes the keys created before before (answered or not) and returns how
+// many went: a key older than its retention no longer protects a retry.
+func (s *Store) DeleteOlderThan(ctx context.Context, before time.Time) (int64, error) {
+	n, err := postgres.DeleteInBatches(ctx, s.pool, `DELETE FROM idempotency_keys WHERE (owner, key) IN (
+		SELECT owner, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)`, before, 5000)
+	if err != nil {
+		return n, fmt.Errorf("idempotency: delete keys older than %s: %w", before.Format(time.RFC3339), err)
+	}
+	return n, nil
 }
 
 // Hasher hashes a request as it is read: wrap the body with Reader, and call Sum when it was

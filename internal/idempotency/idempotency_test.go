@@ -127,3 +127,29 @@ func TestLease(t *testing.T) {
 		require.True(t, stop())
 	})
 }
+
+func TestDeleteOlderThan(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.New(t)
+	s := NewStore(pool)
+	_, err := pool.Exec(ctx, `INSERT INTO idempotency_keys (owner, key, created_at) VALUES
+		('k', 'old', now() - interval '25 hours'), ('k', 'old-done', now() - interval '2 days'), ('k', 'new', now())`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `UPDATE idempotency_keys SET status = 'done' WHERE key = 'old-done'`)
+	require.NoError(t, err)
+
+	n, err := s.DeleteOlderThan(ctx, time.Now().Add(-24*time.Hour))
+	require.NoError(t, err)
+	require.EqualValues(t, 2, n, "answered or not")
+	var keys []string
+	rows, err := pool.Query(ctx, `SELECT key FROM idempotency_keys`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var k string
+		require.NoError(t, rows.Scan(&k))
+		keys = append(keys, k)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []string{"new"}, keys)
+}

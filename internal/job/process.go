@@ -328,6 +328,8 @@ func (s *Service) afterFinish(ctx context.Context, j Job) {
 	if j.deliveryID != uuid.Nil {
 		if err := s.cfg.Enqueuer.EnqueueWebhook(ctx, j.deliveryID); err != nil {
 			s.logger.WarnContext(ctx, "webhook recorded but not enqueued; the reconciler will", "job_id", j.ID, "error", err)
+		} else if err := s.cfg.Notifier.MarkEnqueued(ctx, j.deliveryID); err != nil {
+			s.logger.WarnContext(ctx, "webhook enqueued but not marked", "job_id", j.ID, "delivery_id", j.deliveryID, "error", err)
 		}
 	}
 	if j.LowConfidence > 0 {

@@ -36,11 +36,14 @@ type Enqueuer interface {
 	EnqueueJobAlert(ctx context.Context, s Summary) error
 }
 
-// Notifier records, inside a job's terminal transaction, the webhook delivery of that job,
-// and returns its id. Recording it in the same transaction as the status makes the delivery
-// impossible to lose: the reconciler enqueues any delivery left pending.
+// Notifier records the webhook delivery of a job (*webhook.Store). CreateDelivery runs inside
+// the job's terminal transaction and returns the delivery's id: recording it in the same
+// transaction as the status makes the delivery impossible to lose, since the reconciler
+// enqueues any delivery left pending. MarkEnqueued notes, after its task was enqueued, that
+// the reconciler may leave it alone for a while.
 type Notifier interface {
 	CreateDelivery(ctx context.Context, tx pgx.Tx, jobID uuid.UUID, eventType, url string, payload json.RawMessage) (uuid.UUID, error)
+	MarkEnqueued(ctx context.Context, deliveryID uuid.UUID) error
 }
 
 // URLChecker refuses webhook URLs (SSRF guard); it returns a descriptive error.

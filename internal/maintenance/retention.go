@@ -1,14 +1,27 @@
 // Package maintenance holds the periodic upkeep that the scheduler triggers: deleting data
-// past its retention age, in bounded batches so that no statement holds a long lock.
+// past its retention age. Each feature's store owns its DELETE (bounded batches, so that no
+// statement holds a long lock); this package only walks them with their ages.
 package maintenance
 
 import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgxpool"
 )
+
+// Deleter deletes one kind of data created (or finished) before a time and reports how many
+// rows went. Each feature's store implements it for its own tables.
+type Deleter interface {
+	DeleteOlderThan(ctx context.Context, before time.Time) (int64, error)
+}
+
+// Stores are the Deleters retention walks, one per kind of data; a nil one is skipped.
+type Stores struct {
+	Predictions Deleter // persisted synchronous predictions
+	Jobs        Deleter // terminal jobs with their inputs, results and webhooks
+	Idempotency Deleter // idempotency keys
+	Deliveries  Deleter // webhook deliveries whose job is gone or that have none
+}
 
 // Retention are the ages past which data is deleted.
 type Retention struct {
@@ -16,7 +29,6 @@ type Retention struct {
 	Jobs        time.Duration // terminal jobs with their inputs, results and webhooks (default 7 days)
 	Idempotency time.Duration // idempotency keys (default 24 hours)
 	Deliveries  time.Duration // webhook deliveries whose job is gone or that have none (default 7 days)
-	BatchSize   int           // rows deleted per statement (default 5,000)
 }
 
 func (r Retention) withDefaults() Retention {
@@ -32,9 +44,6 @@ func (r Retention) withDefaults() Retention {
 	if r.Deliveries <= 0 {
 		r.Deliveries = 7 * 24 * time.Hour
 	}
-	if r.BatchSize <= 0 {
-		r.BatchSize = 5000
-	}
 	return r
 }
 
@@ -46,46 +55,31 @@ type Deleted struct {
 	Deliveries      int64 `json:"webhook_deliveries"`
 }
 
-// RunRetention deletes everything older than its age, a batch at a time, until nothing is
-// left or ctx ends. Deleting a job cascades to its chunks, results and deliveries; a job's
-// results can be large, so jobs go a few at a time.
-func RunRetention(ctx context.Context, pool *pgxpool.Pool, r Retention) (Deleted, error) {
+// RunRetention deletes everything older than its age, store after store, until nothing is
+// left or ctx ends. The first error stops the run; what was deleted until then is returned.
+func RunRetention(ctx context.Context, s Stores, r Retention) (Deleted, error) {
 	r = r.withDefaults()
+	now := time.Now()
 	var d Deleted
-	var err error
-	if d.Predictions, err = deleteInBatches(ctx, pool, `DELETE FROM predictions WHERE id IN (
-		SELECT id FROM predictions WHERE created_at < now() - $1::interval ORDER BY created_at LIMIT $2)`, r.Predictions, r.BatchSize); err != nil {
-		return d, fmt.Errorf("retention: predictions: %w", err)
-	}
-	if d.Jobs, err = deleteInBatches(ctx, pool, `DELETE FROM jobs WHERE id IN (
-		SELECT id FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < now() - $1::interval
-		ORDER BY finished_at LIMIT $2)`, r.Jobs, max(1, r.BatchSize/1000)); err != nil {
-		return d, fmt.Errorf("retention: jobs: %w", err)
-	}
-	if d.IdempotencyKeys, err = deleteInBatches(ctx, pool, `DELETE FROM idempotency_keys WHERE (owner, key) IN (
-		SELECT owner, key FROM idempotency_keys WHERE created_at < now() - $1::interval LIMIT $2)`, r.Idempotency, r.BatchSize); err != nil {
-		return d, fmt.Errorf("retention: idempotency keys: %w", err)
-	}
-	if d.Deliveries, err = deleteInBatches(ctx, pool, `DELETE FROM webhook_deliveries WHERE id IN (
-		SELECT id FROM webhook_deliveries WHERE status <> 'pending' AND created_at < now() - $1::interval LIMIT $2)`, r.Deliveries, r.BatchSize); err != nil {
-		return d, fmt.Errorf("retention: webhook deliveries: %w", err)
+	for _, step := range []struct {
+		name  string
+		store Deleter
+		age   time.Duration
+		n     *int64
+	}{
+		{"predictions", s.Predictions, r.Predictions, &d.Predictions},
+		{"jobs", s.Jobs, r.Jobs, &d.Jobs},
+		{"idempotency keys", s.Idempotency, r.Idempotency, &d.IdempotencyKeys},
+		{"webhook deliveries", s.Deliveries, r.Deliveries, &d.Deliveries},
+	} {
+		if step.store == nil {
+			continue
+		}
+		n, err := step.store.DeleteOlderThan(ctx, now.Add(-step.age))
+		*step.n = n
+		if err != nil {
+			return d, fmt.Errorf("retention: %s: %w", step.name, err)
+		}
 	}
 	return d, nil
-}
-
-func deleteInBatches(ctx context.Context, pool *pgxpool.Pool, sql string, age time.Duration, batch int) (int64, error) {
-	var total int64
-	for {
-		tag, err := pool.Exec(ctx, sql, age.String(), batch)
-		if err != nil {
-			return total, err
-		}
-		total += tag.RowsAffected()
-		if tag.RowsAffected() < int64(batch) {
-			return total, nil
-		}
-		if err := ctx.Err(); err != nil {
-			return total, err
-		}
-	}
 }

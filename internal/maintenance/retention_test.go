@@ -6,10 +6,21 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/predq/predq/internal/idempotency"
+	"github.com/predq/predq/internal/job"
 	"github.com/predq/predq/internal/pgtest"
+	"github.com/predq/predq/internal/predstore"
+	"github.com/predq/predq/internal/webhook"
 )
+
+// stores are the feature stores that the worker hands to retention.
+func stores(pool *pgxpool.Pool) Stores {
+	return Stores{Predictions: predstore.New(pool), Jobs: job.NewStore(pool),
+		Idempotency: idempotency.NewStore(pool), Deliveries: webhook.NewStore(pool, nil)}
+}
 
 func TestRetentionDeletesWhatIsOldAndNothingElse(t *testing.T) {
 	t.Parallel()
@@ -49,7 +60,7 @@ func TestRetentionDeletesWhatIsOldAndNothingElse(t *testing.T) {
 	// Idempotency keys: one old, one new.
 	exec(`INSERT INTO idempotency_keys (owner, key, created_at) VALUES ('k', 'old', now() - interval '25 hours'), ('k', 'new', now())`)
 
-	d, err := RunRetention(ctx, pool, Retention{BatchSize: 2})
+	d, err := RunRetention(ctx, stores(pool), Retention{})
 	require.NoError(t, err)
 	require.Equal(t, Deleted{Predictions: 7, Jobs: 1, IdempotencyKeys: 1}, d)
 
@@ -66,7 +77,7 @@ func TestRetentionDeletesWhatIsOldAndNothingElse(t *testing.T) {
 	require.Equal(t, 2, count(`SELECT count(*) FROM job_results`))
 	require.Equal(t, 1, count(`SELECT count(*) FROM idempotency_keys WHERE key = 'new'`))
 
-	d, err = RunRetention(ctx, pool, Retention{Predictions: time.Hour})
+	d, err = RunRetention(ctx, stores(pool), Retention{Predictions: time.Hour})
 	require.NoError(t, err)
 	require.Equal(t, int64(3), d.Predictions, "a shorter age deletes the rest")
 }

@@ -162,3 +162,24 @@ func WithDatabase(raw, db string) string {
 	u.Path = "/" + db
 	return u.String()
 }
+
+// DeleteInBatches runs sql, a DELETE of at most $2 rows older than $1 (before), until a run
+// deletes fewer than batch rows or ctx ends, and returns how many rows it deleted. Bounded
+// statements keep each lock and each WAL burst short; retention uses it for every table.
+func DeleteInBatches(ctx context.Context, db DBTX, sql string, before time.Time, batch int) (int64, error) {
+	batch = max(batch, 1)
+	var total int64
+	for {
+		tag, err := db.Exec(ctx, sql, before, batch)
+		if err != nil {
+			return total, err
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < int64(batch) {
+			return total, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+	}
+}

@@ -638,6 +638,17 @@ func (s *Store) Count(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
+// DeleteOlderThan deletes the predictions created before before and returns how many went,
+// oldest first, a bounded batch per statement.
+func (s *Store) DeleteOlderThan(ctx context.Context, before time.Time) (int64, error) {
+	n, err := postgres.DeleteInBatches(ctx, s.db, `DELETE FROM predictions WHERE id IN (
+		SELECT id FROM predictions WHERE created_at < $1 ORDER BY created_at LIMIT $2)`, before, 5000)
+	if err != nil {
+		return n, fmt.Errorf("predstore: delete older than %s: %w", before.Format(time.RFC3339), err)
+	}
+	return n, nil
+}
+
 func scanPrediction(row pgx.CollectableRow) (Prediction, error) {
 	var p Prediction
 	err := row.Scan(&p.ID, &p.RequestID, &p.Features, &p.Prediction, &p.Confidence, &p.PredictionClass,

@@ -659,3 +659,26 @@ func TestDirectCopyKeepsTheConnectionInStep(t *testing.T) {
 	require.EqualValues(t, 78, count(t, pool))
 	requireStored(t, store, slices.Concat(first, second, third), nil)
 }
+
+func TestDeleteOlderThan(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, b := setup(t)
+	recs := make([]prediction.Record, 10)
+	for i := range recs {
+		recs[i] = record("ret", i)
+		recs[i].CreatedAt = time.Now().Add(-time.Duration(i) * 24 * time.Hour)
+	}
+	_, err := s.Insert(ctx, recs)
+	require.NoError(t, err)
+
+	n, err := s.DeleteOlderThan(ctx, time.Now().Add(-(6*24*time.Hour + time.Hour)))
+	require.NoError(t, err)
+	require.EqualValues(t, 3, n, "the records of 7, 8 and 9 days ago")
+	var left int
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FROM predictions WHERE created_at > now() - interval '7 days'`).Scan(&left))
+	require.Equal(t, 7, left)
+	total, err := s.Count(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 7, total)
+}

@@ -57,7 +57,6 @@ type WebhookPayload struct {
 type JobClient struct {
 	client     *asynq.Client
 	inspector  *asynq.Inspector
-	deliveries *webhook.Store // nil: deliveries are not marked enqueued
 	propagator propagation.TextMapPropagator
 	logger     *slog.Logger
 }
@@ -65,11 +64,11 @@ type JobClient struct {
 var _ job.Enqueuer = (*JobClient)(nil)
 
 // NewJobClient returns a JobClient on the queue Redis.
-func NewJobClient(opt asynq.RedisConnOpt, deliveries *webhook.Store, logger *slog.Logger) *JobClient {
+func NewJobClient(opt asynq.RedisConnOpt, logger *slog.Logger) *JobClient {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &JobClient{client: asynq.NewClient(opt), inspector: asynq.NewInspector(opt), deliveries: deliveries,
+	return &JobClient{client: asynq.NewClient(opt), inspector: asynq.NewInspector(opt),
 		propagator: propagation.TraceContext{}, logger: logger}
 }
 
@@ -131,21 +130,14 @@ func (c *JobClient) EnqueueChunks(ctx context.Context, id uuid.UUID, chunks []in
 	return g.Wait()
 }
 
-// EnqueueWebhook enqueues the webhook:deliver task of a delivery and marks it enqueued.
+// EnqueueWebhook enqueues the webhook:deliver task of a delivery. Recording that it was
+// enqueued is the webhook feature's (webhook.Store.MarkEnqueued, called by its caller).
 func (c *JobClient) EnqueueWebhook(ctx context.Context, id uuid.UUID) error {
 	b, _ := json.Marshal(WebhookPayload{DeliveryID: id})
 	tid := WebhookTaskID(id)
 	t := asynq.NewTaskWithHeaders(TypeWebhookDeliver, b, c.headers(ctx), asynq.Queue(QueueCritical), asynq.TaskID(tid),
 		asynq.MaxRetry(WebhookMaxRetry), asynq.Timeout(WebhookTimeout))
-	if err := c.enqueue(ctx, t, QueueCritical, tid); err != nil {
-		return err
-	}
-	if c.deliveries != nil {
-		if err := c.deliveries.MarkEnqueued(ctx, id); err != nil {
-			c.logger.WarnContext(ctx, "delivery enqueued but not marked", "delivery_id", id, "error", err)
-		}
-	}
-	return nil
+	return c.enqueue(ctx, t, QueueCritical, tid)
 }
 
 // EnqueueJobAlert enqueues the one low-confidence summary of a finished job.

@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,8 +11,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/predq/predq/internal/maintenance"
@@ -123,15 +122,36 @@ func (s *Scheduler) loop(ctx context.Context, p Periodic) {
 
 // ReconcileConfig configures the reconciler.
 type ReconcileConfig struct {
-	Pool   *pgxpool.Pool
-	Jobs   *JobClient
+	// Jobs lists the jobs whose work may be lost (job.Store).
+	Jobs ReconcileJobs
+	// Deliveries lists the pending webhook deliveries and marks them enqueued (webhook.Store).
+	Deliveries ReconcileDeliveries
+	// Enqueuer enqueues what they list (a JobClient).
+	Enqueuer *JobClient
+	// Runner fails the jobs past their deadline (job.Service).
 	Runner interface {
 		Fail(ctx context.Context, id uuid.UUID, reason string) error
 	}
 	// Grace is how long a queued job, a running job's idle chunks or a pending delivery may
-	// wait before the reconciler enqueues them again (default 30 s).
+	// wait before the reconciler enqueues them again (default 30 s). A run for lost Redis
+	// data (ReconcilePayload.RedisLost) uses no grace.
 	Grace  time.Duration
 	Logger *slog.Logger
+}
+
+// ReconcileJobs is what the reconciler reads of the job feature (*job.Store).
+type ReconcileJobs interface {
+	Expired(ctx context.Context) ([]uuid.UUID, error)
+	Stale(ctx context.Context, grace time.Duration) ([]uuid.UUID, error)
+	PendingChunks(ctx context.Context, grace time.Duration) (map[uuid.UUID][]int, error)
+	Unfinished(ctx context.Context, grace time.Duration) ([]uuid.UUID, error)
+}
+
+// ReconcileDeliveries is what the reconciler reads and writes of the webhook feature
+// (*webhook.Store).
+type ReconcileDeliveries interface {
+	Pending(ctx context.Context, olderThan time.Duration, limit int) ([]uuid.UUID, error)
+	MarkEnqueued(ctx context.Context, id uuid.UUID) error
 }
 
 // ReconcileResult counts what one run re-drove.
@@ -146,19 +166,15 @@ type ReconcileResult struct {
 // Reconcile drives every job and delivery that Postgres says is unfinished back into the
 // queues (after Redis lost data, or an enqueue failed after a commit): queued jobs get their
 // job:run again, running jobs their pending chunks (or, with none left, job:run, which
-// finishes them), terminal jobs their pending webhooks;
-// jobs past their deadline fail. Every enqueue has a deterministic TaskID, so what is still
-// queued is not duplicated.
-func Reconcile(ctx context.Context, cfg ReconcileConfig) (ReconcileResult, error) {
-	grace := cfg.Grace
-	if grace <= 0 {
-		grace = 30 * time.Second
-	}
+// finishes them), terminal jobs their pending webhooks; jobs past their deadline fail. Work
+// untouched for less than grace is left alone (its task is likely still queued); grace 0
+// takes everything. Every enqueue has a deterministic TaskID, so what is still queued is not
+// duplicated.
+func Reconcile(ctx context.Context, cfg ReconcileConfig, grace time.Duration) (ReconcileResult, error) {
 	var res ReconcileResult
-	// Past their deadline: fail.
-	expired, err := ids(ctx, cfg.Pool, `SELECT id FROM jobs WHERE status IN ('queued', 'running') AND deadline_at < now() LIMIT 1000`)
+	expired, err := cfg.Jobs.Expired(ctx)
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("reconcile: %w", err)
 	}
 	for _, id := range expired {
 		if err := cfg.Runner.Fail(ctx, id, "the job exceeded its deadline (JOB_TIMEOUT) before finishing"); err != nil {
@@ -166,88 +182,64 @@ func Reconcile(ctx context.Context, cfg ReconcileConfig) (ReconcileResult, error
 		}
 		res.Expired++
 	}
-	// Queued for longer than the grace period: job:run again.
-	queued, err := ids(ctx, cfg.Pool, `SELECT id FROM jobs WHERE status = 'queued' AND updated_at < now() - $1::interval
-		ORDER BY created_at LIMIT 1000`, grace.String())
+	queued, err := cfg.Jobs.Stale(ctx, grace)
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("reconcile: %w", err)
 	}
 	for _, id := range queued {
-		if err := cfg.Jobs.EnqueueJobRun(ctx, id); err != nil {
+		if err := cfg.Enqueuer.EnqueueJobRun(ctx, id); err != nil {
 			return res, fmt.Errorf("reconcile job %s: %w", id, err)
 		}
 		res.QueuedJobs++
 	}
-	// Running, with pending chunks: enqueue them (the ones still queued conflict).
-	rows, err := cfg.Pool.Query(ctx, `SELECT c.job_id, array_agg(c.chunk_index ORDER BY c.chunk_index)
-		FROM job_chunks c JOIN jobs j ON j.id = c.job_id
-		WHERE j.status = 'running' AND c.status = 'pending' AND j.updated_at < now() - $1::interval
-		GROUP BY c.job_id LIMIT 1000`, grace.String())
+	pending, err := cfg.Jobs.PendingChunks(ctx, grace)
 	if err != nil {
-		return res, fmt.Errorf("reconcile: pending chunks: %w", err)
+		return res, fmt.Errorf("reconcile: %w", err)
 	}
-	type pending struct {
-		id     uuid.UUID
-		chunks []int32
-	}
-	var todo []pending
-	var p pending
-	if _, err := pgx.ForEachRow(rows, []any{&p.id, &p.chunks}, func() error {
-		todo = append(todo, pending{p.id, append([]int32(nil), p.chunks...)})
-		return nil
-	}); err != nil {
-		return res, fmt.Errorf("reconcile: pending chunks: %w", err)
-	}
-	for _, t := range todo {
-		chunks := make([]int, len(t.chunks))
-		for i, c := range t.chunks {
-			chunks[i] = int(c)
-		}
-		if err := cfg.Jobs.EnqueueChunks(ctx, t.id, chunks); err != nil {
-			return res, fmt.Errorf("reconcile job %s chunks: %w", t.id, err)
+	for id, chunks := range pending {
+		if err := cfg.Enqueuer.EnqueueChunks(ctx, id, chunks); err != nil {
+			return res, fmt.Errorf("reconcile job %s chunks: %w", id, err)
 		}
 		res.Chunks += len(chunks)
 	}
-	// Running with no chunk pending, untouched for the grace period: the worker of the last
-	// chunk stopped between its commit and finishing the job, and its task is lost. job:run
-	// again finishes it (it finds no chunk to enqueue).
-	stalled, err := ids(ctx, cfg.Pool, `SELECT id FROM jobs j WHERE status = 'running' AND updated_at < now() - $1::interval
-		AND NOT EXISTS (SELECT 1 FROM job_chunks c WHERE c.job_id = j.id AND c.status = 'pending')
-		ORDER BY created_at LIMIT 1000`, grace.String())
+	unfinished, err := cfg.Jobs.Unfinished(ctx, grace)
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("reconcile: %w", err)
 	}
-	for _, id := range stalled {
-		if err := cfg.Jobs.EnqueueJobRun(ctx, id); err != nil {
+	for _, id := range unfinished {
+		if err := cfg.Enqueuer.EnqueueJobRun(ctx, id); err != nil {
 			return res, fmt.Errorf("reconcile job %s: %w", id, err)
 		}
 		res.UnfinishedJobs++
 	}
-	// Deliveries still pending and not enqueued within the grace period.
-	deliveries, err := ids(ctx, cfg.Pool, `SELECT id FROM webhook_deliveries WHERE status = 'pending'
-		AND (enqueued_at IS NULL OR enqueued_at < now() - $1::interval) ORDER BY created_at LIMIT 1000`, grace.String())
+	if cfg.Deliveries == nil {
+		return res, nil
+	}
+	deliveries, err := cfg.Deliveries.Pending(ctx, grace, reconcileLimit)
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("reconcile: %w", err)
 	}
 	for _, id := range deliveries {
-		if err := cfg.Jobs.EnqueueWebhook(ctx, id); err != nil {
+		if err := cfg.Enqueuer.EnqueueWebhook(ctx, id); err != nil {
 			return res, fmt.Errorf("reconcile delivery %s: %w", id, err)
+		}
+		if err := cfg.Deliveries.MarkEnqueued(ctx, id); err != nil {
+			cfg.Logger.WarnContext(ctx, "delivery enqueued but not marked", "delivery_id", id, "error", err)
 		}
 		res.Webhooks++
 	}
 	return res, nil
 }
 
-func ids(ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) ([]uuid.UUID, error) {
-	rows, err := pool.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, fmt.Errorf("reconcile: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-	if err != nil {
-		return nil, fmt.Errorf("reconcile: %w", err)
-	}
-	return out, nil
+// reconcileLimit bounds the deliveries one run enqueues; the next run takes the rest.
+const reconcileLimit = 1000
+
+// ReconcilePayload is the payload of maintenance:reconcile. The scheduler's periodic task has
+// none; the one it enqueues on noticing that Redis lost its data has RedisLost set.
+type ReconcilePayload struct {
+	// RedisLost: the queue Redis lost its data, so every task of unfinished work is gone and
+	// the grace period, which exists to leave queued tasks alone, is skipped.
+	RedisLost bool `json:"redis_lost,omitempty"`
 }
 
 // HandleReconcile returns the maintenance:reconcile handler.
@@ -255,26 +247,40 @@ func HandleReconcile(cfg ReconcileConfig) asynq.HandlerFunc {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	grace := cfg.Grace
+	if grace <= 0 {
+		grace = 30 * time.Second
+	}
 	return func(ctx context.Context, t *asynq.Task) error {
-		res, err := Reconcile(ctx, cfg)
+		var p ReconcilePayload
+		if len(t.Payload()) > 0 {
+			if err := json.Unmarshal(t.Payload(), &p); err != nil {
+				return fmt.Errorf("%s: %w: %v: %w", TypeMaintenanceReconcile, ErrBadPayload, err, asynq.SkipRetry)
+			}
+		}
+		g := grace
+		if p.RedisLost {
+			g = 0
+		}
+		res, err := Reconcile(ctx, cfg, g)
 		if err != nil {
 			return err
 		}
-		if res != (ReconcileResult{}) {
-			cfg.Logger.InfoContext(ctx, "reconciled", "queued_jobs", res.QueuedJobs, "chunks", res.Chunks, "unfinished_jobs", res.UnfinishedJobs,
-				"expired_jobs", res.Expired, "webhooks", res.Webhooks)
+		if res != (ReconcileResult{}) || p.RedisLost {
+			cfg.Logger.InfoContext(ctx, "reconciled", "redis_lost", p.RedisLost, "queued_jobs", res.QueuedJobs, "chunks", res.Chunks,
+				"unfinished_jobs", res.UnfinishedJobs, "expired_jobs", res.Expired, "webhooks", res.Webhooks)
 		}
 		return nil
 	}
 }
 
 // HandleRetention returns the maintenance:retention handler.
-func HandleRetention(pool *pgxpool.Pool, r maintenance.Retention, logger *slog.Logger) asynq.HandlerFunc {
+func HandleRetention(stores maintenance.Stores, r maintenance.Retention, logger *slog.Logger) asynq.HandlerFunc {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return func(ctx context.Context, t *asynq.Task) error {
-		d, err := maintenance.RunRetention(ctx, pool, r)
+		d, err := maintenance.RunRetention(ctx, stores, r)
 		if err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 
+	"github.com/predq/predq/internal/job"
 	"github.com/predq/predq/internal/tasks"
 )
 
@@ -38,10 +39,10 @@ func TestReconcileRedrivesARunningJobWithNoChunkLeft(t *testing.T) {
 		return id
 	}
 	stalled, pending := newJob("done"), newJob("pending")
-	jobs := tasks.NewJobClient(tasks.RedisConnOpt(b.opts, 0), nil, b.logger)
+	jobs := tasks.NewJobClient(tasks.RedisConnOpt(b.opts, 0), b.logger)
 	t.Cleanup(func() { _ = jobs.Close() })
 
-	res, err := tasks.Reconcile(ctx, tasks.ReconcileConfig{Pool: b.pool, Jobs: jobs, Runner: noFail{t}, Grace: time.Second, Logger: b.logger})
+	res, err := tasks.Reconcile(ctx, tasks.ReconcileConfig{Jobs: job.NewStore(b.pool), Enqueuer: jobs, Runner: noFail{t}, Logger: b.logger}, time.Second)
 	require.NoError(t, err)
 	require.Equal(t, 1, res.UnfinishedJobs)
 	require.Equal(t, 1, res.Chunks)

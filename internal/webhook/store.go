@@ -296,6 +296,21 @@ func (s *Store) Pending(ctx context.Context, olderThan time.Duration, limit int)
 	return ids, nil
 }
 
+// DeleteOlderThan deletes the finished (delivered or failed) deliveries created before
+// before, with their attempts, and returns how many went; pending ones are kept, since the
+// reconciler still drives them. A job's deliveries also go with the job (ON DELETE CASCADE).
+func (s *Store) DeleteOlderThan(ctx context.Context, before time.Time) (int64, error) {
+	n, err := postgres.DeleteInBatches(ctx, s.db, `DELETE FROM webhook_deliveries WHERE id IN (
+		SELECT id FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1 LIMIT $2)`, before, deleteBatch)
+	if err != nil {
+		return n, fmt.Errorf("webhook: delete deliveries older than %s: %w", before.Format(time.RFC3339), err)
+	}
+	return n, nil
+}
+
+// deleteBatch is the number of rows one DELETE of DeleteOlderThan removes.
+const deleteBatch = 5000
+
 // ForJob returns the state of the job's webhook delivery (its latest, should there be more
 // than one), or an error matching ErrNotFound when the job has none.
 func (s *Store) ForJob(ctx context.Context, jobID uuid.UUID) (Summary, error) {
