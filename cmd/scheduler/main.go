@@ -2,7 +2,8 @@
 // maintenance:reconcile (RECONCILE_INTERVAL), maintenance:retention (RETENTION_INTERVAL) and
 // maintenance:model-sync (MODEL_SYNC_INTERVAL). Each task's id is derived from its type and
 // time slot, so that two schedulers running at once (for availability) enqueue each slot's
-// task once. It serves /health and /metrics on SCHEDULER_METRICS_PORT.
+// task once. It also watches the queue Redis for lost data (tasks.LossWatcher) and then
+// enqueues a reconcile at once. It serves /health and /metrics on SCHEDULER_METRICS_PORT.
 //
 //	scheduler            run
 //	scheduler version    print the version
@@ -73,6 +74,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		{Type: tasks.TypeMaintenanceModelSync, Every: cfg.ModelSyncInterval, Timeout: time.Minute},
 	}, proc.Registry, logger)
 	defer sched.Close()
+	// Redis that lost its data (restarted empty, flushed, failed over) is reconciled at once,
+	// not at the next RECONCILE_INTERVAL slot plus RECONCILE_GRACE.
+	watcher := tasks.NewLossWatcher(rdb, tasks.RedisConnOpt(proc.RedisOpts, 2*time.Second), tasks.DefaultLossCheckInterval, proc.Registry, logger)
+	defer watcher.Close()
 
 	// Ordered shutdown: scheduling stops (the loops return), then the ops server; the deferred
 	// closes follow: the queue client, Redis, tracing.
@@ -85,6 +90,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		sched.Run(runCtx)
 		return nil
 	})
+	watched := make(chan struct{})
+	g.Go(func() error {
+		defer close(watched)
+		watcher.Run(runCtx)
+		return nil
+	})
 	g.Go(func() error {
 		if err := <-ops.Err(); err != nil {
 			return fmt.Errorf("ops server: %w", err)
@@ -95,6 +106,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		<-gctx.Done()
 		stopRun()
 		<-scheduled
+		<-watched
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = ops.Shutdown(sctx)

@@ -140,6 +140,21 @@ func waitTCP(ctx context.Context, addr string) error {
 
 // StartRedis starts redis-server on a free loopback port with nothing kept on disk.
 func StartRedis(ctx context.Context) (*Server, error) {
+	for attempt := 0; ; attempt++ {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		s, err := StartRedisOnPort(ctx, port)
+		if err == nil || attempt == 2 {
+			return s, err
+		}
+	}
+}
+
+// StartRedisOnPort starts redis-server on 127.0.0.1:port with nothing kept on disk: an
+// empty Redis, also where one was stopped a moment ago (a restart that lost its data).
+func StartRedisOnPort(ctx context.Context, port int) (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("redis-server not installed: %w", err)
@@ -148,32 +163,22 @@ func StartRedis(ctx context.Context) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	for attempt := 0; ; attempt++ {
-		port, err := FreePort()
-		if err != nil {
-			return nil, err
-		}
-		cmd, guard, err := startGuarded(dir, filepath.Join(dir, "redis.log"), bin,
-			"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-			"--dir", dir, "--maxmemory-policy", "noeviction", "--protected-mode", "yes")
-		if err != nil {
-			return nil, err
-		}
-		s := &Server{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), Port: port, Dir: dir, cmd: cmd, guard: guard}
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err = waitTCP(wctx, fmt.Sprintf("127.0.0.1:%d", port))
-		cancel()
-		if err == nil {
-			return s, nil
-		}
-		_ = s.Stop()
-		if attempt == 2 {
-			return nil, fmt.Errorf("redis-server did not start: %w", err)
-		}
-		if dir, err = os.MkdirTemp("", "predq-redis-"); err != nil {
-			return nil, err
-		}
+	cmd, guard, err := startGuarded(dir, filepath.Join(dir, "redis.log"), bin,
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", dir, "--maxmemory-policy", "noeviction", "--protected-mode", "yes")
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
 	}
+	s := &Server{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), Port: port, Dir: dir, cmd: cmd, guard: guard}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = waitTCP(wctx, fmt.Sprintf("127.0.0.1:%d", port))
+	cancel()
+	if err != nil {
+		_ = s.Stop()
+		return nil, fmt.Errorf("redis-server did not start on port %d: %w", port, err)
+	}
+	return s, nil
 }
 
 // PostgresBinDir finds the directory holding initdb and postgres.

@@ -36,6 +36,30 @@ func New(t testing.TB) *Server {
 // Stop stops the server now (fault tests); a second Stop is a no-op.
 func (s *Server) Stop() { _ = s.srv.Stop() }
 
+// Restart stops the server and starts an empty one on the same port, as a Redis without
+// persistence comes back after a crash: clients reconnect to the same URL and find no data.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	_ = s.srv.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var err error
+	for {
+		// The port is free once the old server exited; a client's connection attempt can
+		// hold it for a moment, so try again until the deadline.
+		var srv *localsvc.Server
+		if srv, err = localsvc.StartRedisOnPort(ctx, s.srv.Port); err == nil {
+			s.srv = srv
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("redistest: restart on port %d: %v", s.srv.Port, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // Client returns a client of the server, closed at the end of the test.
 func (s *Server) Client(t testing.TB) *redis.Client {
 	t.Helper()

@@ -50,6 +50,40 @@ func TestJobsSurviveRedisDataLoss(t *testing.T) {
 	}
 }
 
+// Issue 18: Redis restarts empty under a running job. The scheduler notices that the queues'
+// markers are gone and enqueues a reconcile without grace, so the job finishes within
+// seconds; the periodic reconcile (an hour here) would not come in time.
+func TestJobFinishesSoonAfterRedisRestartsEmpty(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, stackOpts{scheduler: true, env: map[string]string{
+		"JOB_CHUNK_SIZE":     "50",
+		"WORKER_CONCURRENCY": "2",
+		"RECONCILE_INTERVAL": "1h",
+		"RECONCILE_GRACE":    "30s",
+	}})
+	xs, _ := sonar(t)
+	const rows = 20_000
+	r := s.call("POST", "/api/v1/jobs", bytes.NewReader(ndjsonRows(xs, rows)), map[string]string{"Content-Type": "application/x-ndjson"})
+	require.Equal(t, http.StatusAccepted, r.status, string(r.body))
+	var j jobObject
+	r.decode(t, &j)
+	require.Eventually(t, func() bool { return s.job(j.ID).Processed > 0 }, 30*time.Second, 10*time.Millisecond)
+
+	s.redis.Restart(t)
+	restarted := time.Now()
+	pending := countRows(t, s.dbURL, `SELECT count(*) FROM job_chunks WHERE job_id = $1 AND status = 'pending'`, j.ID)
+	t.Logf("Redis restarted empty with %d of %d chunks pending", pending, rows/50)
+	require.Positive(t, pending, "work must be left when Redis restarts")
+
+	got := s.waitJob(j.ID, 20*time.Second)
+	t.Logf("job finished %.1f s after Redis came back", time.Since(restarted).Seconds())
+	require.Equal(t, "succeeded", got.Status, "%+v", got)
+	require.Equal(t, rows, got.Processed)
+	require.Zero(t, got.Failed)
+	require.Equal(t, rows, countRows(t, s.dbURL, `SELECT count(*) FROM job_results WHERE job_id = $1`, j.ID))
+	require.Contains(t, s.logs("scheduler"), "queue Redis lost its data")
+}
+
 // Issue 5: two schedulers at once enqueue each periodic task once per time slot.
 func TestTwoSchedulersEnqueueEachSlotOnce(t *testing.T) {
 	t.Parallel()
