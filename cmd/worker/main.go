@@ -144,7 +144,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Jobs: jobStore, Deliveries: deliveries, Enqueuer: jobClient, Runner: jobs, Grace: cfg.ReconcileGrace, Logger: logger,
 	}))
 	w.Handle(tasks.TypeMaintenanceRetention, tasks.HandleRetention(maintenance.Stores{
-		Predictions: predstore.New(pool), Jobs: jobStore, Idempotency: idempotency.NewStore(pool), Deliveries: deliveries,
+		Predictions: predstore.New(pool), Jobs: jobStore, Idempotency: idempotency.NewStore(pool, 0), Deliveries: deliveries,
 	}, maintenance.Retention{Predictions: cfg.PredictionRetention, Jobs: cfg.JobRetention}, logger))
 	w.Handle(tasks.TypeMaintenanceModelSync, tasks.HandleModelSync(registry.Refresh, func(ctx context.Context) error {
 		return modelreg.Announce(ctx, rdb, "model-sync")

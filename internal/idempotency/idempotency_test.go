@@ -132,7 +132,7 @@ func TestDeleteOlderThan(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.New(t)
-	s := NewStore(pool)
+	s := NewStore(pool, 0)
 	_, err := pool.Exec(ctx, `INSERT INTO idempotency_keys (owner, key, created_at) VALUES
 		('k', 'old', now() - interval '25 hours'), ('k', 'old-done', now() - interval '2 days'), ('k', 'new', now())`)
 	require.NoError(t, err)

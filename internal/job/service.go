@@ -121,10 +121,9 @@ const maxRowErrors = 10
 // ValidateOptions checks the options of a submission and resolves the model. It returns a
 // *validate.Error for broken rules and an error wrapping prediction.ErrModelNotFound.
 func (s *Service) ValidateOptions(ctx context.Context, o *Options) (*inference.Model, error) {
-	in := prediction.Input{Features: []float64{0}, ModelVersion: o.ModelVersion, Preprocessing: o.Preprocessing, ConfidenceThreshold: o.ConfidenceThreshold}
-	in.Normalize()
-	v := in.Validate()
-	o.ModelVersion, o.Preprocessing = in.ModelVersion, in.Preprocessing
+	o.ModelVersion, o.Preprocessing = prediction.NormalizeOptions(o.ModelVersion, o.Preprocessing)
+	v := &validate.Error{}
+	prediction.ValidateOptions(v, o.ModelVersion, o.ConfidenceThreshold, o.Preprocessing)
 	if len(o.Metadata) > 16 {
 		v.Add("metadata", "must hold at most 16 pairs, got %d", len(o.Metadata))
 	}

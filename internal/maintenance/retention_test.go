@@ -19,7 +19,7 @@ import (
 // stores are the feature stores that the worker hands to retention.
 func stores(pool *pgxpool.Pool) Stores {
 	return Stores{Predictions: predstore.New(pool), Jobs: job.NewStore(pool),
-		Idempotency: idempotency.NewStore(pool), Deliveries: webhook.NewStore(pool, nil)}
+		Idempotency: idempotency.NewStore(pool, 0), Deliveries: webhook.NewStore(pool, nil)}
 }
 
 func TestRetentionDeletesWhatIsOldAndNothingElse(t *testing.T) {

@@ -56,14 +56,21 @@ type Input struct {
 // Normalize trims the strings and fills defaults. It does not change their case: names are
 // case-sensitive, as the seed's literals are, so "ROBUST" is refused like any unknown name.
 func (in *Input) Normalize() {
-	in.ModelVersion = strings.TrimSpace(in.ModelVersion)
-	in.Preprocessing = strings.TrimSpace(in.Preprocessing)
-	if in.ModelVersion == "" {
-		in.ModelVersion = LatestAlias
+	in.ModelVersion, in.Preprocessing = NormalizeOptions(in.ModelVersion, in.Preprocessing)
+}
+
+// NormalizeOptions returns a model version and a preprocessing as the rules read them:
+// trimmed (never case-folded), with the defaults (LatestAlias, DefaultPreprocessing) for empty ones.
+func NormalizeOptions(modelVersion, preprocessing string) (string, string) {
+	modelVersion = strings.TrimSpace(modelVersion)
+	preprocessing = strings.TrimSpace(preprocessing)
+	if modelVersion == "" {
+		modelVersion = LatestAlias
 	}
-	if in.Preprocessing == "" {
-		in.Preprocessing = DefaultPreprocessing
+	if preprocessing == "" {
+		preprocessing = DefaultPreprocessing
 	}
+	return modelVersion, preprocessing
 }
 
 // Validate checks the seed's model-independent rules on a normalized input. The
@@ -72,18 +79,26 @@ func (in *Input) Normalize() {
 func (in *Input) Validate() *validate.Error {
 	v := &validate.Error{}
 	ValidateFeatures(v, "features", in.Features)
-	if in.ModelVersion != LatestAlias && !versionRE.MatchString(in.ModelVersion) {
-		v.Add("model_version", `must be "latest" or vMAJOR.MINOR.PATCH, got %q`, truncate(in.ModelVersion, 40))
+	ValidateOptions(v, in.ModelVersion, in.ConfidenceThreshold, in.Preprocessing)
+	return v
+}
+
+// ValidateOptions checks the model-independent rules of the settings that every prediction
+// carries besides its features, on normalized values (NormalizeOptions), and records problems
+// in v under model_version, confidence_threshold and preprocessing. Batch jobs share these
+// rules for their options.
+func ValidateOptions(v *validate.Error, modelVersion string, threshold float64, preprocessing string) {
+	if modelVersion != LatestAlias && !versionRE.MatchString(modelVersion) {
+		v.Add("model_version", `must be "latest" or vMAJOR.MINOR.PATCH, got %q`, truncate(modelVersion, 40))
 	}
-	if !(in.ConfidenceThreshold > 0 && in.ConfidenceThreshold <= 1) {
-		v.Add("confidence_threshold", "must be in (0, 1], got %g", in.ConfidenceThreshold)
+	if !(threshold > 0 && threshold <= 1) {
+		v.Add("confidence_threshold", "must be in (0, 1], got %g", threshold)
 	}
-	if !validPreprocessing(in.Preprocessing) {
-		v.Add("preprocessing", "must be one of standard, minmax, robust; got %q", truncate(in.Preprocessing, 40))
-	} else if in.Preprocessing == "robust" && in.ModelVersion != LatestAlias {
+	if !validPreprocessing(preprocessing) {
+		v.Add("preprocessing", "must be one of standard, minmax, robust; got %q", truncate(preprocessing, 40))
+	} else if preprocessing == "robust" && modelVersion != LatestAlias {
 		v.Add("preprocessing", `robust is only available with model_version "latest"`)
 	}
-	return v
 }
 
 // ValidateFeatures checks the seed's rules on a feature vector (1 to 100 finite numbers, each

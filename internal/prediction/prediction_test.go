@@ -128,3 +128,27 @@ func TestValidAgreesWithValidate(t *testing.T) {
 		t.Fatal("no input was valid: the cases do not reach the valid path")
 	}
 }
+
+// The option rules are those of an input's, without features: a batch job checks its
+// options with them and gets the same field errors.
+func TestValidateOptionsMatchesInputRules(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		version, prep string
+		threshold     float64
+	}{
+		{"", "", 0.5}, {" v1.0.0 ", "MinMax", 1}, {"x", "zz", 0}, {"v1.0.0", "robust", 0.5}, {"latest", "robust", 1.5},
+	} {
+		in := Input{Features: []float64{1}, ModelVersion: tc.version, Preprocessing: tc.prep, ConfidenceThreshold: tc.threshold}
+		in.Normalize()
+		version, prep := NormalizeOptions(tc.version, tc.prep)
+		if version != in.ModelVersion || prep != in.Preprocessing {
+			t.Fatalf("NormalizeOptions(%q, %q) = %q, %q; Normalize gives %q, %q", tc.version, tc.prep, version, prep, in.ModelVersion, in.Preprocessing)
+		}
+		v := &validate.Error{}
+		ValidateOptions(v, version, tc.threshold, prep)
+		if diff := cmp.Diff(in.Validate().Errors, v.Errors); diff != "" {
+			t.Errorf("%+v (-input +options):\n%s", tc, diff)
+		}
+	}
+}
