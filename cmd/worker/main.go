@@ -114,6 +114,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logger.WarnContext(ctx, "WEBHOOK_SECRET is not set: job webhooks stay pending until a worker has it")
 	}
 
+	// Alerts go out as job webhooks do: signed with WEBHOOK_SECRET, under the same SSRF guard
+	// (WEBHOOK_ALLOW_PRIVATE for a receiver on a private address). A sender of its own keeps
+	// them out of webhook_deliveries_total; ml_alert_webhook_total counts them.
+	alert := tasks.AlertConfig{WebhookURL: cfg.AlertWebhookURL}
+	if cfg.AlertWebhookURL != "" {
+		if cfg.WebhookSecret == "" {
+			return errors.New("ALERT_WEBHOOK_URL: alerts are signed with WEBHOOK_SECRET, which is not set")
+		}
+		if alert.Sender, err = webhook.NewSender(webhook.SenderConfig{
+			Secret: cfg.WebhookSecret, AllowPrivate: cfg.WebhookAllowPrivate, Timeout: 5 * time.Second, Logger: logger,
+		}); err != nil {
+			return fmt.Errorf("WEBHOOK_SECRET: %w", err)
+		}
+	}
 	w, err := tasks.NewWorker(tasks.WorkerConfig{
 		Redis:           redisOpts,
 		Store:           predstore.New(pool),
@@ -122,7 +136,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ShutdownTimeout: cfg.WorkerShutdownTimeout,
 		GroupMaxSize:    cfg.PersistGroupMaxSize,
 		GroupMaxDelay:   cfg.PersistGroupMaxDelay,
-		Alert:           tasks.AlertConfig{WebhookURL: cfg.AlertWebhookURL},
+		Alert:           alert,
 		LogLevel:        cfg.LogLevel,
 		Registerer:      reg,
 		Logger:          logger,

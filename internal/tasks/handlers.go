@@ -1,20 +1,20 @@
 package tasks
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/predq/predq/internal/prediction"
+	"github.com/predq/predq/internal/webhook"
 )
 
 // HandlePredictionPersist returns the handler of prediction:persist. It decodes the records
@@ -96,18 +96,27 @@ func isDataError(err error) bool {
 
 // AlertConfig configures the alert:low_confidence handler.
 type AlertConfig struct {
-	// WebhookURL receives a POST of each alert (ALERT_WEBHOOK_URL; empty: no webhook). It is
-	// the operator's own endpoint, so it is not checked against private addresses.
+	// WebhookURL receives a POST of each alert (ALERT_WEBHOOK_URL; empty: no webhook).
 	WebhookURL string
-	// Client sends the webhook (nil: a client with a 5 s timeout).
-	Client *http.Client
-	// Timeout bounds one POST (default 5 s).
-	Timeout time.Duration
+	// Sender signs and sends the POST through the SSRF guard, as job webhooks are sent (a
+	// *webhook.Sender); required with WebhookURL.
+	Sender AlertSender
 	// Metrics counts alerts and webhook attempts (nil: not counted).
 	Metrics *WorkerMetrics
 	// Logger receives the warnings (nil: discarded).
 	Logger *slog.Logger
 }
+
+// AlertSender makes one signed webhook attempt (*webhook.Sender).
+type AlertSender interface {
+	SendWithHeader(ctx context.Context, d webhook.Delivery, h http.Header) webhook.Result
+}
+
+// alertNamespace is the UUIDv5 namespace of an alert's webhook-id.
+var alertNamespace = uuid.MustParse("0f6f3c1e-5d0b-4c55-8a0e-7b7f2f1c9a44")
+
+// AlertEventType is the type of an alert webhook's body (and its event type).
+const AlertEventType = "prediction.low_confidence"
 
 // AlertWebhookBody is the JSON body POSTed to the alert webhook.
 type AlertWebhookBody struct {
@@ -119,18 +128,12 @@ type AlertWebhookBody struct {
 // HandleAlertLowConfidence returns the handler of alert:low_confidence. On the first attempt
 // it logs a structured warning (request_id, model_version, confidence, threshold) and counts
 // ml_low_confidence_total{model_version}; retries (of a failed webhook) neither log nor count
-// again. With a webhook URL it POSTs an AlertWebhookBody (header Idempotency-Key: the request
-// id, so that the receiver can drop repeats); a network error or a non-2xx status is returned
-// so that asynq retries. A payload that does not decode wraps asynq.SkipRetry.
+// again. With a webhook URL it POSTs an AlertWebhookBody through cfg.Sender: signed as job
+// webhooks are (webhook-id: a UUIDv5 of the alert's task id; header Idempotency-Key: that task
+// id, so that the receiver can drop repeats) and under the same SSRF guard. A network error
+// or a non-2xx status is returned so that asynq retries; a URL the guard refuses, or a
+// payload that does not decode, wraps asynq.SkipRetry.
 func HandleAlertLowConfidence(cfg AlertConfig) asynq.HandlerFunc {
-	client := cfg.Client
-	if client == nil {
-		client = &http.Client{Timeout: 5 * time.Second}
-	}
-	timeout := cfg.Timeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewWorkerMetrics(nil)
 	}
@@ -158,31 +161,25 @@ func HandleAlertLowConfidence(cfg AlertConfig) asynq.HandlerFunc {
 		if cfg.WebhookURL == "" {
 			return nil
 		}
-		body, err := json.Marshal(AlertWebhookBody{Type: "prediction.low_confidence", Timestamp: time.Now().UTC(), Data: p})
+		if cfg.Sender == nil {
+			return fmt.Errorf("%s: no webhook sender configured: %w", TypeAlertLowConfidence, asynq.SkipRetry)
+		}
+		body, err := json.Marshal(AlertWebhookBody{Type: AlertEventType, Timestamp: time.Now().UTC(), Data: p})
 		if err != nil {
 			return fmt.Errorf("%s: encode webhook: %w: %w", TypeAlertLowConfidence, err, asynq.SkipRetry)
 		}
-		ctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.WebhookURL, bytes.NewReader(body))
-		if err != nil {
-			return fmt.Errorf("%s: webhook request: %w: %w", TypeAlertLowConfidence, err, asynq.SkipRetry)
+		key := AlertTaskID(p.RequestID)
+		res := cfg.Sender.SendWithHeader(ctx, webhook.Delivery{
+			ID: uuid.NewSHA1(alertNamespace, []byte(key)), EventType: AlertEventType, URL: cfg.WebhookURL, Payload: body,
+		}, http.Header{"Idempotency-Key": {key}})
+		if res.Outcome == webhook.OutcomeDelivered {
+			cfg.Metrics.webhook.WithLabelValues("delivered").Inc()
+			return nil
 		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("User-Agent", "predq-worker")
-		req.Header.Set("Idempotency-Key", AlertTaskID(p.RequestID))
-		resp, err := client.Do(req)
-		if err != nil {
-			cfg.Metrics.webhook.WithLabelValues("error").Inc()
-			return fmt.Errorf("%s: webhook: %w", TypeAlertLowConfidence, err)
+		cfg.Metrics.webhook.WithLabelValues("error").Inc()
+		if errors.Is(res.Err, webhook.ErrForbiddenURL) {
+			return fmt.Errorf("%s: webhook: %w: %w", TypeAlertLowConfidence, res.Err, asynq.SkipRetry)
 		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			cfg.Metrics.webhook.WithLabelValues("error").Inc()
-			return fmt.Errorf("%s: webhook answered %d", TypeAlertLowConfidence, resp.StatusCode)
-		}
-		cfg.Metrics.webhook.WithLabelValues("delivered").Inc()
-		return nil
+		return fmt.Errorf("%s: webhook: %w", TypeAlertLowConfidence, res.Err)
 	}
 }

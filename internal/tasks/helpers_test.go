@@ -20,6 +20,7 @@ import (
 	"github.com/predq/predq/internal/redisdb"
 	"github.com/predq/predq/internal/redistest"
 	"github.com/predq/predq/internal/tasks"
+	"github.com/predq/predq/internal/webhook"
 )
 
 // bundle holds the collaborators of the thing under test: a fresh database and a throwaway
@@ -184,6 +185,14 @@ func (w tWriter) Write(p []byte) (int, error) {
 }
 
 func testRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
+
+// alertSender is the worker's alert sender, allowed to reach the loopback receivers of tests.
+func alertSender(t testing.TB) *webhook.Sender {
+	t.Helper()
+	s, err := webhook.NewSender(webhook.SenderConfig{Secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", AllowPrivate: true, Timeout: 5 * time.Second})
+	require.NoError(t, err)
+	return s
+}
 
 // metricSum is the sum of the samples of the histogram name (all its series).
 func metricSum(t testing.TB, reg prometheus.Gatherer, name string) float64 {

@@ -90,6 +90,9 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if len(cfg.Redis.Addrs) == 0 {
 		return nil, errors.New("tasks: WorkerConfig.Redis has no address")
 	}
+	if cfg.Alert.WebhookURL != "" && cfg.Alert.Sender == nil {
+		return nil, errors.New("tasks: WorkerConfig.Alert.Sender is required with a WebhookURL (alerts are signed)")
+	}
 	grace := cmp.Or(cfg.GroupGracePeriod, DefaultGroupGracePeriod)
 	if grace < time.Second {
 		return nil, errors.New("tasks: GroupGracePeriod must be at least 1s (asynq's minimum)")

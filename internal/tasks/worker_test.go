@@ -87,7 +87,7 @@ func TestWorker(t *testing.T) {
 			mu.Unlock()
 		}))
 		t.Cleanup(hook.Close)
-		_, reg := startWorker(t, b, func(c *tasks.WorkerConfig) { c.Alert.WebhookURL = hook.URL })
+		_, reg := startWorker(t, b, func(c *tasks.WorkerConfig) { c.Alert.WebhookURL, c.Alert.Sender = hook.URL, alertSender(t) })
 		rec, _ := newRecorder(t, b, nil)
 		recs := []prediction.Record{record("w", 0, 0.9), record("w", 1, 0.55), record("w", 2, 0.99), record("w", 3, 0.6)}
 		require.NoError(t, rec.Record(context.Background(), recs))
@@ -121,7 +121,7 @@ func TestWorker(t *testing.T) {
 			}
 		}))
 		t.Cleanup(hook.Close)
-		_, reg := startWorker(t, b, func(c *tasks.WorkerConfig) { c.Alert.WebhookURL = hook.URL })
+		_, reg := startWorker(t, b, func(c *tasks.WorkerConfig) { c.Alert.WebhookURL, c.Alert.Sender = hook.URL, alertSender(t) })
 		rec, _ := newRecorder(t, b, nil)
 		require.NoError(t, rec.Record(context.Background(), []prediction.Record{record("h", 0, 0.5)}))
 		require.Eventually(t, func() bool {

@@ -126,7 +126,7 @@ func (dl *Deliverer) Deliver(ctx context.Context, id uuid.UUID, attempt int, fin
 		return &RetryError{DeliveryID: id, Attempt: attempt, StatusCode: d.LastStatus, Err: fmt.Errorf("attempt already recorded: %s", d.LastError)}
 	}
 
-	res := dl.sender.send(ctx, d, final)
+	res := dl.sender.send(ctx, d, final, nil)
 
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()

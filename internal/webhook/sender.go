@@ -181,14 +181,22 @@ func secretLen(secret string) int {
 //
 // ctx bounds the attempt as well as the Sender's timeout.
 func (s *Sender) Send(ctx context.Context, d Delivery) Result {
-	return s.send(ctx, d, false)
+	return s.send(ctx, d, false, nil)
+}
+
+// SendWithHeader is Send with extra request headers (e.g. an Idempotency-Key for a receiver
+// that dedupes by it); they cannot replace the signature headers, Content-Type or
+// User-Agent. It serves messages that are not stored deliveries, such as the worker's
+// low-confidence alerts: the same signing, SSRF guard and classification.
+func (s *Sender) SendWithHeader(ctx context.Context, d Delivery, h http.Header) Result {
+	return s.send(ctx, d, false, h)
 }
 
 // send is Send; with final, a retryable outcome becomes OutcomeFailed (no attempt is left).
-func (s *Sender) send(ctx context.Context, d Delivery, final bool) Result {
+func (s *Sender) send(ctx context.Context, d Delivery, final bool, extra http.Header) Result {
 	at := s.now()
 	start := time.Now()
-	res := s.attempt(ctx, d, at)
+	res := s.attempt(ctx, d, at, extra)
 	res.At = at
 	res.Duration = time.Since(start)
 	if final && res.Outcome == OutcomeRetry {
@@ -205,7 +213,7 @@ func (s *Sender) send(ctx context.Context, d Delivery, final bool) Result {
 	return res
 }
 
-func (s *Sender) attempt(ctx context.Context, d Delivery, at time.Time) Result {
+func (s *Sender) attempt(ctx context.Context, d Delivery, at time.Time, extra http.Header) Result {
 	if _, err := parseURL(d.URL); err != nil {
 		return Result{Outcome: OutcomeFailed, Err: err}
 	}
@@ -217,6 +225,11 @@ func (s *Sender) attempt(ctx context.Context, d Delivery, at time.Time) Result {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.URL, bytes.NewReader(d.Payload))
 	if err != nil {
 		return Result{Outcome: OutcomeFailed, Err: &URLError{Reason: "not a valid URL", Err: err}}
+	}
+	for k, vs := range extra {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
 	}
 	req.Header.Set(standardwebhooks.HeaderWebhookID, id)
 	req.Header.Set(standardwebhooks.HeaderWebhookTimestamp, strconv.FormatInt(at.Unix(), 10))
