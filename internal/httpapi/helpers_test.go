@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -31,35 +30,25 @@ const (
 )
 
 // fakePredictor answers every valid input with a fixed prediction and records what it was
-// given. It fails the test (through check) when the handler hands it an input that is not
-// normalized or breaks a model-independent rule: the edge must never forward those.
+// given, normalized. It checks inputs with the prediction feature's own rules
+// (prediction.Input.Check, prediction.CheckBatch), as the real service does, since the
+// handler only decodes: the 422 bodies the tests assert come from that code.
 type fakePredictor struct {
-	mu      sync.Mutex
-	n       int             // calls
-	ctx     context.Context // of the last call
-	last    prediction.Input
-	meta    prediction.Meta
-	batches int
-	lastPar bool
+	mu       sync.Mutex
+	n        int             // calls
+	answered int             // calls that passed the checks and were answered
+	ctx      context.Context // of the last call
+	last     prediction.Input
+	meta     prediction.Meta
+	batches  int
+	lastPar  bool
 
 	err   error            // returned by every call when set
 	panic any              // panicked with by every call when set
-	check func(error)      // reports a forwarded invalid input; default panics
 	now   func() time.Time // default: a fixed time in a non-UTC zone
 }
 
-var errForwardedInvalid = errors.New("fakePredictor: handler forwarded an invalid input")
-
-func (f *fakePredictor) answer(in prediction.Input, meta prediction.Meta) (prediction.Output, error) {
-	norm := in
-	norm.Normalize()
-	if v := in.Validate(); v.Len() > 0 || norm.ModelVersion != in.ModelVersion || norm.Preprocessing != in.Preprocessing {
-		err := errors.Join(errForwardedInvalid, v.Err())
-		if f.check != nil {
-			f.check(err)
-		}
-		return prediction.Output{}, err
-	}
+func (f *fakePredictor) answer(in prediction.Input, meta prediction.Meta) prediction.Output {
 	version := in.ModelVersion
 	if version == prediction.LatestAlias {
 		version = "v1.1.0"
@@ -71,47 +60,51 @@ func (f *fakePredictor) answer(in prediction.Input, meta prediction.Meta) (predi
 	return prediction.Output{
 		Prediction: 0.75, Confidence: 0.75, ModelVersion: version, LatencyMS: 0.5, Timestamp: now,
 		PredictionClass: prediction.ClassPositive, RequestID: meta.RequestID,
-	}, nil
+	}
 }
 
 func (f *fakePredictor) Predict(ctx context.Context, in prediction.Input, meta prediction.Meta) (prediction.Output, error) {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.n++
 	f.ctx = ctx
-	f.last, f.meta = in, meta
-	f.mu.Unlock()
 	if f.panic != nil {
 		panic(f.panic)
 	}
 	if f.err != nil {
 		return prediction.Output{}, f.err
 	}
-	return f.answer(in, meta)
+	if err := in.Check(); err != nil {
+		return prediction.Output{}, err
+	}
+	f.answered++
+	f.last, f.meta = in, meta
+	return f.answer(in, meta), nil
 }
 
 func (f *fakePredictor) PredictBatch(_ context.Context, ins []prediction.Input, parallel bool, meta prediction.Meta) ([]prediction.Output, error) {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.n++
-	if len(ins) > 0 {
-		f.last = ins[len(ins)-1]
-	}
-	f.meta = meta
 	f.batches++
 	f.lastPar = parallel
-	f.mu.Unlock()
+	f.meta = meta
 	if f.panic != nil {
 		panic(f.panic)
 	}
 	if f.err != nil {
 		return nil, f.err
 	}
+	if err := prediction.CheckBatch(ins); err != nil {
+		return nil, err
+	}
+	f.answered++
+	if len(ins) > 0 {
+		f.last = ins[len(ins)-1]
+	}
 	outs := make([]prediction.Output, len(ins))
 	for i, in := range ins {
-		out, err := f.answer(in, meta)
-		if err != nil {
-			return nil, err
-		}
-		outs[i] = out
+		outs[i] = f.answer(in, meta)
 	}
 	return outs, nil
 }
@@ -136,6 +129,13 @@ func (f *fakePredictor) calls() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.n
+}
+
+// answers counts the calls whose input passed the prediction rules.
+func (f *fakePredictor) answers() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.answered
 }
 
 // fakeCatalog holds two versions.

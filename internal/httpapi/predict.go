@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"net/http"
-	"strconv"
 
 	"github.com/labstack/echo/v4"
 
@@ -19,7 +18,8 @@ type predictRequest struct {
 	Preprocessing       *string   `json:"preprocessing"`
 }
 
-// input maps the request to a normalized prediction.Input.
+// input maps the request to a prediction.Input; the prediction service normalizes and
+// checks it.
 func (r predictRequest) input() prediction.Input {
 	in := prediction.Input{
 		Features:            r.Features,
@@ -34,7 +34,6 @@ func (r predictRequest) input() prediction.Input {
 	if r.Preprocessing != nil {
 		in.Preprocessing = *r.Preprocessing
 	}
-	in.Normalize()
 	return in
 }
 
@@ -55,13 +54,7 @@ func handlePredict(p Predictor) echo.HandlerFunc {
 		if err := decodeJSONBody(c, &req); err != nil {
 			return err
 		}
-		in := req.input()
-		if !in.Valid() {
-			if err := in.Validate().Err(); err != nil {
-				return err
-			}
-		}
-		out, err := p.Predict(c.Request().Context(), in, meta(c))
+		out, err := p.Predict(c.Request().Context(), req.input(), meta(c))
 		if err != nil {
 			return err
 		}
@@ -100,13 +93,8 @@ func handlePredictBatch(p Predictor, maxSamples int) echo.HandlerFunc {
 			return validate.Field("samples", "must hold at most %d samples, got %d", maxSamples, n)
 		}
 		ins := make([]prediction.Input, len(req.Samples))
-		v := &validate.Error{}
 		for i, s := range req.Samples {
 			ins[i] = s.input()
-			v.Merge("samples["+strconv.Itoa(i)+"].", ins[i].Validate())
-		}
-		if err := v.Err(); err != nil {
-			return err
 		}
 		parallel := req.Parallel == nil || *req.Parallel
 		outs, err := p.PredictBatch(c.Request().Context(), ins, parallel, meta(c))

@@ -101,6 +101,37 @@ func ValidateOptions(v *validate.Error, modelVersion string, threshold float64, 
 	}
 }
 
+// Check normalizes in and checks the model-independent rules: nil, or a *validate.Error
+// naming each field. It is the one place an input is validated (the Service calls it; the
+// HTTP edge only decodes).
+func (in *Input) Check() error {
+	in.Normalize()
+	if in.Valid() {
+		return nil
+	}
+	return in.Validate().Err()
+}
+
+// CheckBatch is Check for every input of a batch, with the fields named samples[i].…; it
+// reports every sample's problems at once.
+func CheckBatch(ins []Input) error {
+	var all *validate.Error
+	for i := range ins {
+		ins[i].Normalize()
+		if ins[i].Valid() {
+			continue
+		}
+		if all == nil {
+			all = &validate.Error{}
+		}
+		all.Merge("samples["+strconv.Itoa(i)+"].", ins[i].Validate())
+	}
+	if all == nil {
+		return nil
+	}
+	return all.Err()
+}
+
 // ValidateFeatures checks the seed's rules on a feature vector (1 to 100 finite numbers, each
 // within ±1000) and records problems under field.
 func ValidateFeatures(v *validate.Error, field string, features []float64) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -112,14 +113,9 @@ type resolved struct {
 	key   string
 }
 
-// prepare validates one input and resolves its model; field names are prefixed with prefix.
+// prepare resolves the model of a checked input (Input.Check) and applies the rules that
+// depend on it (input size, preprocessing supported by the version).
 func (s *Service) prepare(in Input) (resolved, *validate.Error, error) {
-	in.Normalize()
-	if !in.Valid() {
-		if v := in.Validate(); v.Len() > 0 {
-			return resolved{}, v, nil
-		}
-	}
 	m, err := s.models.Resolve(in.ModelVersion)
 	if err != nil {
 		return resolved{}, nil, fmt.Errorf("%w: %q", ErrModelNotFound, in.ModelVersion)
@@ -141,6 +137,9 @@ func (s *Service) prepare(in Input) (resolved, *validate.Error, error) {
 // ErrModelNotFound, ErrUnavailable (it could not be recorded).
 func (s *Service) Predict(ctx context.Context, in Input, meta Meta) (Output, error) {
 	start := time.Now()
+	if err := in.Check(); err != nil {
+		return Output{}, err
+	}
 	r, verr, err := s.prepare(in)
 	if err != nil {
 		return Output{}, err
@@ -166,6 +165,10 @@ func (s *Service) Predict(ctx context.Context, in Input, meta Meta) (Output, err
 // meta.RequestID + "-" + its index. Field errors name samples[i].
 func (s *Service) PredictBatch(ctx context.Context, ins []Input, parallel bool, meta Meta) ([]Output, error) {
 	start := time.Now()
+	ins = slices.Clone(ins) // Check normalizes in place
+	if err := CheckBatch(ins); err != nil {
+		return nil, err
+	}
 	rs := make([]resolved, len(ins))
 	all := &validate.Error{}
 	for i, in := range ins {

@@ -2,6 +2,7 @@ package prediction_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/predq/predq/internal/inference"
 	"github.com/predq/predq/internal/prediction"
 	"github.com/predq/predq/internal/redistest"
+	"github.com/predq/predq/internal/validate"
 )
 
 // capture is a Recorder that keeps what it is given.
@@ -114,3 +116,32 @@ func TestCacheHitsAreRecordedWhenAsked(t *testing.T) {
 		}
 	}
 }
+
+// The service is where inputs are checked: a batch names every sample's broken rule at once,
+// before any model is looked up (a sample naming an unknown version does not hide them).
+func TestServiceChecksInputsOnce(t *testing.T) {
+	t.Parallel()
+	svc, err := prediction.NewService(prediction.ServiceConfig{Models: noModels{}})
+	require.NoError(t, err)
+	_, err = svc.PredictBatch(context.Background(), []prediction.Input{
+		{Features: []float64{1}, ModelVersion: "v9.9.9", ConfidenceThreshold: 0.5},
+		{Features: []float64{1, 5000}, ConfidenceThreshold: 0},
+	}, false, prediction.Meta{RequestID: "r"})
+	var v *validate.Error
+	require.ErrorAs(t, err, &v)
+	var fields []string
+	for _, e := range v.Errors {
+		fields = append(fields, e.Field)
+	}
+	require.Equal(t, []string{"samples[1].features[1]", "samples[1].confidence_threshold"}, fields)
+
+	_, err = svc.Predict(context.Background(), prediction.Input{Features: []float64{1}, ModelVersion: " latest ", Preprocessing: "zz", ConfidenceThreshold: 0.5}, prediction.Meta{})
+	require.ErrorAs(t, err, &v)
+	require.Equal(t, "preprocessing", v.Errors[0].Field)
+	_, err = svc.Predict(context.Background(), prediction.Input{Features: []float64{1}, ConfidenceThreshold: 0.5}, prediction.Meta{})
+	require.ErrorIs(t, err, prediction.ErrModelNotFound, "a valid input goes on to the model lookup")
+}
+
+type noModels struct{}
+
+func (noModels) Resolve(string) (*inference.Model, error) { return nil, errors.New("none") }
