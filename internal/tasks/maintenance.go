@@ -255,7 +255,7 @@ func HandleReconcile(cfg ReconcileConfig) asynq.HandlerFunc {
 		var p ReconcilePayload
 		if len(t.Payload()) > 0 {
 			if err := json.Unmarshal(t.Payload(), &p); err != nil {
-				return fmt.Errorf("%s: %w: %v: %w", TypeMaintenanceReconcile, ErrBadPayload, err, asynq.SkipRetry)
+				return fmt.Errorf("%s: %w: %w: %w", TypeMaintenanceReconcile, ErrBadPayload, err, asynq.SkipRetry)
 			}
 		}
 		g := grace
