@@ -230,7 +230,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 	}, httpapi.Deps{
 		Predictor:   svc,
 		Models:      registry,
-		Auth:        auth.NewKeys(cfg.APIKeys, pool),
+		Auth:        auth.NewKeys(cfg.APIKeys, pool, reg),
 		Readiness:   checker,
 		Promoter:    promoter{registry, queueRedis},
 		Predictions: predstore.New(pool),
