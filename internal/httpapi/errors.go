@@ -89,6 +89,7 @@ const (
 	slugTooLarge         = "payload-too-large"
 	slugMediaType        = "unsupported-media-type"
 	slugUnauthorized     = "unauthorized"
+	slugForbidden        = "forbidden"
 	slugRateLimited      = "rate-limited"
 	slugUnavailable      = "service-unavailable"
 	slugInternal         = "internal-error"

@@ -20,6 +20,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -98,6 +99,17 @@ type Config struct {
 	RateLimit float64
 	// RateBurst is the burst allowed per API key (default max(1, ceil(RateLimit))).
 	RateBurst int
+	// RateRedis, when not nil, holds the rate limits (GCRA), so that every replica shares
+	// one allowance per key; while it does not answer within RateRedisTimeout (default
+	// 100ms) each process falls back to its own buckets. nil: per-process buckets only.
+	RateRedis        redis.UniversalClient
+	RateRedisTimeout time.Duration
+	// AuthFailRate is the sustained number of failed authentications per second allowed per
+	// client address (on /api/v1 and /monitoring/); past AuthFailBurst (default
+	// max(1, ceil(AuthFailRate))) the address gets 429 before its key is checked. 0 turns
+	// it off.
+	AuthFailRate  float64
+	AuthFailBurst int
 	// Logger receives the access log and the errors (default: discarded).
 	Logger *slog.Logger
 	// Registerer receives the HTTP metrics (http_requests_total,
@@ -152,6 +164,8 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *httpMetrics
 	limiter  *keyLimiter     // nil when rate limiting is off
+	shared   *sharedLimiter  // nil unless rate limits are held in Redis
+	authFail *addrLimiter    // nil when the failed-authentication limit is off
 	origins  originSet       // empty when CORS is off
 	openapi  []byte          // the rendered OpenAPI document
 	routeSet map[string]bool // "METHOD /path/:param" of every registered route
@@ -188,6 +202,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.RateLimit < 0 || math.IsNaN(cfg.RateLimit) || math.IsInf(cfg.RateLimit, 0) {
 		errs = append(errs, fmt.Errorf("httpapi: RateLimit must be a finite number ≥ 0, got %g", cfg.RateLimit))
 	}
+	if cfg.AuthFailRate < 0 || math.IsNaN(cfg.AuthFailRate) || math.IsInf(cfg.AuthFailRate, 0) {
+		errs = append(errs, fmt.Errorf("httpapi: AuthFailRate must be a finite number ≥ 0, got %g", cfg.AuthFailRate))
+	}
+	if cfg.AuthFailBurst < 0 {
+		errs = append(errs, fmt.Errorf("httpapi: AuthFailBurst must not be negative, got %d", cfg.AuthFailBurst))
+	}
 	if cfg.RateBurst < 0 {
 		errs = append(errs, fmt.Errorf("httpapi: RateBurst must not be negative, got %d", cfg.RateBurst))
 	}
@@ -207,6 +227,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.RateLimit > 0 {
 		cfg.RateBurst = cmp.Or(cfg.RateBurst, max(1, int(math.Ceil(cfg.RateLimit))))
 	}
+	if cfg.AuthFailRate > 0 {
+		cfg.AuthFailBurst = cmp.Or(cfg.AuthFailBurst, max(1, int(math.Ceil(cfg.AuthFailRate))))
+	}
+	cfg.RateRedisTimeout = cmp.Or(cfg.RateRedisTimeout, defaultRateRedisTimeout)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -229,6 +253,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if cfg.RateLimit > 0 {
 		s.limiter = newKeyLimiter(cfg.RateLimit, cfg.RateBurst, defaultMaxLimitedKeys, time.Now)
+		if cfg.RateRedis != nil {
+			s.shared, err = newSharedLimiter(cfg.RateRedis, cfg.RateLimit, cfg.RateBurst, cfg.RateRedisTimeout, s.limiter, log, reg)
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	if cfg.AuthFailRate > 0 {
+		s.authFail = newAddrLimiter(cfg.AuthFailRate, cfg.AuthFailBurst, defaultMaxLimitedKeys, time.Now)
 	}
 
 	e := echo.New()

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	oteltrace "go.opentelemetry.io/otel/trace"
 	"log/slog"
@@ -343,7 +344,8 @@ func (s *Server) cors() echo.MiddlewareFunc {
 		AllowMethods:    []string{http.MethodGet, http.MethodHead, http.MethodPost},
 		AllowHeaders: []string{echo.HeaderAuthorization, "X-API-Key", echo.HeaderContentType,
 			"X-Request-ID", "Idempotency-Key"},
-		ExposeHeaders:    []string{"X-Request-ID", "Retry-After", echo.HeaderLocation, echo.HeaderWWWAuthenticate},
+		ExposeHeaders: []string{"X-Request-ID", "Retry-After", echo.HeaderLocation, echo.HeaderWWWAuthenticate,
+			"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy"},
 		AllowCredentials: false,
 		MaxAge:           600,
 	})
@@ -368,12 +370,20 @@ func apiKeyFrom(h http.Header) string {
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
+		addr := c.RealIP()
+		if err := s.authAllowed(addr); err != nil {
+			return err
+		}
 		key := apiKeyFrom(req.Header)
 		if key == "" || len(key) > maxAPIKeyLen {
+			s.authFailed(addr)
 			return auth.ErrUnauthorized
 		}
 		p, err := s.deps.Auth.Authenticate(req.Context(), key)
 		if err != nil {
+			if errors.Is(err, auth.ErrUnauthorized) {
+				s.authFailed(addr)
+			}
 			return fmt.Errorf("authenticate: %w", err)
 		}
 		c.SetRequest(req.WithContext(context.WithValue(req.Context(), ctxKeyPrincipal, p)))
@@ -381,8 +391,36 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// rateLimit applies the per-key token bucket (a no-op when rate limiting is off). It runs
-// after authenticate, so it limits keys, not addresses.
+// authAllowed refuses, with 429, a client address that failed to authenticate more often
+// than the failed-authentication limit allows: it is not checked at all, so that guessing
+// keys costs neither a lookup nor memory.
+func (s *Server) authAllowed(addr string) error {
+	if s.authFail == nil {
+		return nil
+	}
+	if wait := s.authFail.blocked(addr); wait > 0 {
+		return &problemError{
+			status: http.StatusTooManyRequests,
+			slug:   slugRateLimited,
+			title:  "Too many requests",
+			detail: "Too many failed authentications from this address; retry after the Retry-After delay.",
+			header: retryAfter(wait),
+		}
+	}
+	return nil
+}
+
+// authFailed counts a failed authentication of addr.
+func (s *Server) authFailed(addr string) {
+	if s.authFail != nil {
+		s.authFail.fail(addr)
+	}
+}
+
+// rateLimit applies the per-key limit (a no-op when rate limiting is off): in Redis, shared
+// by every replica, when Config.RateRedis is set, else per process. It runs after
+// authenticate, so it limits keys, not addresses. Every answer of a limited route carries
+// the RateLimit-* headers; a refusal is 429 with Retry-After.
 func (s *Server) rateLimit(next echo.HandlerFunc) echo.HandlerFunc {
 	if s.limiter == nil {
 		return next
@@ -393,13 +431,20 @@ func (s *Server) rateLimit(next echo.HandlerFunc) echo.HandlerFunc {
 		if key == "" {
 			key = "name:" + p.Name
 		}
-		if ok, wait := s.limiter.allow(key); !ok {
+		var d rateDecision
+		if s.shared != nil {
+			d = s.shared.take(c.Request().Context(), key)
+		} else {
+			d = s.limiter.take(key)
+		}
+		d.header(c.Response().Header(), s.cfg.RateBurst, s.cfg.RateLimit)
+		if !d.allowed {
 			return &problemError{
 				status: http.StatusTooManyRequests,
 				slug:   slugRateLimited,
 				title:  "Too many requests",
 				detail: "The API key's request rate limit is exceeded; retry after the Retry-After delay.",
-				header: retryAfter(wait),
+				header: retryAfter(d.retryAfter),
 			}
 		}
 		return next(c)

@@ -46,12 +46,13 @@ func (s *Server) routes() {
 	e.GET("/api/docs/:asset", handleDocsAsset())
 	e.GET("/favicon.ico", handleFavicon())
 	if s.monitoringOn() {
-		// asynqmon serves its UI and its JSON API under its RootPath (/monitoring).
+		// asynqmon serves its UI and its JSON API under its RootPath (/monitoring): behind Basic
+		// auth, changes only from its own pages, its HTML without third-party fonts.
 		guard := s.monitoringAuth()
 		e.GET("/monitoring", func(c echo.Context) error {
 			return c.Redirect(http.StatusMovedPermanently, "/monitoring/")
 		}, guard)
-		e.Any("/monitoring/*", echo.WrapHandler(s.cfg.Monitoring), guard)
+		e.Any("/monitoring/*", echo.WrapHandler(withoutThirdPartyFonts(s.cfg.Monitoring)), guard, monitoringSameOrigin)
 	}
 
 	// /api/v1: an API key, then the per-key rate limit, on every route. (They wrap each
