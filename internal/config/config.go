@@ -49,6 +49,8 @@ type Config struct {
 	AllowedOrigins []string `env:"ALLOWED_ORIGINS" doc:"comma-separated origins allowed by CORS (none when empty)"`
 	RateLimit      float64  `env:"RATE_LIMIT" envDefault:"0" range:"0,1e6" doc:"requests per second per API key (0: off)"`
 	RateBurst      int      `env:"RATE_BURST" envDefault:"0" range:"0,10000000" doc:"burst of the rate limit (0: 2 x RATE_LIMIT)"`
+	AuthFailRate   float64  `env:"AUTH_FAIL_RATE" envDefault:"5" range:"0,1e6" doc:"failed authentications per second allowed per client address on /api/v1 and /monitoring/; past AUTH_FAIL_BURST the address gets 429 before its key is checked (0: off)"`
+	AuthFailBurst  int      `env:"AUTH_FAIL_BURST" envDefault:"20" range:"1,10000000" doc:"burst of AUTH_FAIL_RATE"`
 	BodyLimit      int64    `env:"BODY_LIMIT" envDefault:"4194304" range:"1024,1073741824" doc:"bytes of a JSON request body"`
 
 	ModelPath    string `env:"MODEL_PATH" envDefault:"./models" doc:"directory of model artifacts"`
@@ -78,7 +80,7 @@ type Config struct {
 	// GOGC and GOMEMLIMIT are read by the Go runtime from the process's environment (not from
 	// .env); they are here for their documentation. TuneGC applies their defaults.
 	GOGC       string `env:"GOGC" envDefault:"400" redact:"omit" doc:"Go's garbage-collector target in the api and the worker (Go's own default is 100; see TuneGC)"`
-	GOMemLimit string `env:"GOMEMLIMIT" envDefault:"256MiB" redact:"omit" doc:"Go's soft memory limit in the api and the worker; set it below the container's memory limit"`
+	GOMemLimit string `env:"GOMEMLIMIT" envDefault:"100MiB" redact:"omit" doc:"Go's soft memory limit in the api and the worker (when unset: 3/4 of the container's cgroup memory.max if there is one, else 100MiB)"`
 	PprofAddr  string `env:"PPROF_ADDR" doc:"host:port of a net/http/pprof listener in the api and the worker, e.g. 127.0.0.1:6060 (off when empty; keep it off public interfaces)"`
 
 	ReconcileInterval   time.Duration `env:"RECONCILE_INTERVAL" envDefault:"30s" range:"1s,24h" doc:"how often the scheduler enqueues maintenance:reconcile"`
@@ -91,7 +93,7 @@ type Config struct {
 	MonitoringUser       string `env:"MONITORING_USER" redact:"mask" doc:"HTTP Basic user of the asynqmon dashboard at /monitoring/ (off unless user and password are set)"`
 	MonitoringPassword   string `env:"MONITORING_PASSWORD" redact:"mask" doc:"HTTP Basic password of the dashboard (at least 12 characters)"`
 	MonitoringPrometheus string `env:"MONITORING_PROMETHEUS_URL" scheme:"http https" redact:"url" doc:"Prometheus URL the dashboard's charts query (charts off when empty)"`
-	MonitoringReadOnly   bool   `env:"MONITORING_READ_ONLY" envDefault:"false" doc:"dashboard in view-only mode"`
+	MonitoringReadOnly   bool   `env:"MONITORING_READ_ONLY" doc:"dashboard in view-only mode (default true when APP_ENV=production, else false)"`
 }
 
 // Var documents one environment variable.
@@ -122,6 +124,9 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if c.RateBurst == 0 && c.RateLimit > 0 {
 		c.RateBurst = max(1, int(2*c.RateLimit))
+	}
+	if strings.TrimSpace(getenv("MONITORING_READ_ONLY")) == "" {
+		c.MonitoringReadOnly = c.Env == "production" // a production dashboard changes nothing unless asked to
 	}
 	c.check(p)
 	return c, p.err()

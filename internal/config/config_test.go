@@ -105,3 +105,34 @@ func TestREADMEDocumentsEveryVariable(t *testing.T) {
 		require.Contains(t, string(readme), "`"+v.Name+"`", "README.md must document %s", v.Name)
 	}
 }
+
+func TestMonitoringReadOnlyInProduction(t *testing.T) {
+	t.Parallel()
+	secret := "0123456789abcdef0123456789abcdef"
+	for name, tt := range map[string]struct {
+		env  map[string]string
+		want bool
+	}{
+		"development, unset":        {map[string]string{}, false},
+		"production, unset":         {map[string]string{"APP_ENV": "production", "SECRET_KEY": secret}, true},
+		"production, asked to edit": {map[string]string{"APP_ENV": "production", "SECRET_KEY": secret, "MONITORING_READ_ONLY": "false"}, false},
+		"development, asked":        {map[string]string{"MONITORING_READ_ONLY": "true"}, true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			c, err := Load(env(tt.env))
+			require.NoError(t, err)
+			require.Equal(t, tt.want, c.MonitoringReadOnly)
+		})
+	}
+}
+
+func TestAuthFailLimitDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(nil))
+	require.NoError(t, err)
+	require.Equal(t, 5.0, c.AuthFailRate)
+	require.Equal(t, 20, c.AuthFailBurst)
+	_, err = Load(env(map[string]string{"AUTH_FAIL_RATE": "-1"}))
+	require.ErrorContains(t, err, "AUTH_FAIL_RATE")
+}

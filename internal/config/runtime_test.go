@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"runtime/debug"
 	"testing"
 )
@@ -14,9 +15,11 @@ func TestTuneGCAppliesDefaultsOnlyWhereUnset(t *testing.T) {
 		debug.SetMemoryLimit(limit)
 	})
 
+	raw, _ := os.ReadFile(cgroupMemoryMax)
+	wantLimit := memoryLimitFor(string(raw)) // DefaultMemoryLimit outside a limited container
 	g, l := TuneGC(env(nil))
-	if g != DefaultGOGC || l != DefaultMemoryLimit {
-		t.Errorf("unset: GOGC %d, limit %d; want %d, %d", g, l, DefaultGOGC, DefaultMemoryLimit)
+	if g != DefaultGOGC || l != wantLimit {
+		t.Errorf("unset: GOGC %d, limit %d; want %d, %d", g, l, DefaultGOGC, wantLimit)
 	}
 
 	// Set in the environment: the runtime applied them at start; TuneGC leaves them.
@@ -25,5 +28,20 @@ func TestTuneGCAppliesDefaultsOnlyWhereUnset(t *testing.T) {
 	g, l = TuneGC(env(map[string]string{"GOGC": "150", "GOMEMLIMIT": "1GiB"}))
 	if g != 150 || l != 1<<30 {
 		t.Errorf("set: GOGC %d, limit %d; want 150, %d", g, l, 1<<30)
+	}
+}
+
+func TestMemoryLimitFollowsTheContainer(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int64{
+		"":             DefaultMemoryLimit,
+		"max\n":        DefaultMemoryLimit,
+		"536870912\n":  384 << 20,
+		"garbage":      DefaultMemoryLimit,
+		"1073741824\n": 768 << 20,
+	} {
+		if got := memoryLimitFor(in); got != want {
+			t.Errorf("memory.max %q: limit %d, want %d", in, got, want)
+		}
 	}
 }

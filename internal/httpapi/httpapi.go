@@ -251,13 +251,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		metrics: metrics,
 		origins: origins,
 	}
+	rateM, err := newRateMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.RateLimit > 0 {
 		s.limiter = newKeyLimiter(cfg.RateLimit, cfg.RateBurst, defaultMaxLimitedKeys, time.Now)
 		if cfg.RateRedis != nil {
-			s.shared, err = newSharedLimiter(cfg.RateRedis, cfg.RateLimit, cfg.RateBurst, cfg.RateRedisTimeout, s.limiter, log, reg)
-			if err != nil {
-				return nil, err
-			}
+			s.shared = newSharedLimiter(cfg.RateRedis, cfg.RateLimit, cfg.RateBurst, cfg.RateRedisTimeout, s.limiter, log, rateM)
 		}
 	}
 	if cfg.AuthFailRate > 0 {

@@ -263,10 +263,32 @@ func bodyLimit(limit int64, skip func(echo.Context) bool) echo.MiddlewareFunc {
 	}
 }
 
-// gzip compresses responses for clients that accept it, except short ones and those that
-// skipCompression names.
+// maxCompressing bounds the responses compressed at once; past it responses go out
+// uncompressed. Echo's gzip writer takes a flate compressor (about a megabyte) for every
+// response to a client that accepts gzip, even one too short to compress, and keeps it
+// pooled: without a bound a burst of concurrent requests holds one compressor each.
+const maxCompressing = 16
+
+// gzip compresses responses for clients that accept it, except short ones, those that
+// skipCompression names, and those past maxCompressing at once.
 func gzip() echo.MiddlewareFunc {
-	return middleware.GzipWithConfig(middleware.GzipConfig{MinLength: 1024, Skipper: skipCompression})
+	gz := middleware.GzipWithConfig(middleware.GzipConfig{MinLength: 1024})
+	slots := make(chan struct{}, maxCompressing)
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		compressed := gz(next)
+		return func(c echo.Context) error {
+			if skipCompression(c) || !strings.Contains(c.Request().Header.Get(echo.HeaderAcceptEncoding), "gzip") {
+				return next(c)
+			}
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+				return compressed(c)
+			default:
+				return next(c)
+			}
+		}
+	}
 }
 
 // skipCompression names the responses gzip must leave alone: /metrics (the Prometheus
@@ -376,29 +398,30 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		key := apiKeyFrom(req.Header)
 		if key == "" || len(key) > maxAPIKeyLen {
-			s.authFailed(addr)
 			return auth.ErrUnauthorized
 		}
 		p, err := s.deps.Auth.Authenticate(req.Context(), key)
 		if err != nil {
-			if errors.Is(err, auth.ErrUnauthorized) {
-				s.authFailed(addr)
+			if !errors.Is(err, auth.ErrUnauthorized) {
+				s.authSucceeded(addr) // not the client's failure: the store is down
 			}
 			return fmt.Errorf("authenticate: %w", err)
 		}
+		s.authSucceeded(addr)
 		c.SetRequest(req.WithContext(context.WithValue(req.Context(), ctxKeyPrincipal, p)))
 		return next(c)
 	}
 }
 
-// authAllowed refuses, with 429, a client address that failed to authenticate more often
-// than the failed-authentication limit allows: it is not checked at all, so that guessing
-// keys costs neither a lookup nor memory.
+// authAllowed takes a token of the failed-authentication allowance of addr before its
+// credentials are checked, and refuses the address with 429 when none is left: it is not
+// checked at all, so that guessing keys costs neither a lookup nor memory. A check that
+// succeeds gives its token back (authSucceeded).
 func (s *Server) authAllowed(addr string) error {
 	if s.authFail == nil {
 		return nil
 	}
-	if wait := s.authFail.blocked(addr); wait > 0 {
+	if wait := s.authFail.take(addr); wait > 0 {
 		return &problemError{
 			status: http.StatusTooManyRequests,
 			slug:   slugRateLimited,
@@ -410,10 +433,10 @@ func (s *Server) authAllowed(addr string) error {
 	return nil
 }
 
-// authFailed counts a failed authentication of addr.
-func (s *Server) authFailed(addr string) {
+// authSucceeded gives back the token that authAllowed took for addr.
+func (s *Server) authSucceeded(addr string) {
 	if s.authFail != nil {
-		s.authFail.fail(addr)
+		s.authFail.refund(addr)
 	}
 }
 

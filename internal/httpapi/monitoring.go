@@ -36,11 +36,11 @@ func (s *Server) monitoringAuth() echo.MiddlewareFunc {
 			p := sha256.Sum256([]byte(pass))
 			// Both compared, then combined: no early exit tells which one was wrong.
 			if subtle.ConstantTimeCompare(u[:], wantUser[:])&subtle.ConstantTimeCompare(p[:], wantPass[:]) != 1 {
-				s.authFailed(addr)
 				return &problemError{status: http.StatusUnauthorized, slug: slugUnauthorized, title: "Unauthorized",
 					detail: "The monitoring dashboard needs its HTTP Basic credentials.",
 					header: http.Header{"Www-Authenticate": {`Basic realm="predq monitoring", charset="UTF-8"`}}}
 			}
+			s.authSucceeded(addr)
 			return next(c)
 		}
 	}

@@ -62,16 +62,15 @@ const (
 	retryRedis              = time.Second
 )
 
-func newSharedLimiter(rdb redis.UniversalClient, perSecond float64, burst int, timeout time.Duration,
-	local *keyLimiter, log *slog.Logger, reg prometheus.Registerer) (*sharedLimiter, error) {
-	l := &sharedLimiter{
-		rl: redis_rate.NewLimiter(rdb),
-		// One request per emission interval: GCRA takes the rate as a count over a period.
-		limit:   redis_rate.Limit{Rate: 1, Period: time.Duration(float64(time.Second) / perSecond), Burst: burst},
-		local:   local,
-		timeout: timeout,
-		log:     log,
-		now:     time.Now,
+// rateMetrics are the shared limiter's metrics, registered whether or not it is on, so that
+// dashboards find them at 0.
+type rateMetrics struct {
+	fallbacks prometheus.Counter
+	active    prometheus.Gauge
+}
+
+func newRateMetrics(reg prometheus.Registerer) (rateMetrics, error) {
+	m := rateMetrics{
 		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "predq_ratelimit_fallbacks_total",
 			Help: "Times the shared (Redis) rate limiter fell back to per-process buckets.",
@@ -81,12 +80,27 @@ func newSharedLimiter(rdb redis.UniversalClient, perSecond float64, burst int, t
 			Help: "1 while rate limits are enforced per process because Redis does not answer.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{l.fallbacks, l.active} {
+	for _, c := range []prometheus.Collector{m.fallbacks, m.active} {
 		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("httpapi: register rate-limit metrics: %w", err)
+			return rateMetrics{}, fmt.Errorf("httpapi: register rate-limit metrics: %w", err)
 		}
 	}
-	return l, nil
+	return m, nil
+}
+
+func newSharedLimiter(rdb redis.UniversalClient, perSecond float64, burst int, timeout time.Duration,
+	local *keyLimiter, log *slog.Logger, m rateMetrics) *sharedLimiter {
+	return &sharedLimiter{
+		rl: redis_rate.NewLimiter(rdb),
+		// One request per emission interval: GCRA takes the rate as a count over a period.
+		limit:     redis_rate.Limit{Rate: 1, Period: time.Duration(float64(time.Second) / perSecond), Burst: burst},
+		local:     local,
+		timeout:   timeout,
+		log:       log,
+		now:       time.Now,
+		fallbacks: m.fallbacks,
+		active:    m.active,
+	}
 }
 
 // take admits or refuses one request of key.
@@ -146,44 +160,62 @@ func (l *sharedLimiter) redisDown(ctx context.Context, err error) {
 }
 
 // addrLimiter limits failed authentications per client address, in a bounded LRU of token
-// buckets: an address past its allowance is refused before its key is checked. A forgotten
-// bucket comes back full, which only errs in the client's favour.
+// buckets. Every key check takes a token first (so that concurrent guesses cannot all pass
+// before the first one fails) and a successful one gives it back; an address without a
+// token is refused before its key is checked. A forgotten bucket comes back full, which only
+// errs in the client's favour.
 type addrLimiter struct {
-	limit   rate.Limit
-	burst   int
-	now     func() time.Time
-	buckets *lru.Cache[string, *rate.Limiter]
+	perSecond float64
+	burst     float64
+	now       func() time.Time
+	buckets   *lru.Cache[string, *addrBucket]
+}
+
+type addrBucket struct {
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
 }
 
 func newAddrLimiter(perSecond float64, burst, maxAddrs int, now func() time.Time) *addrLimiter {
-	buckets, _ := lru.New[string, *rate.Limiter](maxAddrs) // errors only for a size ≤ 0
-	return &addrLimiter{limit: rate.Limit(perSecond), burst: burst, now: now, buckets: buckets}
+	buckets, _ := lru.New[string, *addrBucket](maxAddrs) // errors only for a size ≤ 0
+	return &addrLimiter{perSecond: perSecond, burst: float64(burst), now: now, buckets: buckets}
 }
 
-// blocked reports how long addr must wait before its next attempt (0: it may try now).
-func (l *addrLimiter) blocked(addr string) time.Duration {
+// take takes a token of addr's bucket for a key check. When none is left it reports how long
+// until one is (and takes nothing).
+func (l *addrLimiter) take(addr string) time.Duration {
+	now := l.now()
 	b, ok := l.buckets.Get(addr)
 	if !ok {
-		return 0
+		b = &addrBucket{tokens: l.burst, last: now}
+		if prev, found, _ := l.buckets.PeekOrAdd(addr, b); found {
+			b = prev
+		}
 	}
-	tokens := b.TokensAt(l.now())
-	if tokens >= 1 {
-		return 0
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now.After(b.last) {
+		b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.perSecond)
+		b.last = now
 	}
-	return time.Duration((1 - tokens) / float64(l.limit) * float64(time.Second))
+	if b.tokens < 1 {
+		return time.Duration((1 - b.tokens) / l.perSecond * float64(time.Second))
+	}
+	b.tokens--
+	return 0
 }
 
-// fail takes a token of addr's bucket for a failed attempt.
-func (l *addrLimiter) fail(addr string) {
-	b, ok := l.buckets.Get(addr)
-	if !ok {
-		b = rate.NewLimiter(l.limit, l.burst)
-		l.buckets.Add(addr, b)
+// refund gives back the token of a key check that succeeded.
+func (l *addrLimiter) refund(addr string) {
+	if b, ok := l.buckets.Peek(addr); ok {
+		b.mu.Lock()
+		b.tokens = min(l.burst, b.tokens+1)
+		b.mu.Unlock()
 	}
-	b.AllowN(l.now(), 1)
 }
 
-// defaultMaxLimitedKeys bounds the limiter map: past it, idle (full) buckets are dropped,
+// defaultMaxLimitedKeys bounds the limiter maps: past it, idle (full) buckets are dropped,
 // then the least recently used one.
 const defaultMaxLimitedKeys = 10_000
 

@@ -1,9 +1,11 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
@@ -68,7 +70,9 @@ func TestSharedRateLimit(t *testing.T) {
 		rs := redistest.New(t)
 		s, b := setup(t, func(c *Config) { c.RateLimit = 0.01; c.RateBurst = 3; c.RateRedis = rs.Client(t) })
 		require.Equal(t, http.StatusOK, predict(t, s, `{"features":[1]}`).Code)
+		probe := rs.Client(t)
 		rs.Stop()
+		require.Eventually(t, func() bool { return probe.Ping(context.Background()).Err() != nil }, 10*time.Second, 10*time.Millisecond)
 
 		codes := map[int]int{}
 		for range 6 {
