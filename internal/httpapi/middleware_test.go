@@ -369,7 +369,8 @@ func TestHTTPMetrics(t *testing.T) {
 	for _, f := range families {
 		series[f.GetName()] = len(f.GetMetric())
 	}
-	require.Equal(t, map[string]int{"http_requests_total": 4, "http_request_duration_seconds": 4, "http_requests_in_flight": 1}, series)
+	require.Equal(t, map[string]int{"http_requests_total": 4, "http_request_duration_seconds": 4, "http_requests_in_flight": 1,
+		"predq_ratelimit_fallbacks_total": 1, "predq_ratelimit_fallback_active": 1}, series, "the rate-limit metrics exist at 0 even when rate limiting is off")
 
 	t.Run("two servers may share a registry", func(t *testing.T) {
 		t.Parallel()

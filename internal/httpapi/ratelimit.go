@@ -80,10 +80,12 @@ func newRateMetrics(reg prometheus.Registerer) (rateMetrics, error) {
 			Help: "1 while rate limits are enforced per process because Redis does not answer.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.fallbacks, m.active} {
-		if err := reg.Register(c); err != nil {
-			return rateMetrics{}, fmt.Errorf("httpapi: register rate-limit metrics: %w", err)
-		}
+	var err error
+	if m.fallbacks, err = register(reg, m.fallbacks); err != nil {
+		return rateMetrics{}, err
+	}
+	if m.active, err = register(reg, m.active); err != nil {
+		return rateMetrics{}, err
 	}
 	return m, nil
 }
