@@ -7,15 +7,14 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"math"
-	"runtime"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/predq/predq/internal/batch"
+	"github.com/predq/predq/internal/breaker"
 	"github.com/predq/predq/internal/inference"
 )
 
@@ -56,7 +55,7 @@ func CacheKey(m *inference.Model, prep string, features []float64) string {
 // failure the cache is bypassed for a short back-off so that a dead Redis costs requests
 // nothing.
 //
-// The calls of concurrent requests are batched: while one pipeline is in flight, the reads
+// The calls of concurrent requests are batched (package batch): while one pipeline is in flight, the reads
 // and writes of the requests that arrive meanwhile gather, and the next pipeline carries
 // them all. Under load one round trip serves many requests (the system calls of a round
 // trip were two fifths of the api's CPU per prediction, see the README's Benchmarks); alone,
@@ -69,11 +68,8 @@ type Cache struct {
 	logger  *slog.Logger
 
 	hits, misses, errors prometheus.Counter
-	downUntil            atomic.Int64 // unix nanos; calls before it are skipped
-
-	mu      sync.Mutex
-	pending []*cacheOp
-	running bool // a goroutine is running batches (run)
+	breaker              *breaker.Breaker // open: calls are skipped
+	batches              *batch.Batcher[*cacheOp]
 }
 
 // cacheOp is one call's part of a batch: keys to read, or keys and values to write.
@@ -88,7 +84,8 @@ type cacheOp struct {
 
 // NewCache returns a cache on rdb with the given TTL and per-call timeout.
 func NewCache(rdb redis.UniversalClient, ttl, timeout time.Duration, reg prometheus.Registerer, logger *slog.Logger) *Cache {
-	c := &Cache{rdb: rdb, ttl: ttl, timeout: timeout, logger: logger}
+	c := &Cache{rdb: rdb, ttl: ttl, timeout: timeout, logger: logger, breaker: breaker.New(backoff)}
+	c.batches = batch.New(0, nil, c.exec)
 	ops := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ml_cache_requests_total",
 		Help: "Prediction cache lookups by result (hit, miss, error).",
@@ -106,11 +103,11 @@ func NewCache(rdb redis.UniversalClient, ttl, timeout time.Duration, reg prometh
 // backoff is how long the cache is bypassed after a failed call.
 const backoff = 2 * time.Second
 
-func (c *Cache) available() bool { return time.Now().UnixNano() >= c.downUntil.Load() }
+func (c *Cache) available() bool { return !c.breaker.Open() }
 
 func (c *Cache) failed(ctx context.Context, op string, err error) {
 	c.errors.Inc()
-	if c.downUntil.Swap(time.Now().Add(backoff).UnixNano()) < time.Now().UnixNano() {
+	if c.breaker.Trip() {
 		c.logger.WarnContext(ctx, "prediction cache unavailable, answering by inference", "op", op, "error", err, "retry_in", backoff.String())
 	}
 }
@@ -131,7 +128,7 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) []Hit {
 		return make([]Hit, len(keys))
 	}
 	op := &cacheOp{ctx: ctx, get: keys, done: make(chan struct{})}
-	c.submit(op)
+	c.batches.Add(op)
 	select {
 	case <-op.done:
 		return op.hits
@@ -155,60 +152,8 @@ func (c *Cache) startSet(ctx context.Context, keys []string, values []float64) (
 		return func() {}
 	}
 	op := &cacheOp{ctx: ctx, set: keys, values: values, done: make(chan struct{})}
-	c.submit(op)
+	c.batches.Add(op)
 	return func() { <-op.done } // bounded by the batch's timeout
-}
-
-// submit adds op to the next batch, starting the batch runner when none runs.
-func (c *Cache) submit(op *cacheOp) {
-	c.mu.Lock()
-	c.pending = append(c.pending, op)
-	if !c.running {
-		c.running = true
-		go c.run()
-	}
-	c.mu.Unlock()
-}
-
-// run sends batches until none is pending, one pipeline in flight at a time.
-func (c *Cache) run() {
-	for {
-		batch := c.take()
-		if batch == nil {
-			return
-		}
-		c.exec(batch)
-	}
-}
-
-// take returns the pending calls, or nil (and marks the runner stopped) when there are none.
-// Before taking, it yields to the goroutines that can run now, as long as that brings more
-// calls (a few rounds at most): on a busy process the batch then holds the calls of every
-// request in flight instead of the one or two that happened to be first. On an idle process
-// it costs one Gosched.
-func (c *Cache) take() []*cacheOp {
-	for range 4 {
-		n := c.pendingLen()
-		runtime.Gosched()
-		if c.pendingLen() == n {
-			break
-		}
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	batch := c.pending
-	c.pending = nil
-	if len(batch) == 0 {
-		c.running = false
-		return nil
-	}
-	return batch
-}
-
-func (c *Cache) pendingLen() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.pending)
 }
 
 // exec runs the writes and reads of batch in one pipeline and hands each call its answer.
