@@ -41,7 +41,6 @@ import (
 	"github.com/predq/predq/internal/modelreg"
 	"github.com/predq/predq/internal/postgres"
 	"github.com/predq/predq/internal/prediction"
-	"github.com/predq/predq/internal/predstore"
 	"github.com/predq/predq/internal/redisdb"
 	"github.com/predq/predq/internal/startup"
 	"github.com/predq/predq/internal/tasks"
@@ -140,7 +139,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 	recorder, err := tasks.NewRecorder(tasks.RecorderConfig{
 		Path:       cfg.PersistPath,
 		Redis:      redisOpts,
-		Store:      predstore.New(pool),
+		Store:      prediction.NewStore(pool),
 		Registerer: reg,
 		Logger:     logger,
 		Tracer:     tp.Tracer("predq/tasks"),
@@ -237,7 +236,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		Auth:        auth.NewKeys(cfg.APIKeys, pool, reg),
 		Readiness:   checker,
 		Promoter:    promoter{registry, queueRedis},
-		Predictions: predstore.New(pool),
+		Predictions: prediction.NewStore(pool),
 		Jobs:        jobs,
 		Idempotency: idempotency.NewStore(pool, cfg.IdempotencyLease),
 	})

@@ -28,7 +28,7 @@ import (
 	"github.com/predq/predq/internal/maintenance"
 	"github.com/predq/predq/internal/modelreg"
 	"github.com/predq/predq/internal/postgres"
-	"github.com/predq/predq/internal/predstore"
+	"github.com/predq/predq/internal/prediction"
 	"github.com/predq/predq/internal/startup"
 	"github.com/predq/predq/internal/tasks"
 	"github.com/predq/predq/internal/telemetry"
@@ -130,7 +130,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	w, err := tasks.NewWorker(tasks.WorkerConfig{
 		Redis:           redisOpts,
-		Store:           predstore.New(pool),
+		Store:           prediction.NewStore(pool),
 		Queues:          queues,
 		Concurrency:     cfg.WorkerConcurrency,
 		ShutdownTimeout: cfg.WorkerShutdownTimeout,
@@ -158,7 +158,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Jobs: jobStore, Deliveries: deliveries, Enqueuer: jobClient, Runner: jobs, Grace: cfg.ReconcileGrace, Logger: logger,
 	}))
 	w.Handle(tasks.TypeMaintenanceRetention, tasks.HandleRetention(maintenance.Stores{
-		Predictions: predstore.New(pool), Jobs: jobStore, Idempotency: idempotency.NewStore(pool, 0), Deliveries: deliveries,
+		Predictions: prediction.NewStore(pool), Jobs: jobStore, Idempotency: idempotency.NewStore(pool, 0), Deliveries: deliveries,
 	}, maintenance.Retention{Predictions: cfg.PredictionRetention, Jobs: cfg.JobRetention}, logger))
 	w.Handle(tasks.TypeMaintenanceModelSync, tasks.HandleModelSync(registry.Refresh, func(ctx context.Context) error {
 		return modelreg.Announce(ctx, rdb, "model-sync")

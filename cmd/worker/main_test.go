@@ -23,7 +23,6 @@ import (
 	"github.com/predq/predq/internal/pgtest"
 	"github.com/predq/predq/internal/postgres"
 	"github.com/predq/predq/internal/prediction"
-	"github.com/predq/predq/internal/predstore"
 	"github.com/predq/predq/internal/redisdb"
 	"github.com/predq/predq/internal/redistest"
 	"github.com/predq/predq/internal/tasks"
@@ -50,7 +49,7 @@ func setup(t *testing.T) bundle {
 	t.Cleanup(pool.Close)
 	opts, err := redisdb.ParseURL(rs.URL)
 	require.NoError(t, err)
-	rec, err := tasks.NewRecorder(tasks.RecorderConfig{Redis: opts, Store: predstore.New(pool)})
+	rec, err := tasks.NewRecorder(tasks.RecorderConfig{Redis: opts, Store: prediction.NewStore(pool)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = rec.Close() })
 	return bundle{

@@ -3,12 +3,12 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"github.com/predq/predq/internal/prediction"
 	"io"
 
 	"github.com/google/uuid"
 
 	"github.com/predq/predq/internal/job"
-	"github.com/predq/predq/internal/predstore"
 )
 
 // fakeJobs stands in for the job feature in the handler tests: Submit drains the rows (so
@@ -65,10 +65,10 @@ func (fakePromoter) Promote(context.Context, string, string) error { return nil 
 // fakePredictions knows no stored prediction.
 type fakePredictions struct{}
 
-func (fakePredictions) List(context.Context, predstore.Filter) ([]predstore.Prediction, string, error) {
+func (fakePredictions) List(context.Context, prediction.ListFilter) ([]prediction.Stored, string, error) {
 	return nil, "", nil
 }
 
-func (fakePredictions) Get(context.Context, string) (predstore.Prediction, error) {
-	return predstore.Prediction{}, predstore.ErrNotFound
+func (fakePredictions) Get(context.Context, string) (prediction.Stored, error) {
+	return prediction.Stored{}, prediction.ErrNotFound
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/predq/predq/internal/prediction"
-	"github.com/predq/predq/internal/predstore"
 )
 
 // The OpenAPI 3.1 document of every route, built in Go so that it shares the limits the
@@ -415,7 +414,7 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 				q("model_version", "Only this version.", &schema{Type: "string"}),
 				q("from", "created_at at or after (RFC 3339).", &schema{Type: "string", Format: "date-time"}),
 				q("to", "created_at before (RFC 3339).", &schema{Type: "string", Format: "date-time"}),
-				limitParam(predstore.DefaultLimit, predstore.MaxLimit),
+				limitParam(prediction.DefaultListLimit, prediction.MaxListLimit),
 				q("cursor", "next_cursor of the previous page.", &schema{Type: "string"}),
 			}, requestIDParam...),
 			Security: apiKeySecurity,

@@ -3,25 +3,25 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"github.com/predq/predq/internal/prediction"
 	"net/http"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/predq/predq/internal/predstore"
 	"github.com/predq/predq/internal/validate"
 )
 
-// PredictionReader reads persisted predictions (internal/predstore.Store).
+// PredictionReader reads persisted predictions (internal/prediction.Store).
 type PredictionReader interface {
-	List(ctx context.Context, f predstore.Filter) ([]predstore.Prediction, string, error)
-	Get(ctx context.Context, idOrRequestID string) (predstore.Prediction, error)
+	List(ctx context.Context, f prediction.ListFilter) ([]prediction.Stored, string, error)
+	Get(ctx context.Context, idOrRequestID string) (prediction.Stored, error)
 }
 
 // predictionList is the answer of GET /api/v1/predictions.
 type predictionList struct {
-	Predictions []predstore.Prediction `json:"predictions"`
-	NextCursor  string                 `json:"next_cursor,omitempty"`
+	Predictions []prediction.Stored `json:"predictions"`
+	NextCursor  string              `json:"next_cursor,omitempty"`
 }
 
 func queryTime(c echo.Context, name string) (time.Time, error) {
@@ -40,7 +40,7 @@ func queryTime(c echo.Context, name string) (time.Time, error) {
 // predictions, newest first, filtered by model version and time range.
 func (s *Server) handleListPredictions() echo.HandlerFunc {
 	return func(c echo.Context) error {
-		limit, lerr := queryLimit(c, predstore.DefaultLimit, predstore.MaxLimit)
+		limit, lerr := queryLimit(c, prediction.DefaultListLimit, prediction.MaxListLimit)
 		from, ferr := queryTime(c, "from")
 		to, terr := queryTime(c, "to")
 		v := &validate.Error{} // every bad parameter named at once
@@ -53,18 +53,18 @@ func (s *Server) handleListPredictions() echo.HandlerFunc {
 			return err
 		}
 		p, _ := principalFrom(c.Request().Context())
-		items, next, err := s.deps.Predictions.List(c.Request().Context(), predstore.Filter{
+		items, next, err := s.deps.Predictions.List(c.Request().Context(), prediction.ListFilter{
 			UserID: p.Name, ModelVersion: c.QueryParam("model_version"), From: from, To: to,
 			Limit: limit, Cursor: c.QueryParam("cursor"),
 		})
-		if errors.Is(err, predstore.ErrInvalidCursor) {
+		if errors.Is(err, prediction.ErrInvalidCursor) {
 			return validate.Field("cursor", "is not a cursor of this listing")
 		}
 		if err != nil {
 			return err
 		}
 		if items == nil {
-			items = []predstore.Prediction{}
+			items = []prediction.Stored{}
 		}
 		return c.JSON(http.StatusOK, predictionList{Predictions: items, NextCursor: next})
 	}
@@ -76,7 +76,7 @@ func (s *Server) handleGetPrediction() echo.HandlerFunc {
 	return func(c echo.Context) error {
 		pr, err := s.deps.Predictions.Get(c.Request().Context(), c.Param("id"))
 		p, _ := principalFrom(c.Request().Context())
-		if errors.Is(err, predstore.ErrNotFound) || (err == nil && pr.UserID != p.Name) {
+		if errors.Is(err, prediction.ErrNotFound) || (err == nil && pr.UserID != p.Name) {
 			return &problemError{status: http.StatusNotFound, slug: slugNotFound, title: "Prediction not found",
 				detail: "No prediction of this API key has that id or request id. Predictions are stored within seconds of their answer."}
 		}

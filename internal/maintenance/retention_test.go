@@ -12,13 +12,13 @@ import (
 	"github.com/predq/predq/internal/idempotency"
 	"github.com/predq/predq/internal/job"
 	"github.com/predq/predq/internal/pgtest"
-	"github.com/predq/predq/internal/predstore"
+	"github.com/predq/predq/internal/prediction"
 	"github.com/predq/predq/internal/webhook"
 )
 
 // stores are the feature stores that the worker hands to retention.
 func stores(pool *pgxpool.Pool) Stores {
-	return Stores{Predictions: predstore.New(pool), Jobs: job.NewStore(pool),
+	return Stores{Predictions: prediction.NewStore(pool), Jobs: job.NewStore(pool),
 		Idempotency: idempotency.NewStore(pool, 0), Deliveries: webhook.NewStore(pool, nil)}
 }
 

@@ -24,7 +24,7 @@ import (
 const benchConcurrency = 16
 
 // BenchmarkPersistGrouped: Recorder → one task per record in asynq groups → the worker's
-// aggregator → one predstore.Insert per batch (the path of the issue, default settings).
+// aggregator → one prediction.Insert per batch (the path of the issue, default settings).
 func BenchmarkPersistGrouped(b *testing.B) {
 	bb := setup(b)
 	bb.logger = quietLogger()

@@ -15,7 +15,6 @@ import (
 
 	"github.com/predq/predq/internal/pgtest"
 	"github.com/predq/predq/internal/prediction"
-	"github.com/predq/predq/internal/predstore"
 	"github.com/predq/predq/internal/tasks"
 )
 
@@ -31,9 +30,9 @@ func (c *countingStore) Insert(ctx context.Context, recs []prediction.Record) (i
 }
 
 // deadStore is a store whose Postgres refuses connections (nothing listens on its port).
-func deadStore(t *testing.T) *predstore.Store {
+func deadStore(t *testing.T) *prediction.Store {
 	t.Helper()
-	return predstore.New(pgtest.Unreachable(t))
+	return prediction.NewStore(pgtest.Unreachable(t))
 }
 
 // persistQueued returns the request ids of the records in the pending persist tasks.

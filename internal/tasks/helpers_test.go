@@ -16,7 +16,6 @@ import (
 
 	"github.com/predq/predq/internal/pgtest"
 	"github.com/predq/predq/internal/prediction"
-	"github.com/predq/predq/internal/predstore"
 	"github.com/predq/predq/internal/redisdb"
 	"github.com/predq/predq/internal/redistest"
 	"github.com/predq/predq/internal/tasks"
@@ -27,7 +26,7 @@ import (
 // Redis of its own.
 type bundle struct {
 	pool      *pgxpool.Pool
-	store     *predstore.Store
+	store     *prediction.Store
 	redis     *redistest.Server
 	opts      redisdb.Options
 	inspector *asynq.Inspector
@@ -45,7 +44,7 @@ func setup(t testing.TB) bundle {
 	t.Cleanup(func() { _ = insp.Close() })
 	client := asynq.NewClient(tasks.RedisConnOpt(opts, 0))
 	t.Cleanup(func() { _ = client.Close() })
-	return bundle{pool: pool, store: predstore.New(pool), redis: rs, opts: opts, inspector: insp, client: client, logger: testLogger(t)}
+	return bundle{pool: pool, store: prediction.NewStore(pool), redis: rs, opts: opts, inspector: insp, client: client, logger: testLogger(t)}
 }
 
 // newRecorder builds a Recorder on the bundle with its own registry.

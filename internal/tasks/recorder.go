@@ -26,7 +26,7 @@ import (
 )
 
 // Inserter writes prediction records idempotently (ON CONFLICT (request_id) DO NOTHING) and
-// returns how many rows it inserted. *predstore.Store implements it.
+// returns how many rows it inserted. *prediction.Store implements it.
 type Inserter interface {
 	Insert(ctx context.Context, recs []prediction.Record) (int64, error)
 }

@@ -7,19 +7,19 @@
 // Persistence of synchronous predictions (DESIGN section 5; README, "How it holds together"):
 //
 //	api: GroupCommit gathers the records of concurrent requests into batches (no timer)
-//	     PathPostgres (PERSIST_PATH=postgres, the default): predstore.Insert of the batch (one
+//	     PathPostgres (PERSIST_PATH=postgres, the default): prediction.Insert of the batch (one
 //	     binary COPY, one commit) before the answers
 //	     └ Postgres down, slow or refusing → one prediction:persist task holding the batch
 //	       (ml_persist_fallback_total{to="queue"})
 //	     PathQueue: one prediction:persist task holding the batch
-//	     └ Redis down or slow → predstore.Insert straight into Postgres
+//	     └ Redis down or slow → prediction.Insert straight into Postgres
 //	       (ml_persist_fallback_total{to="postgres"})
 //	     + one alert:low_confidence task on the critical queue per record below its threshold
 //	api: Recorder.Record (PathQueue, without GroupCommit) ─ one prediction:persist task per
 //	     record, TaskID from its request id, into the asynq group "predictions:<shard>" of the
 //	     default queue, which asynq's aggregator combines (GroupMaxSize, GroupGracePeriod,
 //	     GroupMaxDelay) into one task whose payload is the JSON array of the records
-//	worker: the prediction:persist handler writes a task's records with one predstore.Insert
+//	worker: the prediction:persist handler writes a task's records with one prediction.Insert
 //	     (ON CONFLICT (request_id) DO NOTHING when replayed).
 //
 // The aggregator runs once per grace period (asynq's minimum is 1 s) and takes at most

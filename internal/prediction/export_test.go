@@ -1,4 +1,4 @@
-package predstore
+package prediction
 
 import (
 	"bytes"
@@ -6,13 +6,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/predq/predq/internal/prediction"
 )
 
 // WithoutDirectCopy makes Insert skip the direct COPY and take the conflict-handling path
 // alone, as it did before the direct COPY: for the tests and benchmarks that compare them.
-func WithoutDirectCopy() Option {
+func WithoutDirectCopy() StoreOption {
 	return func(s *Store) { s.pool = nil }
 }
 
@@ -25,12 +23,12 @@ var (
 
 // WithStepwiseCopy makes the direct COPY go through pgconn's CopyFrom (three flushes), as
 // before sendCopy: for the benchmark that compares them.
-func WithStepwiseCopy() Option {
+func WithStepwiseCopy() StoreOption {
 	return func(s *Store) { s.send = sendCopyStepwise }
 }
 
 // sendCopyStepwise is the COPY of recs through pgconn's CopyFrom, as copyDirect sent it
 // before sendCopy.
-func sendCopyStepwise(ctx context.Context, pc *pgconn.PgConn, recs []prediction.Record) (pgconn.CommandTag, error) {
+func sendCopyStepwise(ctx context.Context, pc *pgconn.PgConn, recs []Record) (pgconn.CommandTag, error) {
 	return pc.CopyFrom(ctx, bytes.NewReader(encodeCopyRows(nil, recs, time.Now())), copyDirectSQL)
 }

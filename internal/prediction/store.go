@@ -1,6 +1,6 @@
-// Package predstore is the Postgres store of answered synchronous predictions: the bulk,
-// idempotent write used by the persist worker (and by the api's fallback when the queue is
-// down), and the read side of GET /api/v1/predictions.
+// The Store is the Postgres store of answered synchronous predictions: the bulk, idempotent
+// write of the Recorders and of the persist worker, and the read side of
+// GET /api/v1/predictions.
 //
 // Writes are keyed by request id (UNIQUE (request_id)), so a replayed batch writes nothing
 // twice. A batch is first copied straight into predictions (one COPY, no ON CONFLICT), which
@@ -8,7 +8,7 @@
 // request id that is stored already, the batch goes again through the conflict-handling path:
 // small batches in one multi-row INSERT built from unnest arrays, large ones copied into a
 // session temporary table and moved into predictions, both with ON CONFLICT DO NOTHING.
-package predstore
+package prediction
 
 import (
 	"context"
@@ -28,7 +28,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/predq/predq/internal/postgres"
-	"github.com/predq/predq/internal/prediction"
 )
 
 // Sentinel errors of the store.
@@ -41,8 +40,8 @@ var (
 
 // Limits of List.
 const (
-	DefaultLimit = 50
-	MaxLimit     = 1000
+	DefaultListLimit = 50
+	MaxListLimit     = 1000
 )
 
 // DefaultCopyThreshold is the batch size from which the conflict-handling path of Insert (taken
@@ -67,7 +66,7 @@ type Store struct {
 	pool acquirer
 	// send writes the direct COPY and reads its answer: sendCopy (a benchmark swaps in
 	// pgconn's CopyFrom to compare them).
-	send func(context.Context, *pgconn.PgConn, []prediction.Record) (pgconn.CommandTag, error)
+	send func(context.Context, *pgconn.PgConn, []Record) (pgconn.CommandTag, error)
 }
 
 // acquirer is a pool (*pgxpool.Pool). The direct COPY needs a connection of its own: in a
@@ -76,13 +75,13 @@ type acquirer interface {
 	Acquire(ctx context.Context) (*pgxpool.Conn, error)
 }
 
-// Option configures a Store.
-type Option func(*Store)
+// StoreOption configures a Store.
+type StoreOption func(*Store)
 
 // WithCopyThreshold sets the batch size from which the conflict-handling path of Insert copies
 // through a temporary table (default DefaultCopyThreshold; 1 always does, a huge value never
 // does). It does not change the direct COPY that Insert tries first.
-func WithCopyThreshold(n int) Option {
+func WithCopyThreshold(n int) StoreOption {
 	return func(s *Store) {
 		if n > 0 {
 			s.copyThreshold = n
@@ -90,8 +89,8 @@ func WithCopyThreshold(n int) Option {
 	}
 }
 
-// New returns a Store over db.
-func New(db DB, opts ...Option) *Store {
+// NewStore returns a Store over db.
+func NewStore(db DB, opts ...StoreOption) *Store {
 	s := &Store{db: db, copyThreshold: DefaultCopyThreshold, send: sendCopy}
 	s.pool, _ = db.(acquirer)
 	for _, o := range opts {
@@ -100,8 +99,8 @@ func New(db DB, opts ...Option) *Store {
 	return s
 }
 
-// Prediction is one stored prediction: a row of the predictions table.
-type Prediction struct {
+// Stored is one stored prediction: a row of the predictions table.
+type Stored struct {
 	ID                  int64     `json:"id"`         // the row's identity
 	RequestID           string    `json:"request_id"` // unique; batch samples have REQUEST-ID-<index>
 	UserID              string    `json:"user_id,omitempty"`
@@ -149,7 +148,7 @@ const selectCols = `id, request_id, input_features, prediction, confidence, pred
 //
 // Errors are Postgres errors (see postgres.IsUnavailable); when one is returned, the rows of
 // a first statement may be stored, and a retry of the same records completes the rest.
-func (s *Store) Insert(ctx context.Context, recs []prediction.Record) (int64, error) {
+func (s *Store) Insert(ctx context.Context, recs []Record) (int64, error) {
 	if len(recs) == 0 {
 		return 0, nil
 	}
@@ -205,7 +204,7 @@ func (s *Store) Insert(ctx context.Context, recs []prediction.Record) (int64, er
 // At 26 rows, per round, copyDirect took 0.68-0.79 of the unnest INSERT's Postgres CPU
 // (median 0.77). Reproduce with
 //
-//	go test -run '^$' -bench 'BenchmarkInsertCPU/^rows=26$/' -benchtime 3850x -benchmem ./internal/predstore/
+//	go test -run '^$' -bench 'BenchmarkInsertCPU/^rows=26$/' -benchtime 3850x -benchmem ./internal/prediction/
 //
 // (-benchtime 1000x for ^rows=100$, 500x for ^rows=200$, 200x for ^rows=500$, 50x for
 // ^rows=2000$.)
@@ -227,7 +226,7 @@ func (s *Store) Insert(ctx context.Context, recs []prediction.Record) (int64, er
 // at 26 rows, 18.8 against 13.2 at 100 (BenchmarkInsertReplayCPU). Batches of new predictions
 // gain 5.2 µs/row at 26 rows, so the direct COPY pays as long as fewer than about a third of
 // the batches are replays.
-func (s *Store) copyDirect(ctx context.Context, recs []prediction.Record) (int64, error) {
+func (s *Store) copyDirect(ctx context.Context, recs []Record) (int64, error) {
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("insert predictions: copy: %w", err)
@@ -261,7 +260,7 @@ func (s *Store) copyDirect(ctx context.Context, recs []prediction.Record) (int64
 // it). A backend that holds the whole COPY when its client goes may still commit it, as with
 // any commit whose answer is lost: the api's fallback (the persist task) and the worker
 // replay such a batch, and a replay stores each record once (Insert).
-func sendCopy(ctx context.Context, pc *pgconn.PgConn, recs []prediction.Record) (pgconn.CommandTag, error) {
+func sendCopy(ctx context.Context, pc *pgconn.PgConn, recs []Record) (pgconn.CommandTag, error) {
 	b := make([]byte, 0, 64+len(copyDirectSQL)+copyRowsSize(recs))
 	b = append(b, 'Q', 0, 0, 0, 0)
 	b = append(append(b, copyDirectSQL...), 0)
@@ -316,7 +315,7 @@ const microsecFromUnixEpochToY2K = 946_684_800 * 1_000_000
 // empty user id as NULL, features as a one-dimensional float8 array, empty when there are
 // none), so a row is the one the unnest INSERT stores for the same record. A zero CreatedAt
 // is now.
-func encodeCopyRows(b []byte, recs []prediction.Record, now time.Time) []byte {
+func encodeCopyRows(b []byte, recs []Record, now time.Time) []byte {
 	b = slices.Grow(b, copyRowsSize(recs))
 	b = append(b, "PGCOPY\n\377\r\n\000"...)
 	b = binary.BigEndian.AppendUint32(b, 0) // flags
@@ -369,7 +368,7 @@ func encodeCopyRows(b []byte, recs []prediction.Record, now time.Time) []byte {
 }
 
 // copyRowsSize is the length of encodeCopyRows's data for recs.
-func copyRowsSize(recs []prediction.Record) int {
+func copyRowsSize(recs []Record) int {
 	size := 11 + 4 + 4 + 2 // signature, flags, header extension length, trailer
 	for i := range recs {
 		r := &recs[i]
@@ -382,7 +381,7 @@ func copyRowsSize(recs []prediction.Record) int {
 }
 
 // insertOnce writes recs with ON CONFLICT (request_id) DO NOTHING.
-func (s *Store) insertOnce(ctx context.Context, recs []prediction.Record) (int64, error) {
+func (s *Store) insertOnce(ctx context.Context, recs []Record) (int64, error) {
 	if len(recs) == 0 {
 		return 0, nil
 	}
@@ -395,7 +394,7 @@ func (s *Store) insertOnce(ctx context.Context, recs []prediction.Record) (int64
 // takenByOthers returns, renamed (see Insert), the records whose request id is stored with
 // another created_at; records stored already, and records with a zero CreatedAt (which
 // cannot be told apart), are left out.
-func (s *Store) takenByOthers(ctx context.Context, recs []prediction.Record) ([]prediction.Record, error) {
+func (s *Store) takenByOthers(ctx context.Context, recs []Record) ([]Record, error) {
 	ids := make([]string, len(recs))
 	for i, r := range recs {
 		ids[i] = r.RequestID
@@ -413,7 +412,7 @@ func (s *Store) takenByOthers(ctx context.Context, recs []prediction.Record) ([]
 	}); err != nil {
 		return nil, fmt.Errorf("insert predictions: taken request ids: %w", err)
 	}
-	var others []prediction.Record
+	var others []Record
 	for _, r := range recs {
 		at, ok := stored[r.RequestID]
 		if !ok || r.CreatedAt.IsZero() || sameMicrosecond(at, r.CreatedAt) {
@@ -443,7 +442,7 @@ FROM unnest($1::text[], $3::int4[], $4::int4[], $5::float8[], $6::float8[], $7::
      AS x(r, o, n, p, c, pc, mv, pp, ct, ca, u, l, t)
 ON CONFLICT (request_id) DO NOTHING`
 
-func (s *Store) insertUnnest(ctx context.Context, recs []prediction.Record) (int64, error) {
+func (s *Store) insertUnnest(ctx context.Context, recs []Record) (int64, error) {
 	n := len(recs)
 	var (
 		rid   = make([]string, n)
@@ -496,7 +495,7 @@ ON CONFLICT (request_id) DO NOTHING`
 
 // copySource gives pgx's CopyFrom the values of recs in the order of insertCols (a zero
 // CreatedAt is now, an empty user id NULL, no features an empty array).
-func copySource(recs []prediction.Record, now time.Time) pgx.CopyFromSource {
+func copySource(recs []Record, now time.Time) pgx.CopyFromSource {
 	return pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
 		r := recs[i]
 		at := r.CreatedAt
@@ -516,7 +515,7 @@ func copySource(recs []prediction.Record, now time.Time) pgx.CopyFromSource {
 	})
 }
 
-func (s *Store) insertCopy(ctx context.Context, recs []prediction.Record) (int64, error) {
+func (s *Store) insertCopy(ctx context.Context, recs []Record) (int64, error) {
 	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("insert predictions: begin: %w", err)
@@ -539,25 +538,25 @@ func (s *Store) insertCopy(ctx context.Context, recs []prediction.Record) (int64
 	return tag.RowsAffected(), nil
 }
 
-// Filter selects the predictions of List. Zero fields do not filter.
-type Filter struct {
+// ListFilter selects the predictions of List. Zero fields do not filter.
+type ListFilter struct {
 	UserID       string    // only this API key's predictions
 	ModelVersion string    // exact version, e.g. v1.2.0
 	From         time.Time // created_at >= From
 	To           time.Time // created_at < To
-	Limit        int       // page size: DefaultLimit when <= 0, at most MaxLimit
+	Limit        int       // page size: DefaultListLimit when <= 0, at most MaxListLimit
 	Cursor       string    // NextCursor of the previous page; empty for the first page
 }
 
 // List returns one page of predictions, newest first (created_at, then id, descending), and
 // the cursor of the next page ("" on the last page). Keyset pagination: a page is stable
 // under concurrent inserts of newer rows. Errors: ErrInvalidCursor.
-func (s *Store) List(ctx context.Context, f Filter) ([]Prediction, string, error) {
+func (s *Store) List(ctx context.Context, f ListFilter) ([]Stored, string, error) {
 	limit := f.Limit
 	if limit <= 0 {
-		limit = DefaultLimit
+		limit = DefaultListLimit
 	}
-	limit = min(limit, MaxLimit)
+	limit = min(limit, MaxListLimit)
 	var (
 		where []string
 		args  []any
@@ -609,7 +608,7 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Prediction, string, error
 
 // Get returns the prediction whose id or request id is idOrRequestID. A string of digits is
 // matched as an id first, then as a request id. Errors: ErrNotFound.
-func (s *Store) Get(ctx context.Context, idOrRequestID string) (Prediction, error) {
+func (s *Store) Get(ctx context.Context, idOrRequestID string) (Stored, error) {
 	var id *int64
 	if n, err := strconv.ParseInt(idOrRequestID, 10, 64); err == nil && n > 0 {
 		id = &n
@@ -617,14 +616,14 @@ func (s *Store) Get(ctx context.Context, idOrRequestID string) (Prediction, erro
 	rows, err := s.db.Query(ctx, "SELECT "+selectCols+` FROM predictions
 		WHERE id = $1 OR request_id = $2 ORDER BY (id = $1) DESC NULLS LAST LIMIT 1`, id, idOrRequestID)
 	if err != nil {
-		return Prediction{}, fmt.Errorf("get prediction: %w", err)
+		return Stored{}, fmt.Errorf("get prediction: %w", err)
 	}
 	p, err := pgx.CollectExactlyOneRow(rows, scanPrediction)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Prediction{}, fmt.Errorf("get prediction %q: %w", idOrRequestID, ErrNotFound)
+		return Stored{}, fmt.Errorf("get prediction %q: %w", idOrRequestID, ErrNotFound)
 	}
 	if err != nil {
-		return Prediction{}, fmt.Errorf("get prediction: %w", err)
+		return Stored{}, fmt.Errorf("get prediction: %w", err)
 	}
 	return p, nil
 }
@@ -644,13 +643,13 @@ func (s *Store) DeleteOlderThan(ctx context.Context, before time.Time) (int64, e
 	n, err := postgres.DeleteInBatches(ctx, s.db, `DELETE FROM predictions WHERE id IN (
 		SELECT id FROM predictions WHERE created_at < $1 ORDER BY created_at LIMIT $2)`, before, 5000)
 	if err != nil {
-		return n, fmt.Errorf("predstore: delete older than %s: %w", before.Format(time.RFC3339), err)
+		return n, fmt.Errorf("prediction: delete older than %s: %w", before.Format(time.RFC3339), err)
 	}
 	return n, nil
 }
 
-func scanPrediction(row pgx.CollectableRow) (Prediction, error) {
-	var p Prediction
+func scanPrediction(row pgx.CollectableRow) (Stored, error) {
+	var p Stored
 	err := row.Scan(&p.ID, &p.RequestID, &p.Features, &p.Prediction, &p.Confidence, &p.PredictionClass,
 		&p.ModelVersion, &p.Preprocessing, &p.ConfidenceThreshold, &p.Cached, &p.UserID, &p.LatencyMS,
 		&p.Status, &p.CreatedAt, &p.UpdatedAt)
@@ -679,11 +678,4 @@ func decodeCursor(c string) (time.Time, int64, error) {
 	at := time.UnixMicro(int64(binary.BigEndian.Uint64(b[1:9]))).UTC()
 	id := int64(binary.BigEndian.Uint64(b[9:]))
 	return at, id, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

@@ -1,4 +1,4 @@
-package predstore_test
+package prediction_test
 
 import (
 	"context"
@@ -20,7 +20,6 @@ import (
 	"github.com/predq/predq/internal/pgtest"
 	"github.com/predq/predq/internal/postgres"
 	"github.com/predq/predq/internal/prediction"
-	"github.com/predq/predq/internal/predstore"
 )
 
 // BenchmarkInsert compares the write paths of Store.Insert by batch size, one batch per
@@ -28,27 +27,27 @@ import (
 // conflict-handling paths alone. It chose DefaultCopyThreshold. For what each costs Postgres,
 // see BenchmarkInsertCPU.
 //
-//	go test -run '^$' -bench 'BenchmarkInsert$' -benchtime 2s ./internal/predstore/
+//	go test -run '^$' -bench 'BenchmarkInsert$' -benchtime 2s ./internal/prediction/
 func BenchmarkInsert(b *testing.B) {
 	pool := pgtest.New(b)
 	paths := []struct {
 		name string
-		opts []predstore.Option
+		opts []prediction.StoreOption
 	}{
 		{"direct", nil},
-		{"unnest", []predstore.Option{predstore.WithoutDirectCopy(), predstore.WithCopyThreshold(1 << 30)}},
-		{"copy", []predstore.Option{predstore.WithoutDirectCopy(), predstore.WithCopyThreshold(1)}},
+		{"unnest", []prediction.StoreOption{prediction.WithoutDirectCopy(), prediction.WithCopyThreshold(1 << 30)}},
+		{"copy", []prediction.StoreOption{prediction.WithoutDirectCopy(), prediction.WithCopyThreshold(1)}},
 	}
 	seq := 0
 	for _, size := range []int{1, 10, 50, 100, 200, 500, 2000} {
 		for _, p := range paths {
 			b.Run(p.name+"/rows="+strconv.Itoa(size), func(b *testing.B) {
-				store := predstore.New(pool, p.opts...)
+				store := prediction.NewStore(pool, p.opts...)
 				ctx := context.Background()
 				batches := make([][]prediction.Record, b.N)
 				for i := range batches {
 					seq++
-					batches[i] = records("b"+strconv.Itoa(seq), size)
+					batches[i] = storeRecords("b"+strconv.Itoa(seq), size)
 				}
 				b.ResetTimer()
 				start := time.Now()
@@ -82,8 +81,8 @@ func BenchmarkInsert(b *testing.B) {
 // A B C D, …; PREDSTORE_ROUNDS rounds, default 5): compare the medians over the rounds. Use a
 // -benchtime of about 100,000 rows a run:
 //
-//	go test -run '^$' -bench 'BenchmarkInsertCPU/^rows=26$/' -benchtime 3850x -benchmem ./internal/predstore/
-//	go test -run '^$' -bench 'BenchmarkInsertCPU/^rows=100$/' -benchtime 1000x -benchmem ./internal/predstore/
+//	go test -run '^$' -bench 'BenchmarkInsertCPU/^rows=26$/' -benchtime 3850x -benchmem ./internal/prediction/
+//	go test -run '^$' -bench 'BenchmarkInsertCPU/^rows=100$/' -benchtime 1000x -benchmem ./internal/prediction/
 //
 // (500x for rows=200, 200x for 500, 50x for 2000.)
 func BenchmarkInsertCPU(b *testing.B) {
@@ -95,7 +94,7 @@ func BenchmarkInsertCPU(b *testing.B) {
 // conflict-handling path runs after it. Variants: copy, Insert as it is; unnest, the
 // conflict-handling path alone.
 //
-//	go test -run '^$' -bench 'BenchmarkInsertReplayCPU/^rows=26$/' -benchtime 3850x -benchmem ./internal/predstore/
+//	go test -run '^$' -bench 'BenchmarkInsertReplayCPU/^rows=26$/' -benchtime 3850x -benchmem ./internal/prediction/
 func BenchmarkInsertReplayCPU(b *testing.B) {
 	benchInsertCPU(b, true)
 }
@@ -117,14 +116,14 @@ func benchInsertCPU(b *testing.B, replay bool) {
 			b.Fatal(err)
 		}
 	}
-	direct := predstore.New(pool)
-	unnest := predstore.New(pool, predstore.WithoutDirectCopy(), predstore.WithCopyThreshold(1<<30))
-	tempcopy := predstore.New(pool, predstore.WithoutDirectCopy(), predstore.WithCopyThreshold(1))
+	direct := prediction.NewStore(pool)
+	unnest := prediction.NewStore(pool, prediction.WithoutDirectCopy(), prediction.WithCopyThreshold(1<<30))
+	tempcopy := prediction.NewStore(pool, prediction.WithoutDirectCopy(), prediction.WithCopyThreshold(1))
 	type variant struct {
 		name   string
 		insert func(context.Context, []prediction.Record) (int64, error)
 	}
-	stepwise := predstore.New(pool, predstore.WithStepwiseCopy())
+	stepwise := prediction.NewStore(pool, prediction.WithStepwiseCopy())
 	variants := []variant{{"unnest", unnest.Insert}, {"copy", direct.Insert}, {"stepwise", stepwise.Insert}}
 	if !replay {
 		variants = append(variants, variant{"tempcopy", tempcopy.Insert},
@@ -280,8 +279,8 @@ func selfCPU() time.Duration {
 
 // pgxCopy is the direct COPY through pgx's Conn.CopyFrom, falling back to store on a unique
 // violation: the first form of the fast path, kept to compare with copyDirect.
-func pgxCopy(ctx context.Context, pool *pgxpool.Pool, store *predstore.Store, recs []prediction.Record) (int64, error) {
-	n, err := pool.CopyFrom(ctx, pgx.Identifier{"predictions"}, predstore.InsertCols, predstore.CopySource(recs, time.Now()))
+func pgxCopy(ctx context.Context, pool *pgxpool.Pool, store *prediction.Store, recs []prediction.Record) (int64, error) {
+	n, err := pool.CopyFrom(ctx, pgx.Identifier{"predictions"}, prediction.InsertCols, prediction.CopySource(recs, time.Now()))
 	if postgres.IsCode(err, postgres.CodeUniqueViolation) {
 		return store.Insert(ctx, recs)
 	}

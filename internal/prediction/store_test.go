@@ -1,4 +1,4 @@
-package predstore_test
+package prediction_test
 
 import (
 	"context"
@@ -19,23 +19,22 @@ import (
 	"github.com/predq/predq/internal/pgtest"
 	"github.com/predq/predq/internal/postgres"
 	"github.com/predq/predq/internal/prediction"
-	"github.com/predq/predq/internal/predstore"
 )
 
-type bundle struct {
+type storeBundle struct {
 	pool *pgxpool.Pool
 }
 
-func setup(t *testing.T, opts ...predstore.Option) (*predstore.Store, bundle) {
+func setupStore(t *testing.T, opts ...prediction.StoreOption) (*prediction.Store, storeBundle) {
 	t.Helper()
 	pool := pgtest.New(t)
-	return predstore.New(pool, opts...), bundle{pool: pool}
+	return prediction.NewStore(pool, opts...), storeBundle{pool: pool}
 }
 
 var base = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // record is the factory of test records: deterministic, 60 features, one per i.
-func record(prefix string, i int) prediction.Record {
+func storeRecord(prefix string, i int) prediction.Record {
 	feats := make([]float64, 60)
 	for j := range feats {
 		feats[j] = float64(i*60+j)/7 - 3.25
@@ -53,15 +52,15 @@ func record(prefix string, i int) prediction.Record {
 	}
 }
 
-func records(prefix string, n int) []prediction.Record {
+func storeRecords(prefix string, n int) []prediction.Record {
 	out := make([]prediction.Record, n)
 	for i := range out {
-		out[i] = record(prefix, i)
+		out[i] = storeRecord(prefix, i)
 	}
 	return out
 }
 
-func count(t *testing.T, pool *pgxpool.Pool) int64 {
+func countStored(t *testing.T, pool *pgxpool.Pool) int64 {
 	t.Helper()
 	var n int64
 	require.NoError(t, pool.QueryRow(context.Background(), "SELECT count(*) FROM predictions").Scan(&n))
@@ -75,12 +74,12 @@ func TestInsert(t *testing.T) {
 	// conflict-handling paths alone.
 	paths := []struct {
 		name string
-		opts []predstore.Option
+		opts []prediction.StoreOption
 	}{
 		{"direct", nil},
-		{"direct+copy", []predstore.Option{predstore.WithCopyThreshold(1)}},
-		{"unnest", []predstore.Option{predstore.WithoutDirectCopy(), predstore.WithCopyThreshold(1 << 30)}},
-		{"copy", []predstore.Option{predstore.WithoutDirectCopy(), predstore.WithCopyThreshold(1)}},
+		{"direct+copy", []prediction.StoreOption{prediction.WithCopyThreshold(1)}},
+		{"unnest", []prediction.StoreOption{prediction.WithoutDirectCopy(), prediction.WithCopyThreshold(1 << 30)}},
+		{"copy", []prediction.StoreOption{prediction.WithoutDirectCopy(), prediction.WithCopyThreshold(1)}},
 	}
 	for _, path := range paths {
 		t.Run(path.name, func(t *testing.T) {
@@ -88,9 +87,9 @@ func TestInsert(t *testing.T) {
 
 			t.Run("StoresEveryColumn", func(t *testing.T) {
 				t.Parallel()
-				store, b := setup(t, path.opts...)
+				store, b := setupStore(t, path.opts...)
 				ctx := context.Background()
-				recs := records("a", 4)
+				recs := storeRecords("a", 4)
 				recs[1].UserID = "" // stored as NULL, read back as ""
 				recs[2].Features = []float64{1e-300, -0.1, 123.456789012345678, 1000, math.MaxFloat64, -0}
 				recs[3].CreatedAt = time.Date(1999, 12, 31, 23, 59, 59, 999999000, time.UTC) // before Postgres's epoch
@@ -98,7 +97,7 @@ func TestInsert(t *testing.T) {
 				n, err := store.Insert(ctx, recs)
 				require.NoError(t, err)
 				require.EqualValues(t, 4, n)
-				require.EqualValues(t, 4, count(t, b.pool))
+				require.EqualValues(t, 4, countStored(t, b.pool))
 				for _, r := range recs {
 					got, err := store.Get(ctx, r.RequestID)
 					require.NoError(t, err)
@@ -121,9 +120,9 @@ func TestInsert(t *testing.T) {
 
 			t.Run("ReplayWritesNothingTwice", func(t *testing.T) {
 				t.Parallel()
-				store, b := setup(t, path.opts...)
+				store, b := setupStore(t, path.opts...)
 				ctx := context.Background()
-				recs := records("r", 20)
+				recs := storeRecords("r", 20)
 				n, err := store.Insert(ctx, recs)
 				require.NoError(t, err)
 				require.EqualValues(t, 20, n)
@@ -133,20 +132,20 @@ func TestInsert(t *testing.T) {
 				require.EqualValues(t, 0, n)
 
 				// Half old, half new: only the new half is written.
-				mixed := append(append([]prediction.Record{}, recs[10:]...), records("s", 10)...)
+				mixed := append(append([]prediction.Record{}, recs[10:]...), storeRecords("s", 10)...)
 				n, err = store.Insert(ctx, mixed)
 				require.NoError(t, err)
 				require.EqualValues(t, 10, n)
-				require.EqualValues(t, 30, count(t, b.pool))
+				require.EqualValues(t, 30, countStored(t, b.pool))
 			})
 
 			t.Run("ARequestIDReusedByAnotherPredictionKeepsBoth", func(t *testing.T) {
 				t.Parallel()
-				store, b := setup(t, path.opts...)
+				store, b := setupStore(t, path.opts...)
 				ctx := context.Background()
 				// Two predictions a client sent with the same X-Request-ID: another time,
 				// other features.
-				first, second := record("x", 1), record("x", 2)
+				first, second := storeRecord("x", 1), storeRecord("x", 2)
 				second.RequestID = first.RequestID
 				renamed := first.RequestID + "~" + strconv.FormatInt(second.CreatedAt.UnixMicro(), 36)
 
@@ -170,10 +169,10 @@ func TestInsert(t *testing.T) {
 					require.NoError(t, err)
 					require.EqualValues(t, 0, n)
 				}
-				require.EqualValues(t, 2, count(t, b.pool))
+				require.EqualValues(t, 2, countStored(t, b.pool))
 
 				// Both in one batch, never stored before: both written.
-				third, fourth := record("y", 3), record("y", 4)
+				third, fourth := storeRecord("y", 3), storeRecord("y", 4)
 				fourth.RequestID = third.RequestID
 				n, err = store.Insert(ctx, []prediction.Record{third, fourth})
 				require.NoError(t, err)
@@ -181,23 +180,23 @@ func TestInsert(t *testing.T) {
 				n, err = store.Insert(ctx, []prediction.Record{fourth, third})
 				require.NoError(t, err)
 				require.EqualValues(t, 0, n)
-				require.EqualValues(t, 4, count(t, b.pool))
+				require.EqualValues(t, 4, countStored(t, b.pool))
 			})
 
 			t.Run("DuplicateWithinOneBatchIsWrittenOnce", func(t *testing.T) {
 				t.Parallel()
-				store, b := setup(t, path.opts...)
-				r := record("d", 1)
+				store, b := setupStore(t, path.opts...)
+				r := storeRecord("d", 1)
 				n, err := store.Insert(context.Background(), []prediction.Record{r, r, r})
 				require.NoError(t, err)
 				require.EqualValues(t, 1, n)
-				require.EqualValues(t, 1, count(t, b.pool))
+				require.EqualValues(t, 1, countStored(t, b.pool))
 			})
 
 			t.Run("NoFeaturesAreAnEmptyArray", func(t *testing.T) {
 				t.Parallel()
-				store, _ := setup(t, path.opts...)
-				r := record("e", 1)
+				store, _ := setupStore(t, path.opts...)
+				r := storeRecord("e", 1)
 				r.Features = nil
 				n, err := store.Insert(context.Background(), []prediction.Record{r})
 				require.NoError(t, err)
@@ -209,8 +208,8 @@ func TestInsert(t *testing.T) {
 
 			t.Run("ZeroCreatedAtGetsNow", func(t *testing.T) {
 				t.Parallel()
-				store, _ := setup(t, path.opts...)
-				r := record("z", 1)
+				store, _ := setupStore(t, path.opts...)
+				r := storeRecord("z", 1)
 				r.CreatedAt = time.Time{}
 				before := time.Now().Add(-time.Second)
 				_, err := store.Insert(context.Background(), []prediction.Record{r})
@@ -222,11 +221,11 @@ func TestInsert(t *testing.T) {
 
 			t.Run("ManyRecordsInOneCall", func(t *testing.T) {
 				t.Parallel()
-				store, b := setup(t, path.opts...)
-				n, err := store.Insert(context.Background(), records("m", 2000))
+				store, b := setupStore(t, path.opts...)
+				n, err := store.Insert(context.Background(), storeRecords("m", 2000))
 				require.NoError(t, err)
 				require.EqualValues(t, 2000, n)
-				require.EqualValues(t, 2000, count(t, b.pool))
+				require.EqualValues(t, 2000, countStored(t, b.pool))
 			})
 		})
 	}
@@ -236,21 +235,21 @@ func TestInsert(t *testing.T) {
 		pool := pgtest.New(t)
 		ctx := context.Background()
 		err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
-			n, err := predstore.New(tx, predstore.WithCopyThreshold(1)).Insert(ctx, records("tx", 5))
+			n, err := prediction.NewStore(tx, prediction.WithCopyThreshold(1)).Insert(ctx, storeRecords("tx", 5))
 			require.EqualValues(t, 5, n)
 			return err
 		})
 		require.NoError(t, err)
-		require.EqualValues(t, 5, count(t, pool))
+		require.EqualValues(t, 5, countStored(t, pool))
 	})
 
 	t.Run("InsideATransactionAReplayDoesNotAbortIt", func(t *testing.T) {
 		t.Parallel()
 		pool := pgtest.New(t)
 		ctx := context.Background()
-		recs := records("txr", 26)
+		recs := storeRecords("txr", 26)
 		err := postgres.WithTx(ctx, pool, func(tx pgx.Tx) error {
-			store := predstore.New(tx)
+			store := prediction.NewStore(tx)
 			n, err := store.Insert(ctx, recs[:13])
 			require.NoError(t, err)
 			require.EqualValues(t, 13, n)
@@ -263,12 +262,12 @@ func TestInsert(t *testing.T) {
 			return nil
 		})
 		require.NoError(t, err, "the transaction commits")
-		require.EqualValues(t, 26, count(t, pool))
+		require.EqualValues(t, 26, countStored(t, pool))
 	})
 
 	t.Run("EmptyIsANoOp", func(t *testing.T) {
 		t.Parallel()
-		store, _ := setup(t)
+		store, _ := setupStore(t)
 		n, err := store.Insert(context.Background(), nil)
 		require.NoError(t, err)
 		require.Zero(t, n)
@@ -276,7 +275,7 @@ func TestInsert(t *testing.T) {
 
 	t.Run("UnreachableServerIsUnavailable", func(t *testing.T) {
 		t.Parallel()
-		_, err := predstore.New(pgtest.Unreachable(t)).Insert(context.Background(), records("u", 1))
+		_, err := prediction.NewStore(pgtest.Unreachable(t)).Insert(context.Background(), storeRecords("u", 1))
 		require.Error(t, err)
 		require.True(t, postgres.IsUnavailable(err), "got %v", err)
 	})
@@ -330,7 +329,7 @@ func (o *opsTracer) take() []string {
 }
 
 // setupTraced is setup with a pool whose statements are recorded.
-func setupTraced(t *testing.T, opts ...predstore.Option) (*predstore.Store, *pgxpool.Pool, *opsTracer) {
+func setupTraced(t *testing.T, opts ...prediction.StoreOption) (*prediction.Store, *pgxpool.Pool, *opsTracer) {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(pgtest.NewURL(t))
 	require.NoError(t, err)
@@ -339,12 +338,12 @@ func setupTraced(t *testing.T, opts ...predstore.Option) (*predstore.Store, *pgx
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	return predstore.New(pool, opts...), pool, tr
+	return prediction.NewStore(pool, opts...), pool, tr
 }
 
 // requireStored checks that every record of recs is stored under its request id (or the
 // renamed id in renamed), with its own features and prediction.
-func requireStored(t *testing.T, store *predstore.Store, recs []prediction.Record, renamed map[string]string) {
+func requireStored(t *testing.T, store *prediction.Store, recs []prediction.Record, renamed map[string]string) {
 	t.Helper()
 	for _, r := range recs {
 		id := r.RequestID
@@ -367,10 +366,10 @@ func TestInsertDirectCopy(t *testing.T) {
 	const directCopy, failedCopy = `copy "predictions"`, `copy "predictions" 23505`
 	for _, fallback := range []struct {
 		name string
-		opts []predstore.Option
+		opts []prediction.StoreOption
 	}{
 		{"unnest", nil},
-		{"copy", []predstore.Option{predstore.WithCopyThreshold(1)}},
+		{"copy", []prediction.StoreOption{prediction.WithCopyThreshold(1)}},
 	} {
 		t.Run(fallback.name, func(t *testing.T) {
 			t.Parallel()
@@ -378,12 +377,12 @@ func TestInsertDirectCopy(t *testing.T) {
 			t.Run("ABatchIsStoredByOneCopy", func(t *testing.T) {
 				t.Parallel()
 				store, pool, tr := setupTraced(t, fallback.opts...)
-				recs := records("c", 26)
+				recs := storeRecords("c", 26)
 				n, err := store.Insert(context.Background(), recs)
 				require.NoError(t, err)
 				require.EqualValues(t, 26, n)
 				require.Equal(t, []string{directCopy}, tr.take(), "one COPY, nothing else")
-				require.EqualValues(t, 26, count(t, pool))
+				require.EqualValues(t, 26, countStored(t, pool))
 				requireStored(t, store, recs, nil)
 			})
 
@@ -391,7 +390,7 @@ func TestInsertDirectCopy(t *testing.T) {
 				t.Parallel()
 				store, pool, tr := setupTraced(t, fallback.opts...)
 				ctx := context.Background()
-				recs := records("r", 26)
+				recs := storeRecords("r", 26)
 				n, err := store.Insert(ctx, recs)
 				require.NoError(t, err)
 				require.EqualValues(t, 26, n)
@@ -403,7 +402,7 @@ func TestInsertDirectCopy(t *testing.T) {
 					ops := tr.take()
 					require.Equal(t, failedCopy, ops[0], "the direct COPY fails: %q", ops)
 					require.Greater(t, len(ops), 1, "then the conflict-handling path runs")
-					require.EqualValues(t, 26, count(t, pool))
+					require.EqualValues(t, 26, countStored(t, pool))
 				}
 				requireStored(t, store, recs, nil)
 			})
@@ -412,10 +411,10 @@ func TestInsertDirectCopy(t *testing.T) {
 				t.Parallel()
 				store, pool, tr := setupTraced(t, fallback.opts...)
 				ctx := context.Background()
-				recs := records("t", 26)
+				recs := storeRecords("t", 26)
 				// Another prediction, stored before, that a client sent with the request id of
 				// recs[5]: another time, other features.
-				other := record("other", 1000)
+				other := storeRecord("other", 1000)
 				other.RequestID = recs[5].RequestID
 				n, err := store.Insert(ctx, []prediction.Record{other})
 				require.NoError(t, err)
@@ -427,7 +426,7 @@ func TestInsertDirectCopy(t *testing.T) {
 				require.EqualValues(t, 26, n, "every record is stored, one of them renamed")
 				ops := tr.take()
 				require.Equal(t, failedCopy, ops[0], "the direct COPY fails: %q", ops)
-				require.EqualValues(t, 27, count(t, pool))
+				require.EqualValues(t, 27, countStored(t, pool))
 				renamed := recs[5].RequestID + "~" + strconv.FormatInt(recs[5].CreatedAt.UnixMicro(), 36)
 				requireStored(t, store, recs, map[string]string{recs[5].RequestID: renamed})
 				requireStored(t, store, []prediction.Record{other}, nil)
@@ -436,14 +435,14 @@ func TestInsertDirectCopy(t *testing.T) {
 				n, err = store.Insert(ctx, recs)
 				require.NoError(t, err)
 				require.EqualValues(t, 0, n)
-				require.EqualValues(t, 27, count(t, pool))
+				require.EqualValues(t, 27, countStored(t, pool))
 			})
 
 			t.Run("HalfStoredStoresTheOtherHalf", func(t *testing.T) {
 				t.Parallel()
 				store, pool, tr := setupTraced(t, fallback.opts...)
 				ctx := context.Background()
-				recs := records("h", 26)
+				recs := storeRecords("h", 26)
 				n, err := store.Insert(ctx, recs[:13])
 				require.NoError(t, err)
 				require.EqualValues(t, 13, n)
@@ -454,19 +453,19 @@ func TestInsertDirectCopy(t *testing.T) {
 				require.EqualValues(t, 13, n)
 				ops := tr.take()
 				require.Equal(t, failedCopy, ops[0], "the direct COPY fails: %q", ops)
-				require.EqualValues(t, 26, count(t, pool))
+				require.EqualValues(t, 26, countStored(t, pool))
 				requireStored(t, store, recs, nil)
 			})
 
 			t.Run("ADataErrorIsReturnedAsIs", func(t *testing.T) {
 				t.Parallel()
 				store, pool, tr := setupTraced(t, fallback.opts...)
-				recs := records("bad", 26)
+				recs := storeRecords("bad", 26)
 				recs[7].UserID = "\xff" // not UTF-8
 				_, err := store.Insert(context.Background(), recs)
 				require.True(t, postgres.IsCode(err, "22021"), "got %v", err)
 				require.Equal(t, []string{directCopy + " 22021"}, tr.take(), "no fallback for other errors")
-				require.EqualValues(t, 0, count(t, pool), "a failed COPY stores nothing")
+				require.EqualValues(t, 0, countStored(t, pool), "a failed COPY stores nothing")
 			})
 		})
 	}
@@ -474,9 +473,9 @@ func TestInsertDirectCopy(t *testing.T) {
 
 func TestGet(t *testing.T) {
 	t.Parallel()
-	store, b := setup(t)
+	store, b := setupStore(t)
 	ctx := context.Background()
-	recs := records("g", 3)
+	recs := storeRecords("g", 3)
 	recs[2].RequestID = "424242" // a request id made of digits
 	_, err := store.Insert(ctx, recs)
 	require.NoError(t, err)
@@ -505,17 +504,17 @@ func TestGet(t *testing.T) {
 	t.Run("UnknownIsErrNotFound", func(t *testing.T) {
 		for _, key := range []string{"nope", "999999999", "", "-1"} {
 			_, err := store.Get(ctx, key)
-			require.ErrorIs(t, err, predstore.ErrNotFound, "key %q", key)
+			require.ErrorIs(t, err, prediction.ErrNotFound, "key %q", key)
 		}
 	})
 }
 
 func TestList(t *testing.T) {
 	t.Parallel()
-	store, _ := setup(t)
+	store, _ := setupStore(t)
 	ctx := context.Background()
 	// 25 records: odd ones on v2.0.0; two share a created_at to exercise the id tie-break.
-	recs := records("l", 25)
+	recs := storeRecords("l", 25)
 	for i := range recs {
 		if i%2 == 1 {
 			recs[i].ModelVersion = "v2.0.0"
@@ -525,7 +524,7 @@ func TestList(t *testing.T) {
 	_, err := store.Insert(ctx, recs)
 	require.NoError(t, err)
 
-	all := func(f predstore.Filter) []string {
+	all := func(f prediction.ListFilter) []string {
 		t.Helper()
 		var ids []string
 		for pages := 0; ; pages++ {
@@ -544,7 +543,7 @@ func TestList(t *testing.T) {
 	}
 
 	t.Run("NewestFirstAcrossPagesEachOnce", func(t *testing.T) {
-		got := all(predstore.Filter{Limit: 7})
+		got := all(prediction.ListFilter{Limit: 7})
 		require.Len(t, got, 25)
 		want := make([]string, 0, 25)
 		for i := 24; i >= 0; i-- {
@@ -555,14 +554,14 @@ func TestList(t *testing.T) {
 	})
 
 	t.Run("ExactPageSizeHasNoEmptyExtraPage", func(t *testing.T) {
-		items, next, err := store.List(ctx, predstore.Filter{Limit: 25})
+		items, next, err := store.List(ctx, prediction.ListFilter{Limit: 25})
 		require.NoError(t, err)
 		require.Len(t, items, 25)
 		require.Empty(t, next)
 	})
 
 	t.Run("FilterByModelVersion", func(t *testing.T) {
-		got := all(predstore.Filter{ModelVersion: "v2.0.0", Limit: 5})
+		got := all(prediction.ListFilter{ModelVersion: "v2.0.0", Limit: 5})
 		require.Len(t, got, 12)
 		for _, id := range got {
 			n, _ := strconv.Atoi(id[2:])
@@ -571,23 +570,23 @@ func TestList(t *testing.T) {
 	})
 
 	t.Run("FilterByTimeIsHalfOpen", func(t *testing.T) {
-		got := all(predstore.Filter{From: base.Add(5 * time.Millisecond), To: base.Add(9 * time.Millisecond), Limit: 2})
+		got := all(prediction.ListFilter{From: base.Add(5 * time.Millisecond), To: base.Add(9 * time.Millisecond), Limit: 2})
 		require.Equal(t, []string{"l-8", "l-7", "l-6", "l-5"}, got)
 	})
 
 	t.Run("DefaultAndMaximumLimit", func(t *testing.T) {
-		items, _, err := store.List(ctx, predstore.Filter{})
+		items, _, err := store.List(ctx, prediction.ListFilter{})
 		require.NoError(t, err)
 		require.Len(t, items, 25) // fewer than DefaultLimit rows
-		items, _, err = store.List(ctx, predstore.Filter{Limit: predstore.MaxLimit * 10})
+		items, _, err = store.List(ctx, prediction.ListFilter{Limit: prediction.MaxListLimit * 10})
 		require.NoError(t, err)
 		require.Len(t, items, 25)
 	})
 
 	t.Run("ForeignCursorIsErrInvalidCursor", func(t *testing.T) {
 		for _, c := range []string{"x", "!!!", "AAAA", "AQ"} {
-			_, _, err := store.List(ctx, predstore.Filter{Cursor: c})
-			require.ErrorIs(t, err, predstore.ErrInvalidCursor, "cursor %q", c)
+			_, _, err := store.List(ctx, prediction.ListFilter{Cursor: c})
+			require.ErrorIs(t, err, prediction.ErrInvalidCursor, "cursor %q", c)
 		}
 	})
 }
@@ -602,7 +601,7 @@ func TestDirectCopyKeepsTheConnectionInStep(t *testing.T) {
 	pool, err := postgres.Open(ctx, url, 1)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	store := predstore.New(pool)
+	store := prediction.NewStore(pool)
 	backend := func() int32 {
 		var pid int32
 		require.NoError(t, pool.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid))
@@ -612,7 +611,7 @@ func TestDirectCopyKeepsTheConnectionInStep(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = admin.Close(context.Background()) })
 
-	first := records("s", 26)
+	first := storeRecords("s", 26)
 	n, err := store.Insert(ctx, first)
 	require.NoError(t, err)
 	require.EqualValues(t, 26, n)
@@ -628,11 +627,11 @@ func TestDirectCopyKeepsTheConnectionInStep(t *testing.T) {
 	// A statement that fails before the COPY starts (no such table).
 	_, err = admin.Exec(ctx, "ALTER TABLE predictions RENAME TO predictions_away")
 	require.NoError(t, err)
-	_, err = store.Insert(ctx, records("gone", 26))
+	_, err = store.Insert(ctx, storeRecords("gone", 26))
 	require.True(t, postgres.IsCode(err, "42P01"), "got %v", err)
 	_, err = admin.Exec(ctx, "ALTER TABLE predictions_away RENAME TO predictions")
 	require.NoError(t, err)
-	second := records("t", 26)
+	second := storeRecords("t", 26)
 	n, err = store.Insert(ctx, second)
 	require.NoError(t, err)
 	require.EqualValues(t, 26, n)
@@ -645,7 +644,7 @@ func TestDirectCopyKeepsTheConnectionInStep(t *testing.T) {
 	require.NoError(t, err)
 	_, err = tx.Exec(ctx, "LOCK TABLE predictions IN ACCESS EXCLUSIVE MODE")
 	require.NoError(t, err)
-	third := records("u", 26)
+	third := storeRecords("u", 26)
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	_, err = store.Insert(short, third)
 	cancel()
@@ -656,7 +655,7 @@ func TestDirectCopyKeepsTheConnectionInStep(t *testing.T) {
 	require.NoError(t, err)
 	require.LessOrEqual(t, n, int64(26))
 	require.NotEqual(t, pid, backend(), "a new connection")
-	require.EqualValues(t, 78, count(t, pool))
+	require.EqualValues(t, 78, countStored(t, pool))
 	requireStored(t, store, slices.Concat(first, second, third), nil)
 }
 
