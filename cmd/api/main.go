@@ -136,22 +136,21 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 	}
 	defer cacheRedis.Close()
 
-	recorder, err := tasks.NewRecorder(tasks.RecorderConfig{
-		Path:       cfg.PersistPath,
-		Redis:      redisOpts,
+	persistQueue := tasks.NewPersistClient(redisOpts, prediction.DefaultEnqueueTimeout, nil)
+	defer persistQueue.Close()
+	// Group commit: the records of concurrent requests share one write to Postgres, or one
+	// enqueue with PERSIST_PATH=queue.
+	recorder, err := prediction.NewRecorder(cfg.PersistPath, prediction.RecorderConfig{
 		Store:      prediction.NewStore(pool),
+		Queue:      persistQueue,
 		Registerer: reg,
 		Logger:     logger,
-		Tracer:     tp.Tracer("predq/tasks"),
+		Tracer:     tp.Tracer("predq/prediction"),
 	})
 	if err != nil {
 		return err
 	}
 	defer recorder.Close()
-	// Group commit: the records of concurrent requests share one write to Postgres, or one
-	// enqueue with PERSIST_PATH=queue (see tasks.GroupCommit).
-	commits := tasks.NewGroupCommit(recorder, 0, 0)
-	defer commits.Close()
 
 	registry := modelreg.New(cfg.ModelPath, pool, logger)
 	if err := registry.Load(ctx); err != nil {
@@ -164,7 +163,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 	svc, err := prediction.NewService(prediction.ServiceConfig{
 		Models:           registry,
 		Cache:            prediction.NewCache(cacheRedis, cfg.RedisTTL, cfg.RedisTimeout, reg, logger),
-		Recorder:         commits,
+		Recorder:         recorder,
 		PersistCacheHits: cfg.PersistCacheHits,
 		Registerer:       reg,
 		Tracer:           tp.Tracer("predq/prediction"),

@@ -37,7 +37,7 @@ func (e env) get(k string) string { return e[k] }
 type bundle struct {
 	env      env
 	pool     *pgxpool.Pool
-	recorder *tasks.Recorder
+	recorder *prediction.QueueFirst
 }
 
 func setup(t *testing.T) bundle {
@@ -49,9 +49,11 @@ func setup(t *testing.T) bundle {
 	t.Cleanup(pool.Close)
 	opts, err := redisdb.ParseURL(rs.URL)
 	require.NoError(t, err)
-	rec, err := tasks.NewRecorder(tasks.RecorderConfig{Redis: opts, Store: prediction.NewStore(pool)})
+	queue := tasks.NewPersistClient(opts, time.Second, nil)
+	t.Cleanup(func() { _ = queue.Close() })
+	rec, err := prediction.NewQueueFirst(prediction.RecorderConfig{Store: prediction.NewStore(pool), Queue: queue})
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = rec.Close() })
+	t.Cleanup(rec.Close)
 	return bundle{
 		env: env{
 			"DATABASE_URL": dbURL, "REDIS_URL": rs.URL, "WORKER_METRICS_PORT": "0", "LOG_LEVEL": "info",
@@ -210,10 +212,10 @@ func TestRun(t *testing.T) {
 
 	t.Run("BadConfigNamesEveryVariable", func(t *testing.T) {
 		t.Parallel()
-		e := env{"WORKER_QUEUES": "critical=1", "PERSIST_GROUP_MAX_SIZE": "0", "JOB_CHUNK_WRITERS": "0", "WORKER_SHUTDOWN_TIMEOUT": "forever", "REDIS_URL": "http://x"}
+		e := env{"WORKER_QUEUES": "critical=1", "JOB_CHUNK_WRITERS": "0", "WORKER_SHUTDOWN_TIMEOUT": "forever", "REDIS_URL": "http://x"}
 		err := run(context.Background(), []string{"worker"}, e.get, io.Discard, io.Discard)
 		require.Error(t, err)
-		for _, name := range []string{"WORKER_QUEUES", "PERSIST_GROUP_MAX_SIZE", "JOB_CHUNK_WRITERS", "WORKER_SHUTDOWN_TIMEOUT", "REDIS_URL"} {
+		for _, name := range []string{"WORKER_QUEUES", "JOB_CHUNK_WRITERS", "WORKER_SHUTDOWN_TIMEOUT", "REDIS_URL"} {
 			require.ErrorContains(t, err, name)
 		}
 	})

@@ -68,8 +68,6 @@ type Config struct {
 	WorkerMetricsPort     int           `env:"WORKER_METRICS_PORT" envDefault:"9091" range:"0,65535" doc:"worker's /health and /metrics port (0: a free port, logged)"`
 	WorkerQueues          string        `env:"WORKER_QUEUES" envDefault:"critical=6,default=3,batch=2,low=1" doc:"worker's queue weights, every queue listed (checked by tasks.ParseQueues)"`
 	WorkerShutdownTimeout time.Duration `env:"WORKER_SHUTDOWN_TIMEOUT" envDefault:"20s" range:"1s,10m" doc:"how long a stopping worker waits for active tasks before pushing them back to their queues"`
-	PersistGroupMaxSize   int           `env:"PERSIST_GROUP_MAX_SIZE" envDefault:"500" range:"1,5000" doc:"prediction records aggregated into one prediction:persist task at most (1..5000)"`
-	PersistGroupMaxDelay  time.Duration `env:"PERSIST_GROUP_MAX_DELAY" envDefault:"2s" range:"1s,1m" doc:"longest wait of a prediction record in its group before it is written (>= 1s)"`
 	SchedulerMetricsPort  int           `env:"SCHEDULER_METRICS_PORT" envDefault:"9092" range:"0,65535" doc:"scheduler's /health and /metrics port (0: a free port, logged)"`
 
 	WebhookSecret       string `env:"WEBHOOK_SECRET" redact:"mask" doc:"whsec_<base64> secret that signs job webhooks"`

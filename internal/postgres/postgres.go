@@ -124,6 +124,14 @@ func IsCode(err error, code string) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == code
 }
 
+// IsDataError reports whether Postgres refused a statement for the data it carried (SQLSTATE
+// class 22, data exception, or 23, integrity constraint violation): retrying the same data
+// fails again, and other data may succeed.
+func IsDataError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && len(pgErr.Code) == 5 && (pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23")
+}
+
 // IsUnavailable reports whether err means the server could not be reached or the connection
 // broke (connect errors, including a connect timeout; network errors; a connection cut by a
 // server shutting down; a deadline that passed inside a round trip), as opposed to an error

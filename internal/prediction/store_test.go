@@ -662,10 +662,10 @@ func TestDirectCopyKeepsTheConnectionInStep(t *testing.T) {
 func TestDeleteOlderThan(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, b := setup(t)
+	s, b := setupStore(t)
 	recs := make([]prediction.Record, 10)
 	for i := range recs {
-		recs[i] = record("ret", i)
+		recs[i] = storeRecord("ret", i)
 		recs[i].CreatedAt = time.Now().Add(-time.Duration(i) * 24 * time.Hour)
 	}
 	_, err := s.Insert(ctx, recs)

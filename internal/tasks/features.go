@@ -29,13 +29,8 @@ import (
 // []float64 of the value (prediction.Record has one, its features).
 var persistUnmarshal = jsonv2.WithUnmarshalers(jsonv2.UnmarshalFromFunc(unmarshalFeatures))
 
-// marshalPersistRecord encodes the payload of one record, a JSON object; marshalPersistBatch
-// the payload of several, a JSON array. They fail on a NaN or infinite number, which the
-// api never answers with, as the decimal form did.
-func marshalPersistRecord(r prediction.Record) ([]byte, error) {
-	return appendPersistRecord(make([]byte, 0, persistRecordSize(&r)), &r)
-}
-
+// marshalPersistBatch encodes the payload of recs, a JSON array. It fails on a NaN or
+// infinite number, which the api never answers with, as the decimal form did.
 func marshalPersistBatch(recs []prediction.Record) ([]byte, error) {
 	size := 2
 	for i := range recs {

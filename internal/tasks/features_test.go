@@ -110,15 +110,13 @@ func TestAppendPersistRecordIsJSONv2(t *testing.T) {
 	recs = append(recs, prediction.Record{RequestID: "far", CreatedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)})
 	ok, failed := 0, 0
 	check := func(v any) {
+		if r, ok := v.(prediction.Record); ok {
+			v = []prediction.Record{r}
+		}
 		want, wantErr := jsonv2.Marshal(v, persistMarshal)
 		var got []byte
 		var gotErr error
-		switch v := v.(type) {
-		case prediction.Record:
-			got, gotErr = marshalPersistRecord(v)
-		case []prediction.Record:
-			got, gotErr = marshalPersistBatch(v)
-		}
+		got, gotErr = marshalPersistBatch(v.([]prediction.Record))
 		if wantErr != nil {
 			require.Error(t, gotErr, "jsonv2 failed with %v", wantErr)
 			failed++

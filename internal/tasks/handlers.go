@@ -11,14 +11,14 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
-	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/predq/predq/internal/postgres"
 	"github.com/predq/predq/internal/prediction"
 	"github.com/predq/predq/internal/webhook"
 )
 
-// HandlePredictionPersist returns the handler of prediction:persist. It decodes the records
-// (one, or the array of an aggregated task), leaves out and logs records that cannot be stored
+// HandlePredictionPersist returns the handler of prediction:persist. It decodes the records,
+// leaves out and logs records that cannot be stored
 // (no request id, no features…), and writes the rest with one store.Insert; request ids
 // already stored are skipped, so a replayed task writes nothing twice. A payload that does
 // not decode returns an error wrapping asynq.SkipRetry (archived, never retried). When
@@ -26,7 +26,7 @@ import (
 // one at a time so that one bad record does not hold back the others.
 //
 // m and logger may be nil (not counted, not logged).
-func HandlePredictionPersist(store Inserter, m *WorkerMetrics, logger *slog.Logger) asynq.HandlerFunc {
+func HandlePredictionPersist(store prediction.Inserter, m *WorkerMetrics, logger *slog.Logger) asynq.HandlerFunc {
 	if m == nil {
 		m = NewWorkerMetrics(nil)
 	}
@@ -55,7 +55,7 @@ func HandlePredictionPersist(store Inserter, m *WorkerMetrics, logger *slog.Logg
 		}
 		m.batch.Observe(float64(len(valid)))
 		n, err := store.Insert(ctx, valid)
-		if err != nil && isDataError(err) && len(valid) > 1 {
+		if err != nil && postgres.IsDataError(err) && len(valid) > 1 {
 			return persistOneByOne(ctx, store, valid, m, logger)
 		}
 		if err != nil {
@@ -70,14 +70,14 @@ func HandlePredictionPersist(store Inserter, m *WorkerMetrics, logger *slog.Logg
 // persistOneByOne writes recs one at a time, logging and leaving out the ones Postgres
 // refuses for their data. Any other error stops it (the task is retried; the records already
 // written are skipped then).
-func persistOneByOne(ctx context.Context, store Inserter, recs []prediction.Record, m *WorkerMetrics, logger *slog.Logger) error {
+func persistOneByOne(ctx context.Context, store prediction.Inserter, recs []prediction.Record, m *WorkerMetrics, logger *slog.Logger) error {
 	for _, r := range recs {
 		n, err := store.Insert(ctx, []prediction.Record{r})
 		switch {
 		case err == nil:
 			m.persisted.WithLabelValues("inserted").Add(float64(n))
 			m.persisted.WithLabelValues("duplicate").Add(float64(1 - n))
-		case isDataError(err):
+		case postgres.IsDataError(err):
 			m.persisted.WithLabelValues("invalid").Inc()
 			logger.ErrorContext(ctx, "prediction record refused by Postgres", "request_id", r.RequestID, "error", err.Error())
 		default:
@@ -85,13 +85,6 @@ func persistOneByOne(ctx context.Context, store Inserter, recs []prediction.Reco
 		}
 	}
 	return nil
-}
-
-// isDataError reports whether Postgres refused a statement for the data it carried (class 22:
-// data exception; class 23: integrity constraint violation).
-func isDataError(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && len(pgErr.Code) == 5 && (pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23")
 }
 
 // AlertConfig configures the alert:low_confidence handler.

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/predq/predq/internal/pgtest"
 	"github.com/predq/predq/internal/prediction"
@@ -47,18 +48,24 @@ func setup(t testing.TB) bundle {
 	return bundle{pool: pool, store: prediction.NewStore(pool), redis: rs, opts: opts, inspector: insp, client: client, logger: testLogger(t)}
 }
 
-// newRecorder builds a Recorder on the bundle with its own registry.
-func newRecorder(t testing.TB, b bundle, mod func(*tasks.RecorderConfig)) (*tasks.Recorder, *prometheus.Registry) {
+// newPersistClient builds a PersistClient on the bundle's Redis.
+func newPersistClient(t testing.TB, b bundle) *tasks.PersistClient {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	cfg := tasks.RecorderConfig{Redis: b.opts, Store: b.store, Registerer: reg, Logger: b.logger}
-	if mod != nil {
-		mod(&cfg)
+	c := tasks.NewPersistClient(b.opts, time.Second, nil)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// enqueueRecords enqueues recs as one persist task and an alert task per low-confidence
+// record, in the trace of ctx, as a Recorder does.
+func enqueueRecords(t testing.TB, c *tasks.PersistClient, ctx context.Context, recs []prediction.Record, links ...trace.SpanContext) {
+	t.Helper()
+	require.NoError(t, c.EnqueuePersist(ctx, recs, links))
+	for _, r := range recs {
+		if r.LowConfidence() {
+			require.NoError(t, c.EnqueueAlert(ctx, r))
+		}
 	}
-	r, err := tasks.NewRecorder(cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = r.Close() })
-	return r, reg
 }
 
 // startWorker starts a Worker on the bundle with its own registry; it is shut down at the end

@@ -15,7 +15,7 @@ import (
 
 // Middleware returns the handler middleware of the worker: it continues the trace that the
 // task's headers carry (the request that enqueued it) with a consumer span named after the
-// task type, links the traces listed in HeaderTraceLinks (the other requests of an aggregated
+// task type, links the traces listed in HeaderTraceLinks (the other requests of a persist
 // task), and counts and times every task by type and outcome. m may be nil (not counted).
 func Middleware(tracer trace.Tracer, prop propagation.TextMapPropagator, m *WorkerMetrics) asynq.MiddlewareFunc {
 	if m == nil {
@@ -78,4 +78,9 @@ func traceLinks(v string) []trace.Link {
 		}
 	}
 	return links
+}
+
+// traceparentCarrier holds one traceparent as a carrier for the W3C propagator.
+func traceparentCarrier(tp string) propagation.MapCarrier {
+	return propagation.MapCarrier{"traceparent": tp}
 }

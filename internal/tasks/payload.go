@@ -28,71 +28,43 @@ const (
 // Header keys of task headers besides the W3C trace context (traceparent, tracestate).
 const (
 	// HeaderTraceLinks holds up to MaxTraceLinks traceparent values, comma-separated, of the
-	// other requests whose records an aggregated task carries; the consumer span links them.
+	// other requests whose records a persist task carries; the consumer span links them.
 	HeaderTraceLinks = "predq-trace-links"
 	// MaxTraceLinks bounds HeaderTraceLinks.
-	MaxTraceLinks = 32
+	MaxTraceLinks = prediction.MaxTraceLinks
 )
-
-// PersistTaskID returns the TaskID of the prediction:persist task of a request id: enqueuing
-// the same record twice while the first is still waiting in its group is refused by asynq
-// with ErrTaskIDConflict, which the Recorder treats as success.
-func PersistTaskID(requestID string) string { return TypePredictionPersist + ":" + requestID }
 
 // AlertTaskID returns the TaskID of the alert:low_confidence task of a request id.
 func AlertTaskID(requestID string) string { return TypeAlertLowConfidence + ":" + requestID }
 
-// NewPredictionPersistTask returns the prediction:persist task of one record, for the group
-// named group of the default queue. Its payload is the record as a JSON object (features in
-// binary, see features.go); headers carry the trace context. It fails only when the record
-// cannot be encoded (a NaN or infinity).
-func NewPredictionPersistTask(rec prediction.Record, group string, headers map[string]string) (*asynq.Task, error) {
-	b, err := marshalPersistRecord(rec)
+// NewPredictionPersistTask returns the prediction:persist task of recs on the default
+// queue: its payload is the JSON array of the records (features.go), and headers carry the
+// trace context. asynq gives it a random TaskID; replays are harmless because the insert skips
+// stored request ids. It fails only when a record cannot be encoded (a NaN or infinity).
+func NewPredictionPersistTask(recs []prediction.Record, headers map[string]string) (*asynq.Task, error) {
+	b, err := marshalPersistBatch(recs)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s payload: %w", TypePredictionPersist, err)
 	}
 	return asynq.NewTaskWithHeaders(TypePredictionPersist, b, headers,
-		asynq.Queue(QueueDefault), asynq.Group(group), asynq.TaskID(PersistTaskID(rec.RequestID)),
-		asynq.MaxRetry(PersistMaxRetry), asynq.Timeout(PersistTimeout)), nil
-}
-
-// NewPredictionPersistBatchTask returns the prediction:persist task of several records whose
-// JSON array is payload (as built by the group aggregator). asynq enqueues an aggregated task
-// to the queue of its group and gives it a random TaskID; replays are harmless because the
-// insert skips stored request ids.
-func NewPredictionPersistBatchTask(payload []byte, headers map[string]string) *asynq.Task {
-	return asynq.NewTaskWithHeaders(TypePredictionPersist, payload, headers,
-		asynq.Queue(QueueDefault), asynq.MaxRetry(PersistMaxRetry), asynq.Timeout(PersistTimeout))
+		asynq.Queue(QueueDefault), asynq.MaxRetry(PersistMaxRetry), asynq.Timeout(PersistTimeout)), nil
 }
 
 // ErrBadPayload: a task payload that cannot be decoded; handlers wrap it with asynq.SkipRetry.
 var ErrBadPayload = errors.New("bad task payload")
 
-// ParsePersistPayload decodes a prediction:persist payload: a JSON object (one record, as
-// enqueued by the Recorder) or a JSON array of records (an aggregated task), features in
-// binary or as numbers (features.go). Errors wrap ErrBadPayload.
+// ParsePersistPayload decodes a prediction:persist payload, a JSON array of records
+// (features.go). Errors wrap ErrBadPayload.
 func ParsePersistPayload(b []byte) ([]prediction.Record, error) {
 	b = bytes.TrimSpace(b)
-	if len(b) == 0 {
-		return nil, fmt.Errorf("%w: empty", ErrBadPayload)
+	if len(b) == 0 || b[0] != '[' {
+		return nil, fmt.Errorf("%w: want a JSON array of records", ErrBadPayload)
 	}
-	switch b[0] {
-	case '{':
-		var r prediction.Record
-		if err := unmarshalPersist(b, &r); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
-		}
-		return []prediction.Record{r}, nil
-	case '[':
-		// The v2 decoder: a third of the worker's CPU per record went to encoding/json here.
-		var rs []prediction.Record
-		if err := unmarshalPersist(b, &rs); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
-		}
-		return rs, nil
-	default:
-		return nil, fmt.Errorf("%w: want a JSON object or array", ErrBadPayload)
+	var rs []prediction.Record
+	if err := unmarshalPersist(b, &rs); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
 	}
+	return rs, nil
 }
 
 // checkRecord reports why a decoded record cannot be stored, or nil.

@@ -1,30 +1,16 @@
 // Package tasks is the asynq side of predq: task types and queues, payloads and their
-// constructors, the api's Recorder and GroupCommit that persist answered predictions (by
-// Postgres or by the queue, each the other's fallback), and the worker's handlers, group
-// aggregator, middleware and logger. It is the only package, with cmd/worker and
+// constructors, the enqueuers that the features' Enqueuer interfaces ask for (PersistClient
+// for the prediction feature's Recorders, JobClient for batch jobs), and the worker's
+// handlers, middleware and logger. It is an adapter: when to enqueue, and what to do when the
+// queue fails, is the features' policy. It is the only package, with cmd/worker and
 // cmd/scheduler, that imports asynq.
 //
-// Persistence of synchronous predictions (DESIGN section 5; README, "How it holds together"):
-//
-//	api: GroupCommit gathers the records of concurrent requests into batches (no timer)
-//	     PathPostgres (PERSIST_PATH=postgres, the default): prediction.Insert of the batch (one
-//	     binary COPY, one commit) before the answers
-//	     └ Postgres down, slow or refusing → one prediction:persist task holding the batch
-//	       (ml_persist_fallback_total{to="queue"})
-//	     PathQueue: one prediction:persist task holding the batch
-//	     └ Redis down or slow → prediction.Insert straight into Postgres
-//	       (ml_persist_fallback_total{to="postgres"})
-//	     + one alert:low_confidence task on the critical queue per record below its threshold
-//	api: Recorder.Record (PathQueue, without GroupCommit) ─ one prediction:persist task per
-//	     record, TaskID from its request id, into the asynq group "predictions:<shard>" of the
-//	     default queue, which asynq's aggregator combines (GroupMaxSize, GroupGracePeriod,
-//	     GroupMaxDelay) into one task whose payload is the JSON array of the records
-//	worker: the prediction:persist handler writes a task's records with one prediction.Insert
-//	     (ON CONFLICT (request_id) DO NOTHING when replayed).
-//
-// The aggregator runs once per grace period (asynq's minimum is 1 s) and takes at most
-// GroupMaxSize tasks from each group per run; spreading the records over several groups
-// (RecorderConfig.GroupShards) multiplies that ceiling.
+// Persistence of synchronous predictions (DESIGN section 16; README, "How it holds together"):
+// the api's prediction.PostgresFirst or prediction.QueueFirst group-commits the records of
+// concurrent requests and enqueues a batch through PersistClient as one prediction:persist
+// task (its payload the JSON array of the records) when Postgres cannot take it, or always
+// with PERSIST_PATH=queue; the worker's prediction:persist handler writes a task's records
+// with one Insert (ON CONFLICT (request_id) DO NOTHING when replayed).
 package tasks
 
 import (
@@ -42,8 +28,7 @@ import (
 
 // Task types ("noun:verb").
 const (
-	// TypePredictionPersist stores answered predictions: one record per enqueued task, a JSON
-	// array of records once the group aggregator combined them.
+	// TypePredictionPersist stores a batch of answered predictions.
 	TypePredictionPersist = "prediction:persist"
 	// TypeAlertLowConfidence raises the alert of one low-confidence prediction.
 	TypeAlertLowConfidence = "alert:low_confidence"
@@ -62,10 +47,6 @@ const (
 	QueueBatch    = "batch"    // job runs and chunks
 	QueueLow      = "low"      // maintenance
 )
-
-// PersistGroup is the prefix of the asynq groups of prediction:persist tasks: the Recorder
-// spreads records over PersistGroup+":0" … PersistGroup+":<shards-1>".
-const PersistGroup = "predictions"
 
 // DefaultQueues returns the default queue weights: critical 6, default 3, batch 2, low 1.
 func DefaultQueues() map[string]int {

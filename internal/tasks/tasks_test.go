@@ -4,10 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"math"
-	"strings"
 	"testing"
 	"time"
 
@@ -76,15 +73,15 @@ func TestParsePersistPayload(t *testing.T) {
 	t.Parallel()
 	r0, r1 := record("p", 0, 0.9), record("p", 1, 0.6)
 
-	t.Run("OneRecordObject", func(t *testing.T) {
-		task, err := tasks.NewPredictionPersistTask(r0, "predictions:0", nil)
+	t.Run("ArrayOfRecords", func(t *testing.T) {
+		task, err := tasks.NewPredictionPersistTask([]prediction.Record{r0, r1}, nil)
 		require.NoError(t, err)
 		got, err := tasks.ParsePersistPayload(task.Payload())
 		require.NoError(t, err)
-		require.Equal(t, []prediction.Record{r0}, got)
+		require.Equal(t, []prediction.Record{r0, r1}, got)
 	})
 
-	t.Run("ArrayOfRecords", func(t *testing.T) {
+	t.Run("FeaturesAsNumbersDecode", func(t *testing.T) {
 		b, _ := json.Marshal([]prediction.Record{r0, r1})
 		got, err := tasks.ParsePersistPayload(b)
 		require.NoError(t, err)
@@ -94,12 +91,12 @@ func TestParsePersistPayload(t *testing.T) {
 	t.Run("FeaturesTravelAsExactBinary", func(t *testing.T) {
 		r := r0
 		r.Features = []float64{0, math.Copysign(0, -1), 5e-324, -math.MaxFloat64, 0.1, 1.0 / 3, -999.999999999}
-		task, err := tasks.NewPredictionPersistTask(r, "predictions:0", nil)
+		task, err := tasks.NewPredictionPersistTask([]prediction.Record{r}, nil)
 		require.NoError(t, err)
-		var raw map[string]any
+		var raw []map[string]any
 		require.NoError(t, json.Unmarshal(task.Payload(), &raw))
-		require.IsType(t, "", raw["features"], "features are one base64 string: %s", task.Payload())
-		require.Equal(t, r.RequestID, raw["request_id"], "the other members stay readable")
+		require.IsType(t, "", raw[0]["features"], "features are one base64 string: %s", task.Payload())
+		require.Equal(t, r.RequestID, raw[0]["request_id"], "the other members stay readable")
 		got, err := tasks.ParsePersistPayload(task.Payload())
 		require.NoError(t, err)
 		require.Len(t, got, 1)
@@ -111,7 +108,7 @@ func TestParsePersistPayload(t *testing.T) {
 
 	t.Run("EscapedBinaryFeaturesDecode", func(t *testing.T) {
 		// "AAAAAAAAAAA=" (eight zero bytes) with its first letter escaped.
-		p := `{"request_id":"x","features":"\u0041AAAAAAAAAA=","model_version":"v1.0.0","prediction_class":"positive"}`
+		p := `[{"request_id":"x","features":"\u0041AAAAAAAAAA=","model_version":"v1.0.0","prediction_class":"positive"}]`
 		got, err := tasks.ParsePersistPayload([]byte(p))
 		require.NoError(t, err)
 		require.Equal(t, []float64{0}, got[0].Features)
@@ -120,14 +117,14 @@ func TestParsePersistPayload(t *testing.T) {
 	t.Run("BadBinaryFeaturesAreErrBadPayload", func(t *testing.T) {
 		nanBits := base64.StdEncoding.EncodeToString(binary.LittleEndian.AppendUint64(nil, math.Float64bits(math.NaN())))
 		for _, f := range []string{`"not base64!"`, `"AAAA"`, `"` + nanBits + `"`, `"AAAAAAAAAAAAAA=="`} {
-			p := `{"request_id":"x","features":` + f + `,"model_version":"v1.0.0","prediction_class":"positive"}`
+			p := `[{"request_id":"x","features":` + f + `,"model_version":"v1.0.0","prediction_class":"positive"}]`
 			_, err := tasks.ParsePersistPayload([]byte(p))
 			require.ErrorIs(t, err, tasks.ErrBadPayload, "payload %s", p)
 		}
 	})
 
 	t.Run("GarbageIsErrBadPayload", func(t *testing.T) {
-		for _, p := range []string{"", "  ", "nope", "{", "[1,2", `"x"`, "42"} {
+		for _, p := range []string{"", "  ", "nope", "{", "[1,2", `"x"`, "42", `{"request_id":"x"}`} {
 			_, err := tasks.ParsePersistPayload([]byte(p))
 			require.ErrorIs(t, err, tasks.ErrBadPayload, "payload %q", p)
 		}
@@ -136,7 +133,7 @@ func TestParsePersistPayload(t *testing.T) {
 	t.Run("NaNCannotBeEncoded", func(t *testing.T) {
 		bad := r0
 		bad.Features = []float64{1, nan()}
-		_, err := tasks.NewPredictionPersistTask(bad, "predictions:0", nil)
+		_, err := tasks.NewPredictionPersistTask([]prediction.Record{bad}, nil)
 		require.Error(t, err)
 	})
 }
@@ -144,48 +141,4 @@ func TestParsePersistPayload(t *testing.T) {
 func nan() float64 {
 	var z float64
 	return z / z
-}
-
-func TestAggregator(t *testing.T) {
-	t.Parallel()
-	agg := tasks.NewAggregator(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	tp := func(n byte) string {
-		return "00-" + strings.Repeat("0", 31) + string('1'+n) + "-00000000000000" + string('a'+n) + "1-01"
-	}
-	single := func(i int, trace string) *asynq.Task {
-		task, err := tasks.NewPredictionPersistTask(record("a", i, 0.9), "predictions:0", map[string]string{"traceparent": trace})
-		require.NoError(t, err)
-		return asynq.NewTaskWithHeaders(task.Type(), task.Payload(), task.Headers())
-	}
-	arr, _ := json.Marshal([]prediction.Record{record("a", 3, 0.9), record("a", 4, 0.9)})
-
-	t.Run("ConcatenatesRecordsAndLeavesOutBadTasks", func(t *testing.T) {
-		in := []*asynq.Task{
-			single(0, tp(0)),
-			asynq.NewTask(tasks.TypePredictionPersist, []byte("{broken")),
-			single(1, tp(1)),
-			asynq.NewTask("other:type", []byte(`{"a":1}`)),
-			asynq.NewTaskWithHeaders(tasks.TypePredictionPersist, arr, map[string]string{"traceparent": tp(1)}),
-			asynq.NewTask(tasks.TypePredictionPersist, []byte("[]")),
-			single(2, tp(2)),
-		}
-		out := agg.Aggregate("predictions:0", in)
-		require.Equal(t, tasks.TypePredictionPersist, out.Type())
-		got, err := tasks.ParsePersistPayload(out.Payload())
-		require.NoError(t, err)
-		var ids []string
-		for _, r := range got {
-			ids = append(ids, r.RequestID)
-		}
-		require.Equal(t, []string{"a-0", "a-1", "a-3", "a-4", "a-2"}, ids)
-		require.Equal(t, tp(0), out.Headers()["traceparent"], "continues the first record's trace")
-		require.Equal(t, tp(1)+","+tp(2), out.Headers()[tasks.HeaderTraceLinks], "links the others once each")
-	})
-
-	t.Run("NothingValidIsAnEmptyBatch", func(t *testing.T) {
-		out := agg.Aggregate("predictions:0", []*asynq.Task{asynq.NewTask(tasks.TypePredictionPersist, []byte("x"))})
-		got, err := tasks.ParsePersistPayload(out.Payload())
-		require.NoError(t, err)
-		require.Empty(t, got)
-	})
 }

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/predq/predq/internal/prediction"
 	"github.com/predq/predq/internal/redisdb"
 )
 
@@ -34,7 +35,7 @@ type WorkerConfig struct {
 	// Redis is the queue Redis (REDIS_URL).
 	Redis redisdb.Options
 	// Store writes prediction records.
-	Store Inserter
+	Store prediction.Inserter
 	// Queues are the queue weights (nil: DefaultQueues).
 	Queues map[string]int
 	// Concurrency is the number of tasks run at once (WORKER_CONCURRENCY; default 16).
@@ -48,11 +49,6 @@ type WorkerConfig struct {
 	// DelayedTaskCheckInterval is how often due retries and scheduled tasks are moved to
 	// their queues (default 1 s).
 	DelayedTaskCheckInterval time.Duration
-	// GroupMaxSize, GroupGracePeriod and GroupMaxDelay drive the aggregation of
-	// prediction:persist tasks (see DefaultGroupMaxSize). GroupGracePeriod must be >= 1 s.
-	GroupMaxSize     int
-	GroupGracePeriod time.Duration
-	GroupMaxDelay    time.Duration
 	// RetryDelay computes the delay before a failed task's next attempt (nil: asynq's
 	// exponential backoff, 15 s and up). Tests shorten it.
 	RetryDelay func(n int, err error, t *asynq.Task) time.Duration
@@ -70,7 +66,7 @@ type WorkerConfig struct {
 	Propagator propagation.TextMapPropagator
 }
 
-// Worker is an asynq.Server with predq's handlers, aggregator, middleware and metrics. Use
+// Worker is an asynq.Server with predq's handlers, middleware and metrics. Use
 // Start, then Stop (no new tasks) and Shutdown (wait for active tasks up to ShutdownTimeout,
 // push the unfinished ones back to their queues), then Close.
 type Worker struct {
@@ -93,10 +89,6 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.Alert.WebhookURL != "" && cfg.Alert.Sender == nil {
 		return nil, errors.New("tasks: WorkerConfig.Alert.Sender is required with a WebhookURL (alerts are signed)")
 	}
-	grace := cmp.Or(cfg.GroupGracePeriod, DefaultGroupGracePeriod)
-	if grace < time.Second {
-		return nil, errors.New("tasks: GroupGracePeriod must be at least 1s (asynq's minimum)")
-	}
 	logger := cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	tracer := cfg.Tracer
 	if tracer == nil {
@@ -114,15 +106,9 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	conn := RedisConnOpt(cfg.Redis, 0)
 	w := &Worker{mux: asynq.NewServeMux(), inspector: asynq.NewInspector(conn), metrics: m, logger: logger}
 	if cfg.Registerer != nil {
-		waiting := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "ml_persist_aggregating_records",
-			Help: "Prediction records waiting in the asynq groups of the default queue for aggregation.",
-		}, w.aggregating)
-		for _, c := range []prometheus.Collector{metrics.NewQueueMetricsCollector(w.inspector), waiting} {
-			if err := cfg.Registerer.Register(c); err != nil {
-				w.inspector.Close()
-				return nil, err
-			}
+		if err := cfg.Registerer.Register(metrics.NewQueueMetricsCollector(w.inspector)); err != nil {
+			w.inspector.Close()
+			return nil, err
 		}
 	}
 	var retry asynq.RetryDelayFunc
@@ -135,10 +121,6 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		ShutdownTimeout:          cmp.Or(cfg.ShutdownTimeout, DefaultShutdownTimeout),
 		TaskCheckInterval:        cmp.Or(cfg.TaskCheckInterval, DefaultTaskCheckInterval),
 		DelayedTaskCheckInterval: cmp.Or(cfg.DelayedTaskCheckInterval, DefaultDelayedTaskCheckInterval),
-		GroupAggregator:          NewAggregator(logger),
-		GroupMaxSize:             cmp.Or(cfg.GroupMaxSize, DefaultGroupMaxSize),
-		GroupGracePeriod:         grace,
-		GroupMaxDelay:            cmp.Or(cfg.GroupMaxDelay, DefaultGroupMaxDelay),
 		RetryDelayFunc:           retry,
 		ErrorHandler:             asynq.ErrorHandlerFunc(w.handleError),
 		Logger:                   NewLogger(logger),
@@ -179,19 +161,6 @@ func (w *Worker) Ping(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("redis ping: %w", ctx.Err())
 	}
-}
-
-// aggregating sums the sizes of the groups of the default queue (-1 when Redis does not answer).
-func (w *Worker) aggregating() float64 {
-	groups, err := w.inspector.Groups(QueueDefault)
-	if err != nil {
-		return -1
-	}
-	n := 0
-	for _, g := range groups {
-		n += g.Size
-	}
-	return float64(n)
 }
 
 // handleError logs a failed attempt: a warning while asynq will retry, an error when the task

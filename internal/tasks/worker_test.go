@@ -21,26 +21,22 @@ import (
 	"github.com/predq/predq/internal/tasks"
 )
 
-// aggregated builds the prediction:persist task that the worker's aggregator makes of recs.
-func aggregated(t *testing.T, recs []prediction.Record) *asynq.Task {
+// persistTask builds the prediction:persist task of recs.
+func persistTask(t *testing.T, recs []prediction.Record) *asynq.Task {
 	t.Helper()
-	in := make([]*asynq.Task, len(recs))
-	for i, r := range recs {
-		task, err := tasks.NewPredictionPersistTask(r, "predictions:0", nil)
-		require.NoError(t, err)
-		in[i] = task
-	}
-	return tasks.NewAggregator(testLogger(t)).Aggregate("predictions:0", in)
+	task, err := tasks.NewPredictionPersistTask(recs, nil)
+	require.NoError(t, err)
+	return task
 }
 
 func TestWorker(t *testing.T) {
 	t.Parallel()
 
-	t.Run("AggregatedTaskDeliveredTwiceWritesEachRecordOnce", func(t *testing.T) {
+	t.Run("BatchTaskDeliveredTwiceWritesEachRecordOnce", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		_, reg := startWorker(t, b, nil)
-		task := aggregated(t, records("twice", 300))
+		task := persistTask(t, records("twice", 300))
 		for range 2 { // two deliveries of the same batch (asynq is at-least-once)
 			_, err := b.client.Enqueue(task)
 			require.NoError(t, err)
@@ -54,21 +50,6 @@ func TestWorker(t *testing.T) {
 		require.EqualValues(t, 300, distinct)
 		require.EqualValues(t, 300, metric(t, reg, "ml_persist_records_total", "outcome", "inserted"))
 		require.EqualValues(t, 300, metric(t, reg, "ml_persist_records_total", "outcome", "duplicate"))
-	})
-
-	t.Run("RecordsGoThroughGroupsIntoPostgresOnce", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t)
-		_, reg := startWorker(t, b, func(c *tasks.WorkerConfig) { c.GroupMaxSize = 100 })
-		rec, _ := newRecorder(t, b, func(c *tasks.RecorderConfig) { c.GroupShards = 2 })
-		for i := range 12 {
-			require.NoError(t, rec.Record(context.Background(), records("g"+string(rune('a'+i)), 100)))
-		}
-		waitRows(t, b.pool, 1200, 20*time.Second)
-		batches := metric(t, reg, "ml_persist_batch_records")
-		require.Less(t, batches, 1200.0, "records were aggregated")
-		require.GreaterOrEqual(t, batches, 12.0, "no batch exceeds GroupMaxSize")
-		require.Eventually(t, func() bool { return metric(t, reg, "ml_persist_aggregating_records") == 0 }, 5*time.Second, 20*time.Millisecond)
 	})
 
 	t.Run("LowConfidenceAlertIsLoggedCountedAndPosted", func(t *testing.T) {
@@ -88,9 +69,8 @@ func TestWorker(t *testing.T) {
 		}))
 		t.Cleanup(hook.Close)
 		_, reg := startWorker(t, b, func(c *tasks.WorkerConfig) { c.Alert.WebhookURL, c.Alert.Sender = hook.URL, alertSender(t) })
-		rec, _ := newRecorder(t, b, nil)
 		recs := []prediction.Record{record("w", 0, 0.9), record("w", 1, 0.55), record("w", 2, 0.99), record("w", 3, 0.6)}
-		require.NoError(t, rec.Record(context.Background(), recs))
+		enqueueRecords(t, newPersistClient(t, b), context.Background(), recs)
 
 		require.Eventually(t, func() bool {
 			return metric(t, reg, "ml_alert_webhook_total", "outcome", "delivered") == 2
@@ -122,8 +102,7 @@ func TestWorker(t *testing.T) {
 		}))
 		t.Cleanup(hook.Close)
 		_, reg := startWorker(t, b, func(c *tasks.WorkerConfig) { c.Alert.WebhookURL, c.Alert.Sender = hook.URL, alertSender(t) })
-		rec, _ := newRecorder(t, b, nil)
-		require.NoError(t, rec.Record(context.Background(), []prediction.Record{record("h", 0, 0.5)}))
+		enqueueRecords(t, newPersistClient(t, b), context.Background(), []prediction.Record{record("h", 0, 0.5)})
 		require.Eventually(t, func() bool {
 			return metric(t, reg, "ml_alert_webhook_total", "outcome", "delivered") == 1
 		}, 15*time.Second, 20*time.Millisecond)
@@ -159,7 +138,7 @@ func TestWorker(t *testing.T) {
 		recs := records("i", 5)
 		recs[2].RequestID = ""
 		recs[3].Features = nil
-		_, err := b.client.Enqueue(aggregated(t, recs))
+		_, err := b.client.Enqueue(persistTask(t, recs))
 		require.NoError(t, err)
 		waitRows(t, b.pool, 3, 10*time.Second)
 		require.EqualValues(t, 2, metric(t, reg, "ml_persist_records_total", "outcome", "invalid"))
@@ -203,15 +182,17 @@ func TestWorker(t *testing.T) {
 		spans := tracetest.NewSpanRecorder()
 		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 		t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-		rec, _ := newRecorder(t, b, func(c *tasks.RecorderConfig) { c.Tracer = tp.Tracer("api"); c.GroupShards = 1 })
+		client := newPersistClient(t, b)
 
 		ctx1, req1 := tp.Tracer("http").Start(context.Background(), "POST /api/v1/predict")
 		ctx2, req2 := tp.Tracer("http").Start(context.Background(), "POST /api/v1/predict")
-		require.NoError(t, rec.Record(ctx1, []prediction.Record{record("t", 0, 0.9)}))
-		require.NoError(t, rec.Record(ctx2, []prediction.Record{record("t", 1, 0.5)}))
+		// One batch of both requests' records, as a Recorder enqueues it: in the first
+		// request's trace, linking the second; the alert in the second's.
+		require.NoError(t, client.EnqueuePersist(ctx1, []prediction.Record{record("t", 0, 0.9), record("t", 1, 0.5)},
+			[]trace.SpanContext{req2.SpanContext()}))
+		require.NoError(t, client.EnqueueAlert(ctx2, record("t", 1, 0.5)))
 		req1.End()
 		req2.End()
-		// Started after both records wait in the one group, so that they form one batch.
 		_, _ = startWorker(t, b, func(c *tasks.WorkerConfig) { c.Tracer = tp.Tracer("worker") })
 		waitRows(t, b.pool, 2, 10*time.Second)
 

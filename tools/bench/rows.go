@@ -23,8 +23,8 @@ const (
 var goBenchmarks = []goBenchmark{
 	{"inference", "inference, ns/row, of each shipped model, 1 row and a batch of 1000: PredictOne and PredictBatch (target: PredictBatch ≤ 1.5× the raw kernel) against the raw gonum kernel and a plain Go loop",
 		"RawKernel|PredictOne|PredictBatch1000", "./internal/inference/"},
-	{"queue", "queue: the persist pipeline of synchronous predictions (the api's Recorder → Redis → worker → Postgres), records stored per second",
-		"PersistGrouped", "./internal/tasks/"},
+	{"queue", "queue: the persist pipeline of synchronous predictions (the api's Recorder by PERSIST_PATH: group commit → Postgres, or → Redis → worker → Postgres), records stored per second",
+		"^BenchmarkPersist$", "./internal/prediction/"},
 }
 
 // goBenchmark is a `go test -bench` measurement: the benchmarks matching Bench in Pkg.

@@ -25,7 +25,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
-	"github.com/predq/predq/internal/tasks"
+	"github.com/predq/predq/internal/prediction"
 )
 
 // service.name of the processes' spans.
@@ -457,8 +457,8 @@ func TestMetricsExposedAfterTraffic(t *testing.T) {
 	failed := time.Now()
 	out := down.predict(xs[2], 1, "m-fallback")
 	downFams, downAPI := scrapeFamilies(t, down.base+"/metrics")
-	// The breaker stays open for tasks.DefaultBreakerCooldown after the failed enqueue.
-	if time.Since(failed) < tasks.DefaultBreakerCooldown {
+	// The breaker stays open for prediction.DefaultBreakerCooldown after the failed enqueue.
+	if time.Since(failed) < prediction.DefaultBreakerCooldown {
 		require.Equal(t, 1.0, sample(downAPI, "ml_persist_queue_circuit_open", nil), "the breaker is open after the failed alert enqueue")
 	}
 	require.Less(t, out.Confidence, 1.0)
