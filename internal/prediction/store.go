@@ -16,15 +16,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/predq/predq/internal/postgres"
@@ -62,17 +58,10 @@ type DB interface {
 type Store struct {
 	db            DB
 	copyThreshold int
-	// pool, when db is a pool, serves the direct COPY of Insert (nil: no direct COPY).
-	pool acquirer
-	// send writes the direct COPY and reads its answer: sendCopy (a benchmark swaps in
-	// pgconn's CopyFrom to compare them).
-	send func(context.Context, *pgconn.PgConn, []Record) (pgconn.CommandTag, error)
-}
-
-// acquirer is a pool (*pgxpool.Pool). The direct COPY needs a connection of its own: in a
-// transaction, a COPY that fails on a stored request id would abort the transaction.
-type acquirer interface {
-	Acquire(ctx context.Context) (*pgxpool.Conn, error)
+	// pool, when db is a pool, serves the direct COPY of Insert (nil: no direct COPY). The
+	// direct COPY needs a connection of its own: in a transaction, a COPY that fails on a
+	// stored request id would abort the transaction.
+	pool *pgxpool.Pool
 }
 
 // StoreOption configures a Store.
@@ -91,8 +80,8 @@ func WithCopyThreshold(n int) StoreOption {
 
 // NewStore returns a Store over db.
 func NewStore(db DB, opts ...StoreOption) *Store {
-	s := &Store{db: db, copyThreshold: DefaultCopyThreshold, send: sendCopy}
-	s.pool, _ = db.(acquirer)
+	s := &Store{db: db, copyThreshold: DefaultCopyThreshold}
+	s.pool, _ = db.(*pgxpool.Pool)
 	for _, o := range opts {
 		o(s)
 	}
@@ -172,213 +161,19 @@ func (s *Store) Insert(ctx context.Context, recs []Record) (int64, error) {
 	return n + m, err
 }
 
-// copyDirect copies recs into predictions in one COPY, without ON CONFLICT: a COPY is atomic,
-// so when a request id is stored already it fails with a unique violation (SQLSTATE 23505)
-// and stores nothing.
-//
-// It is all that Insert costs for new predictions, the persist worker's steady state, and it
-// replaced, as the first statement for every batch size, the conflict-handling paths that
-// Insert ran alone before. Measured with BenchmarkInsertCPU: batches of sonar-like records
-// (60 features of 4 decimals, uuid request ids, a user id) into a fresh table, about 100,000
-// rows a run, medians of 5 runs alternating with the other paths, 2 shared cores, Postgres 15
-// on the same host, one backend whose CPU time is read from /proc:
-//
-//	rows a batch                                26     100     200     500    2000
-//	Postgres backend CPU, µs/row
-//	  copyDirect                              18.2    12.0    10.6    10.0     9.4
-//	  unnest INSERT … ON CONFLICT             23.4    16.8    14.9    14.1    13.7
-//	  temp table COPY, INSERT … ON CONFLICT   41.7    21.1    17.6    15.3    13.8
-//	wall time, µs/row (each batch commits)
-//	  copyDirect                              27.0    14.8    12.5    11.4    10.6
-//	  unnest                                  34.8    21.8    19.1    17.9    18.4
-//	  temp table                              64.1    29.0    22.4    17.6    15.0
-//	Go side (benchmark process CPU), µs/row
-//	  copyDirect                               8.7     2.8     1.9     1.5     1.4
-//	  unnest                                  11.4     7.1     6.5     6.6     6.0
-//	  temp table                              22.3     9.0     6.0     3.8     2.4
-//	allocations a batch
-//	  copyDirect                                20      20      20      20      21
-//	  unnest                                   392    1287    2492    6099   24112
-//	  temp table                               469    1582    3082    7582   30083
-//
-// At 26 rows, per round, copyDirect took 0.68-0.79 of the unnest INSERT's Postgres CPU
-// (median 0.77). Reproduce with
-//
-//	go test -run '^$' -bench 'BenchmarkInsertCPU/^rows=26$/' -benchtime 3850x -benchmem ./internal/prediction/
-//
-// (-benchtime 1000x for ^rows=100$, 500x for ^rows=200$, 200x for ^rows=500$, 50x for
-// ^rows=2000$.)
-//
-// Since then the COPY is sent in one write (sendCopy): in three alternated rounds of
-// BenchmarkInsertCPU against pgconn's CopyFrom (variant stepwise), at 26 rows the Go side took
-// 11.6, 7.0 and 5.5 µs/row against 20.9, 12.9 and 13.2, Postgres 36.1, 15.0 and 15.2 against
-// 39.0, 19.7 and 22.0, the wall time 56, 37 and 28 against 80, 45 and 43, with 10 allocations a
-// batch against 20; at 100 rows the Go side 3.1, 2.7 and 2.6 against 4.7, 4.3 and 4.8.
-//
-// The rows are encoded here, in COPY's binary format, and sent through the connection's
-// pgconn.PgConn. pgx's Conn.CopyFrom sends the same data (the same Postgres CPU, within 3%)
-// but with a []any a row, an encode plan looked up a value and a goroutine and a pipe, it cost
-// the Go side more than the unnest INSERT at 26 rows (12.6 µs/row, 440 allocations a batch).
-// The connection's tracer still sees the COPY (pgx.CopyFromTracer).
-//
-// A replayed batch pays for the failed COPY (its rows are written, then rolled back, and left
-// for vacuum) on top of the conflict-handling path: 31.1 against 19.6 µs/row of Postgres CPU
-// at 26 rows, 18.8 against 13.2 at 100 (BenchmarkInsertReplayCPU). Batches of new predictions
-// gain 5.2 µs/row at 26 rows, so the direct COPY pays as long as fewer than about a third of
-// the batches are replays.
+// copyDirect copies recs into predictions in one COPY (pgx's CopyFrom), without ON CONFLICT:
+// a COPY is atomic, so when a request id is stored already it fails with a unique violation
+// (SQLSTATE 23505) and stores nothing. It is all that Insert costs for new predictions, the
+// steady state, and one statement for any batch size.
 func (s *Store) copyDirect(ctx context.Context, recs []Record) (int64, error) {
-	c, err := s.pool.Acquire(ctx)
+	n, err := s.pool.CopyFrom(ctx, predictionsTable, insertCols, copySource(recs, time.Now()))
 	if err != nil {
 		return 0, fmt.Errorf("insert predictions: copy: %w", err)
 	}
-	defer c.Release()
-	conn := c.Conn()
-	tracer, _ := conn.Config().Tracer.(pgx.CopyFromTracer)
-	if tracer != nil {
-		ctx = tracer.TraceCopyFromStart(ctx, conn, pgx.TraceCopyFromStartData{TableName: predictionsTable, ColumnNames: insertCols})
-	}
-	tag, err := s.send(ctx, conn.PgConn(), recs)
-	if tracer != nil {
-		tracer.TraceCopyFromEnd(ctx, conn, pgx.TraceCopyFromEndData{CommandTag: tag, Err: err})
-	}
-	if err != nil {
-		return 0, fmt.Errorf("insert predictions: copy: %w", err)
-	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }
 
-// sendCopy writes the COPY of recs on pc as one write: the Query message, one CopyData with
-// every row and CopyDone, then reads the answers until ReadyForQuery. pgconn's CopyFrom sends
-// the same messages in three flushes (the query; the data, from a goroutine of its own, while
-// a background reader watches for an early error; CopyDone), each a system call for the api
-// and a wake-up and a read for the Postgres backend.
-//
-// The protocol allows it: a backend that fails the COPY (or the statement before it) answers
-// ErrorResponse and ignores the CopyData and CopyDone that follow, up to the next query
-// (PostgresMain's "Accept but ignore these messages"), so the connection stays in step. When
-// a write or a read fails, or ctx ends mid-way, pc is closed instead (the pool then drops
-// it). A backend that holds the whole COPY when its client goes may still commit it, as with
-// any commit whose answer is lost: the api's fallback (the persist task) and the worker
-// replay such a batch, and a replay stores each record once (Insert).
-func sendCopy(ctx context.Context, pc *pgconn.PgConn, recs []Record) (pgconn.CommandTag, error) {
-	b := make([]byte, 0, 64+len(copyDirectSQL)+copyRowsSize(recs))
-	b = append(b, 'Q', 0, 0, 0, 0)
-	b = append(append(b, copyDirectSQL...), 0)
-	binary.BigEndian.PutUint32(b[1:], uint32(len(b)-1))
-	at := len(b)
-	b = encodeCopyRows(append(b, 'd', 0, 0, 0, 0), recs, time.Now())
-	binary.BigEndian.PutUint32(b[at+1:], uint32(len(b)-at-1))
-	b = append(b, 'c', 0, 0, 0, 4)
-
-	nc := pc.Conn()
-	if deadline, ok := ctx.Deadline(); ok {
-		_ = nc.SetWriteDeadline(deadline)
-		defer nc.SetWriteDeadline(time.Time{})
-	}
-	if _, err := nc.Write(b); err != nil {
-		_ = pc.Close(context.WithoutCancel(ctx))
-		return pgconn.CommandTag{}, err
-	}
-	var (
-		tag   pgconn.CommandTag
-		pgErr error
-	)
-	for {
-		msg, err := pc.ReceiveMessage(ctx)
-		if err != nil {
-			_ = pc.Close(context.WithoutCancel(ctx))
-			return pgconn.CommandTag{}, err
-		}
-		switch m := msg.(type) {
-		case *pgproto3.CommandComplete:
-			tag = pgconn.NewCommandTag(string(m.CommandTag))
-		case *pgproto3.ErrorResponse:
-			pgErr = pgconn.ErrorResponseToPgError(m)
-		case *pgproto3.ReadyForQuery:
-			return tag, pgErr
-		}
-	}
-}
-
-var (
-	predictionsTable = pgx.Identifier{"predictions"}
-	copyDirectSQL    = "COPY predictions (" + strings.Join(insertCols, ", ") + ") FROM STDIN BINARY"
-)
-
-// microsecFromUnixEpochToY2K is Postgres's timestamp zero, 2000-01-01 UTC, in Unix
-// microseconds.
-const microsecFromUnixEpochToY2K = 946_684_800 * 1_000_000
-
-// encodeCopyRows returns recs as the data of COPY … FROM STDIN BINARY for the columns
-// insertCols: a header, a row per record, a trailer. Each value is encoded as pgx encodes it
-// (text as its bytes, float8 as its IEEE 754 bits, timestamptz as microseconds since 2000, an
-// empty user id as NULL, features as a one-dimensional float8 array, empty when there are
-// none), so a row is the one the unnest INSERT stores for the same record. A zero CreatedAt
-// is now.
-func encodeCopyRows(b []byte, recs []Record, now time.Time) []byte {
-	b = slices.Grow(b, copyRowsSize(recs))
-	b = append(b, "PGCOPY\n\377\r\n\000"...)
-	b = binary.BigEndian.AppendUint32(b, 0) // flags
-	b = binary.BigEndian.AppendUint32(b, 0) // header extension length
-	text := func(s string) {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
-		b = append(b, s...)
-	}
-	float8 := func(f float64) {
-		b = binary.BigEndian.AppendUint32(b, 8)
-		b = binary.BigEndian.AppendUint64(b, math.Float64bits(f))
-	}
-	for i := range recs {
-		r := &recs[i]
-		b = binary.BigEndian.AppendUint16(b, uint16(len(insertCols)))
-		// The order of insertCols.
-		text(r.RequestID)
-		lenAt := len(b) // the array's length, once written
-		b = postgres.AppendFloat8Array(append(b, 0, 0, 0, 0), r.Features)
-		binary.BigEndian.PutUint32(b[lenAt:], uint32(len(b)-lenAt-4))
-		float8(r.Prediction)
-		float8(r.Confidence)
-		text(r.PredictionClass)
-		text(r.ModelVersion)
-		text(r.Preprocessing)
-		float8(r.ConfidenceThreshold)
-		b = binary.BigEndian.AppendUint32(b, 1)
-		if r.Cached {
-			b = append(b, 1)
-		} else {
-			b = append(b, 0)
-		}
-		if r.UserID == "" {
-			b = binary.BigEndian.AppendUint32(b, math.MaxUint32) // -1: NULL
-		} else {
-			text(r.UserID)
-		}
-		float8(r.LatencyMS)
-		at := r.CreatedAt
-		if at.IsZero() {
-			at = now
-		}
-		us := uint64(at.Unix()*1_000_000 + int64(at.Nanosecond())/1000 - microsecFromUnixEpochToY2K)
-		for range 2 { // created_at, updated_at
-			b = binary.BigEndian.AppendUint32(b, 8)
-			b = binary.BigEndian.AppendUint64(b, us)
-		}
-	}
-	return binary.BigEndian.AppendUint16(b, math.MaxUint16) // -1: the end
-}
-
-// copyRowsSize is the length of encodeCopyRows's data for recs.
-func copyRowsSize(recs []Record) int {
-	size := 11 + 4 + 4 + 2 // signature, flags, header extension length, trailer
-	for i := range recs {
-		r := &recs[i]
-		size += 2 + len(insertCols)*4 + // field count, field lengths
-			len(r.RequestID) + len(r.PredictionClass) + len(r.ModelVersion) + len(r.Preprocessing) + len(r.UserID) +
-			20 + 12*len(r.Features) + // array header, element lengths and values
-			5*8 + 1 + 2*8 // float8s, bool, timestamptzs
-	}
-	return size
-}
+var predictionsTable = pgx.Identifier{"predictions"}
 
 // insertOnce writes recs with ON CONFLICT (request_id) DO NOTHING.
 func (s *Store) insertOnce(ctx context.Context, recs []Record) (int64, error) {
@@ -494,7 +289,8 @@ SELECT ` + strings.Join(insertCols, ", ") + ` FROM predictions_staging
 ON CONFLICT (request_id) DO NOTHING`
 
 // copySource gives pgx's CopyFrom the values of recs in the order of insertCols (a zero
-// CreatedAt is now, an empty user id NULL, no features an empty array).
+// CreatedAt is now, an empty user id NULL, no features an empty array): the rows of the direct
+// COPY and of the staging table.
 func copySource(recs []Record, now time.Time) pgx.CopyFromSource {
 	return pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
 		r := recs[i]

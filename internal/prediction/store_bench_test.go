@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/predq/predq/internal/pgtest"
 	"github.com/predq/predq/internal/postgres"
@@ -70,12 +68,10 @@ func BenchmarkInsert(b *testing.B) {
 // run. Request ids are UUIDv7, as the api makes them (time-ordered); PREDSTORE_IDS=v4 makes
 // them random, as clients' own X-Request-IDs may be. Variants:
 //
-//   - copy: Insert as it is, the direct COPY (copyDirect) sent as one write (sendCopy);
-//   - stepwise: the same COPY through pgconn's CopyFrom (three flushes), as before;
+//   - copy: Insert as it is, the direct COPY (copyDirect, pgx's CopyFrom);
 //   - unnest, tempcopy: the conflict-handling paths alone, as Insert wrote before the direct
 //     COPY (INSERT … SELECT FROM unnest … ON CONFLICT, and COPY into a temporary table then
-//     INSERT … SELECT … ON CONFLICT);
-//   - pgxcopy: the direct COPY through pgx's Conn.CopyFrom (a []any a row), for reference.
+//     INSERT … SELECT … ON CONFLICT).
 //
 // The machine is shared and noisy, so the variants alternate within each round (A B C D,
 // A B C D, …; PREDSTORE_ROUNDS rounds, default 5): compare the medians over the rounds. Use a
@@ -123,13 +119,9 @@ func benchInsertCPU(b *testing.B, replay bool) {
 		name   string
 		insert func(context.Context, []prediction.Record) (int64, error)
 	}
-	stepwise := prediction.NewStore(pool, prediction.WithStepwiseCopy())
-	variants := []variant{{"unnest", unnest.Insert}, {"copy", direct.Insert}, {"stepwise", stepwise.Insert}}
+	variants := []variant{{"unnest", unnest.Insert}, {"copy", direct.Insert}}
 	if !replay {
-		variants = append(variants, variant{"tempcopy", tempcopy.Insert},
-			variant{"pgxcopy", func(ctx context.Context, recs []prediction.Record) (int64, error) {
-				return pgxCopy(ctx, pool, unnest, recs)
-			}})
+		variants = append(variants, variant{"tempcopy", tempcopy.Insert})
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	feats := sonarFeatures(rng, 4096)
@@ -275,14 +267,4 @@ func selfCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// pgxCopy is the direct COPY through pgx's Conn.CopyFrom, falling back to store on a unique
-// violation: the first form of the fast path, kept to compare with copyDirect.
-func pgxCopy(ctx context.Context, pool *pgxpool.Pool, store *prediction.Store, recs []prediction.Record) (int64, error) {
-	n, err := pool.CopyFrom(ctx, pgx.Identifier{"predictions"}, prediction.InsertCols, prediction.CopySource(recs, time.Now()))
-	if postgres.IsCode(err, postgres.CodeUniqueViolation) {
-		return store.Insert(ctx, recs)
-	}
-	return n, err
 }

@@ -591,7 +591,7 @@ func TestList(t *testing.T) {
 	})
 }
 
-// The direct COPY is written in one go (query, rows, end); these check that the connection
+// The direct COPY (pgx's CopyFrom) is one statement; these check that the connection
 // stays in step with its backend whatever the COPY's outcome, on a pool of one connection so
 // that every statement after it runs on the same one.
 func TestDirectCopyKeepsTheConnectionInStep(t *testing.T) {
