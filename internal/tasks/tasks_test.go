@@ -88,15 +88,15 @@ func TestParsePersistPayload(t *testing.T) {
 		require.Equal(t, []prediction.Record{r0, r1}, got)
 	})
 
-	t.Run("FeaturesTravelAsExactBinary", func(t *testing.T) {
+	t.Run("FeaturesTravelAsExactNumbers", func(t *testing.T) {
 		r := r0
 		r.Features = []float64{0, math.Copysign(0, -1), 5e-324, -math.MaxFloat64, 0.1, 1.0 / 3, -999.999999999}
 		task, err := tasks.NewPredictionPersistTask([]prediction.Record{r}, nil)
 		require.NoError(t, err)
 		var raw []map[string]any
 		require.NoError(t, json.Unmarshal(task.Payload(), &raw))
-		require.IsType(t, "", raw[0]["features"], "features are one base64 string: %s", task.Payload())
-		require.Equal(t, r.RequestID, raw[0]["request_id"], "the other members stay readable")
+		require.IsType(t, []any{}, raw[0]["features"], "features are a JSON array of numbers: %s", task.Payload())
+		require.Equal(t, r.RequestID, raw[0]["request_id"])
 		got, err := tasks.ParsePersistPayload(task.Payload())
 		require.NoError(t, err)
 		require.Len(t, got, 1)
@@ -104,6 +104,23 @@ func TestParsePersistPayload(t *testing.T) {
 		for i, f := range r.Features {
 			require.Equal(t, math.Float64bits(f), math.Float64bits(got[0].Features[i]), "feature %d", i)
 		}
+	})
+
+	t.Run("BinaryFeaturesOfEarlierPayloadsDecode", func(t *testing.T) {
+		var bin []byte
+		for _, f := range r0.Features {
+			bin = binary.LittleEndian.AppendUint64(bin, math.Float64bits(f))
+		}
+		raw, err := json.Marshal([]prediction.Record{r0})
+		require.NoError(t, err)
+		var m []map[string]any
+		require.NoError(t, json.Unmarshal(raw, &m))
+		m[0]["features"] = base64.StdEncoding.EncodeToString(bin)
+		p, err := json.Marshal(m)
+		require.NoError(t, err)
+		got, err := tasks.ParsePersistPayload(p)
+		require.NoError(t, err)
+		require.Equal(t, []prediction.Record{r0}, got)
 	})
 
 	t.Run("EscapedBinaryFeaturesDecode", func(t *testing.T) {
