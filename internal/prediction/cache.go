@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"math"
 	"strconv"
@@ -192,7 +193,7 @@ func (c *Cache) exec(batch []*cacheOp) {
 		}
 		return nil
 	})
-	if err != nil && err != redis.Nil {
+	if err != nil && !errors.Is(err, redis.Nil) {
 		c.failed(ctx, "pipeline", err)
 		c.misses.Add(float64(nget))
 		return

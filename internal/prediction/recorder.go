@@ -175,7 +175,7 @@ func (r *PostgresFirst) write(b *commitBatch) error {
 		g.metrics.fallbackToQueue.Add(float64(len(b.recs)))
 		return nil
 	}
-	return g.unavailable(span, b, fmt.Errorf("postgres: %v; queue: %v", perr, qerr))
+	return g.unavailable(span, b, fmt.Errorf("postgres: %v; queue: %v", perr, qerr)) //nolint:errorlint // reported, not wrapped: the error is ErrUnavailable
 }
 
 // write enqueues the batch (the producer span "enqueue prediction:persist"), else stores it.
@@ -193,7 +193,7 @@ func (r *QueueFirst) write(b *commitBatch) error {
 	_, perr := g.inserter.Insert(fctx, b.recs)
 	cancel()
 	if perr != nil {
-		return g.unavailable(span, b, fmt.Errorf("queue: %v; postgres: %v", qerr, perr))
+		return g.unavailable(span, b, fmt.Errorf("queue: %v; postgres: %v", qerr, perr)) //nolint:errorlint // reported, not wrapped
 	}
 	g.metrics.fallbackToPostgres.Add(float64(len(b.recs)))
 	g.alertsNotQueued(b)
@@ -418,7 +418,7 @@ func (g *groupCommit) alertsNotQueued(b *commitBatch) {
 // requests, wrapping ErrUnavailable.
 func (g *groupCommit) unavailable(span trace.Span, b *commitBatch, cause error) error {
 	g.metrics.unavailable.Add(float64(len(b.recs)))
-	err := fmt.Errorf("%w: record %d predictions: %v", ErrUnavailable, len(b.recs), cause)
+	err := fmt.Errorf("%w: record %d predictions: %v", ErrUnavailable, len(b.recs), cause) //nolint:errorlint // the causes are reported, not wrapped
 	span.RecordError(err)
 	span.SetStatus(codes.Error, "unrecorded")
 	return err

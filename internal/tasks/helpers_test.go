@@ -199,20 +199,3 @@ func alertSender(t testing.TB) *webhook.Sender {
 	require.NoError(t, err)
 	return s
 }
-
-// metricSum is the sum of the samples of the histogram name (all its series).
-func metricSum(t testing.TB, reg prometheus.Gatherer, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			sum += m.GetHistogram().GetSampleSum()
-		}
-	}
-	return sum
-}

@@ -62,7 +62,7 @@ func ParsePersistPayload(b []byte) ([]prediction.Record, error) {
 	}
 	var rs []prediction.Record
 	if err := unmarshalPersist(b, &rs); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadPayload, err)
 	}
 	return rs, nil
 }

@@ -55,7 +55,7 @@ func (c *PersistClient) EnqueuePersist(ctx context.Context, recs []prediction.Re
 	}
 	t, err := NewPredictionPersistTask(recs, headers)
 	if err != nil {
-		return fmt.Errorf("%w: %v", prediction.ErrEncode, err)
+		return fmt.Errorf("%w: %w", prediction.ErrEncode, err)
 	}
 	return c.enqueue(ctx, t)
 }
@@ -68,7 +68,7 @@ func (c *PersistClient) EnqueueAlert(ctx context.Context, rec prediction.Record)
 	c.propagator.Inject(ctx, propagation.MapCarrier(headers))
 	t, err := NewAlertLowConfidenceTask(rec, headers)
 	if err != nil {
-		return fmt.Errorf("%w: %v", prediction.ErrEncode, err)
+		return fmt.Errorf("%w: %w", prediction.ErrEncode, err)
 	}
 	return c.enqueue(ctx, t)
 }
