@@ -3,7 +3,7 @@
 //
 //	api [serve]                      serve HTTP on PORT
 //	api migrate                      apply the database migrations (creating the database if missing)
-//	api keys create --name NAME      store a new API key and print it once
+//	api keys create --name NAME [--scope S]...  store a new API key and print it once
 //	api promote VERSION [--alias NAME]   point an alias (default latest) at a version, in every process
 //	api healthcheck [--url URL]      exit 0 when the api answers /health/live (container health check)
 //	api version                      print the version
@@ -106,7 +106,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, version)
 		return nil
 	case "-h", "--help", "help":
-		fmt.Fprintln(stdout, "usage: api [serve | migrate | keys create --name NAME | promote VERSION [--alias NAME] | healthcheck [--url URL] | version]")
+		fmt.Fprintln(stdout, "usage: api [serve | migrate | keys create --name NAME [--scope S]... | promote VERSION [--alias NAME] | healthcheck [--url URL] | version]")
 		return nil
 	default:
 		return fmt.Errorf("unknown command %q (want serve, migrate, keys, promote, healthcheck or version)", cmd)
@@ -209,6 +209,10 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		defer mon.Close()
 		monitoring = mon
 	}
+	keyring, err := auth.NewKeys(cfg.APIKeys, pool, reg)
+	if err != nil {
+		return fmt.Errorf("API_KEYS: %w", err)
+	}
 	srv, err := httpapi.New(httpapi.Config{
 		Version:            version,
 		AllowedOrigins:     cfg.AllowedOrigins,
@@ -232,7 +236,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 	}, httpapi.Deps{
 		Predictor:   svc,
 		Models:      registry,
-		Auth:        auth.NewKeys(cfg.APIKeys, pool, reg),
+		Auth:        keyring,
 		Readiness:   checker,
 		Promoter:    promoter{registry, queueRedis},
 		Predictions: prediction.NewStore(pool),
@@ -331,20 +335,32 @@ func ensureDatabase(ctx context.Context, url string) error {
 
 func keys(ctx context.Context, cfg config.Config, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "create" {
-		return errors.New("usage: api keys create --name NAME")
+		return errors.New("usage: api keys create --name NAME [--scope SCOPE]...")
 	}
 	fs := flag.NewFlagSet("keys create", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	name := fs.String("name", "", "name of the key (recorded as user id of its predictions)")
+	name := fs.String("name", "", "name of the key (a label: the key's tenant is its id)")
+	var scopeNames []string
+	fs.Func("scope", "a scope of the key, repeatable: predict, jobs, admin or review (default predict and jobs)", func(s string) error {
+		scopeNames = append(scopeNames, s)
+		return nil
+	})
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	var scopes []auth.Scope
+	if len(scopeNames) > 0 {
+		var err error
+		if scopes, err = auth.ParseScopes(scopeNames); err != nil {
+			return fmt.Errorf("--scope: %w", err)
+		}
 	}
 	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	key, err := auth.Create(ctx, pool, *name)
+	key, err := auth.Create(ctx, pool, *name, scopes)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -26,9 +27,103 @@ import (
 var ErrUnauthorized = errors.New("unauthorized")
 
 // Principal is the identity behind an API key.
+//
+// KeyID is the tenant: every resource a key makes (predictions, jobs, idempotency keys, its
+// rate limit) is stored under it and read back only by it. Names are labels for people and
+// logs, never an owner, because two keys may share one.
 type Principal struct {
-	Name  string // the key's name; recorded as user id with each prediction
-	KeyID string // a stable, non-secret id of the key (a hash prefix)
+	Name   string  // the key's name, for logs; an unnamed static key's is "key-"+KeyID
+	KeyID  string  // the tenant: a stable, non-secret id of the key (a hash prefix)
+	Scopes []Scope // what the key may do
+}
+
+// Can reports whether the key has scope s.
+func (p Principal) Can(s Scope) bool { return slices.Contains(p.Scopes, s) }
+
+// Scope is a permission of an API key.
+type Scope string
+
+// The scopes. ScopeReview is reserved for the review routes of a later release.
+const (
+	ScopePredict Scope = "predict" // predict, batch predict, read predictions
+	ScopeJobs    Scope = "jobs"    // submit and read batch jobs
+	ScopeAdmin   Scope = "admin"   // promote model versions
+	ScopeReview  Scope = "review"  // reserved
+)
+
+// AllScopes are every scope, which a static key has unless its entry lists some.
+var AllScopes = []Scope{ScopePredict, ScopeJobs, ScopeAdmin, ScopeReview}
+
+// DefaultStoredScopes are the scopes of a stored key created without any: not admin.
+var DefaultStoredScopes = []Scope{ScopePredict, ScopeJobs}
+
+// ParseScopes checks names against the known scopes and returns them, deduplicated, in
+// the order of AllScopes. No names is an error: a key that may do nothing is a mistake.
+func ParseScopes(names []string) ([]Scope, error) {
+	if len(names) == 0 {
+		return nil, errors.New("no scope given (want predict, jobs, admin or review)")
+	}
+	var out []Scope
+	for _, s := range AllScopes {
+		if slices.Contains(names, string(s)) {
+			out = append(out, s)
+		}
+	}
+	for _, n := range names {
+		if !slices.Contains(AllScopes, Scope(n)) {
+			return nil, fmt.Errorf("unknown scope %q (want predict, jobs, admin or review)", truncate(n, 32))
+		}
+	}
+	return out, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// StaticKey is one parsed entry of the static keys.
+type StaticKey struct {
+	Name   string // "key-"+KeyID when the entry names none
+	Key    string
+	KeyID  string
+	Scopes []Scope
+}
+
+// ParseStaticKey parses one static entry: "key", "name:key" or "name:key:scopes", where
+// scopes are joined by "+" (predict+jobs) and an empty name (":key:predict") means unnamed.
+// A key therefore contains no ':'. Without scopes the key has every scope. The errors never
+// quote the key.
+func ParseStaticKey(entry string) (StaticKey, error) {
+	var sk StaticKey
+	f := strings.Split(entry, ":")
+	switch len(f) {
+	case 1:
+		sk.Key = f[0]
+	case 2, 3:
+		sk.Name, sk.Key = strings.TrimSpace(f[0]), f[1]
+	default:
+		return StaticKey{}, errors.New("an entry is key, name:key or name:key:scopes (a key has no ':')")
+	}
+	if sk.Key == "" {
+		return StaticKey{}, errors.New("an entry has an empty key")
+	}
+	sk.Scopes = AllScopes
+	if len(f) == 3 {
+		s, err := ParseScopes(strings.Split(f[2], "+"))
+		if err != nil {
+			return StaticKey{}, err
+		}
+		sk.Scopes = s
+	}
+	h := sha256.Sum256([]byte(sk.Key))
+	sk.KeyID = hex.EncodeToString(h[:6])
+	if sk.Name == "" {
+		sk.Name = "key-" + sk.KeyID
+	}
+	return sk, nil
 }
 
 // Keys checks API keys against the static keys of the configuration and the keys stored in
@@ -62,10 +157,10 @@ const MaxUnknownKeys = 10_000
 // lookupTimeout bounds one database lookup, which callers of the same key share.
 const lookupTimeout = 5 * time.Second
 
-// NewKeys builds the checker. Each static entry is "name:key" or "key" (named "static").
-// reg, when not nil, receives predq_auth_lookups_total{result} (found, unknown, error): the
-// database lookups made.
-func NewKeys(static []string, pool *pgxpool.Pool, reg prometheus.Registerer) *Keys {
+// NewKeys builds the checker. Each static entry is parsed by ParseStaticKey; the error of a
+// bad one names its position, not its key. reg, when not nil, receives
+// predq_auth_lookups_total{result} (found, unknown, error): the database lookups made.
+func NewKeys(static []string, pool *pgxpool.Pool, reg prometheus.Registerer) (*Keys, error) {
 	unknown, _ := lru.New[[32]byte, time.Time](MaxUnknownKeys) // errors only for a size ≤ 0
 	k := &Keys{static: map[[32]byte]Principal{}, pool: pool, unknown: unknown,
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -75,18 +170,17 @@ func NewKeys(static []string, pool *pgxpool.Pool, reg prometheus.Registerer) *Ke
 	for _, r := range []string{"found", "unknown", "error"} {
 		k.lookups.WithLabelValues(r)
 	}
+	for i, entry := range static {
+		sk, err := ParseStaticKey(entry)
+		if err != nil {
+			return nil, fmt.Errorf("auth: static key %d: %w", i+1, err)
+		}
+		k.static[sha256.Sum256([]byte(sk.Key))] = Principal{Name: sk.Name, KeyID: sk.KeyID, Scopes: sk.Scopes}
+	}
 	if reg != nil {
 		reg.MustRegister(k.lookups)
 	}
-	for _, entry := range static {
-		name, key, ok := strings.Cut(entry, ":")
-		if !ok {
-			name, key = "static", entry
-		}
-		h := sha256.Sum256([]byte(key))
-		k.static[h] = Principal{Name: name, KeyID: hex.EncodeToString(h[:6])}
-	}
-	return k
+	return k, nil
 }
 
 // Authenticate returns the principal of key, or ErrUnauthorized. The static keys are
@@ -144,7 +238,11 @@ func (k *Keys) Authenticate(ctx context.Context, key string) (Principal, error) 
 // lookup finds the stored key of hash h and remembers the answer.
 func (k *Keys) lookup(ctx context.Context, h [32]byte) (Principal, error) {
 	var p Principal
-	err := k.pool.QueryRow(ctx, `SELECT name, prefix FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`, h[:]).Scan(&p.Name, &p.KeyID)
+	var scopes []string
+	err := k.pool.QueryRow(ctx, `SELECT name, prefix, scopes FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`, h[:]).Scan(&p.Name, &p.KeyID, &scopes)
+	for _, s := range scopes {
+		p.Scopes = append(p.Scopes, Scope(s))
+	}
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		k.lookups.WithLabelValues("unknown").Inc()
@@ -162,11 +260,22 @@ func (k *Keys) lookup(ctx context.Context, h [32]byte) (Principal, error) {
 // unknownKeys reports how many unknown keys are remembered.
 func (k *Keys) unknownKeys() int { return k.unknown.Len() }
 
-// Create stores a new key named name and returns it; the key is shown only this once.
-func Create(ctx context.Context, pool *pgxpool.Pool, name string) (string, error) {
+// Create stores a new key named name with scopes (DefaultStoredScopes when none) and
+// returns it; the key is shown only this once. Its tenant is its KeyID, not its name.
+func Create(ctx context.Context, pool *pgxpool.Pool, name string, scopes []Scope) (string, error) {
 	name = strings.TrimSpace(name)
 	if name == "" || len(name) > 100 {
 		return "", errors.New("auth: a key needs a name of 1 to 100 characters")
+	}
+	if len(scopes) == 0 {
+		scopes = DefaultStoredScopes
+	}
+	names := make([]string, len(scopes))
+	for i, s := range scopes {
+		names[i] = string(s)
+	}
+	if _, err := ParseScopes(names); err != nil {
+		return "", fmt.Errorf("auth: %w", err)
 	}
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
@@ -175,7 +284,7 @@ func Create(ctx context.Context, pool *pgxpool.Pool, name string) (string, error
 	key := "pq_" + base64.RawURLEncoding.EncodeToString(b)
 	h := sha256.Sum256([]byte(key))
 	prefix := hex.EncodeToString(h[:6])
-	if _, err := pool.Exec(ctx, `INSERT INTO api_keys (name, key_hash, prefix) VALUES ($1, $2, $3)`, name, h[:], prefix); err != nil {
+	if _, err := pool.Exec(ctx, `INSERT INTO api_keys (name, key_hash, prefix, scopes) VALUES ($1, $2, $3, $4)`, name, h[:], prefix, names); err != nil {
 		return "", fmt.Errorf("auth: store key: %w", err)
 	}
 	return key, nil

@@ -26,6 +26,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/predq/predq/internal/auth"
 )
 
 // Config is the configuration of the api, worker and scheduler processes.
@@ -45,7 +47,7 @@ type Config struct {
 	PersistCacheHits bool   `env:"PERSIST_CACHE_HITS" envDefault:"false" doc:"store predictions answered from the cache too (by default only computed ones, and low-confidence hits, are stored)"`
 
 	SecretKey      string   `env:"SECRET_KEY" redact:"mask" doc:"at least 32 characters; signs pagination cursors (random per process when unset in development)"`
-	APIKeys        []string `env:"API_KEYS" redact:"mask" doc:"comma-separated static API keys, each name:key or key (keys of at least 16 characters)"`
+	APIKeys        []string `env:"API_KEYS" redact:"mask" doc:"comma-separated static API keys, each key, name:key or name:key:scopes with scopes joined by + (predict+jobs); keys of at least 16 characters without ':'; a key without scopes has all (predict, jobs, admin, review), an unnamed one is named key-<its id>"`
 	AllowedOrigins []string `env:"ALLOWED_ORIGINS" doc:"comma-separated origins allowed by CORS (none when empty)"`
 	RateLimit      float64  `env:"RATE_LIMIT" envDefault:"0" range:"0,1e6" doc:"requests per second per API key (0: off)"`
 	RateBurst      int      `env:"RATE_BURST" envDefault:"0" range:"0,10000000" doc:"burst of the rate limit (0: 2 x RATE_LIMIT)"`
@@ -152,12 +154,13 @@ func (c *Config) check(p *problems) {
 	} else if c.SecretKey == "" && c.Env == "production" {
 		p.add("SECRET_KEY", "is required when APP_ENV=production")
 	}
-	for _, k := range c.APIKeys {
-		_, key, ok := strings.Cut(k, ":")
-		if !ok {
-			key = k
+	for i, k := range c.APIKeys {
+		sk, err := auth.ParseStaticKey(k)
+		if err != nil {
+			p.add("API_KEYS", "entry %d: %v", i+1, err) // never the entry itself: it holds a secret
+			break
 		}
-		if len(key) < 16 {
+		if len(sk.Key) < 16 {
 			p.add("API_KEYS", "every key must be at least 16 characters")
 			break
 		}

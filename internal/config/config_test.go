@@ -31,27 +31,30 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		env  map[string]string
 		want string // the variable the message must name
 	}{
-		"port not a number":      {map[string]string{"PORT": "http"}, "PORT: must be a whole number"},
-		"port out of range":      {map[string]string{"PORT": "70000"}, "PORT: must be between"},
-		"ttl below 60":           {map[string]string{"REDIS_TTL": "59"}, "REDIS_TTL: must be between 60"},
-		"pool size 0":            {map[string]string{"DB_POOL_SIZE": "0"}, "DB_POOL_SIZE"},
-		"pool size 101":          {map[string]string{"DB_POOL_SIZE": "101"}, "DB_POOL_SIZE"},
-		"short secret":           {map[string]string{"SECRET_KEY": "short"}, "SECRET_KEY: must be at least 32"},
-		"production no secret":   {map[string]string{"APP_ENV": "production"}, "SECRET_KEY: is required"},
-		"bad database scheme":    {map[string]string{"DATABASE_URL": "mysql://x"}, "DATABASE_URL: must use scheme"},
-		"bad redis scheme":       {map[string]string{"REDIS_URL": "http://x"}, "REDIS_URL"},
-		"bad log level":          {map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
-		"short api key":          {map[string]string{"API_KEYS": "a:b"}, "API_KEYS"},
-		"bad origin":             {map[string]string{"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS"},
-		"bad webhook secret":     {map[string]string{"WEBHOOK_SECRET": "secret"}, "WEBHOOK_SECRET"},
-		"short webhook secret":   {map[string]string{"WEBHOOK_SECRET": "whsec_c2hvcnQ="}, "WEBHOOK_SECRET: must be whsec_ followed"},
-		"bad bool":               {map[string]string{"WEBHOOK_ALLOW_PRIVATE": "maybe"}, "WEBHOOK_ALLOW_PRIVATE"},
-		"bad duration":           {map[string]string{"REDIS_TIMEOUT": "fast"}, "REDIS_TIMEOUT"},
-		"negative rate":          {map[string]string{"RATE_LIMIT": "-1"}, "RATE_LIMIT"},
-		"batch size over limit":  {map[string]string{"MAX_BATCH_SIZE": "1000000"}, "MAX_BATCH_SIZE"},
-		"worker concurrency 0":   {map[string]string{"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY"},
-		"otlp endpoint not http": {map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "grpc://x"}, "OTEL_EXPORTER_OTLP_ENDPOINT"},
-		"pprof without port":     {map[string]string{"PPROF_ADDR": "localhost"}, "PPROF_ADDR: \"localhost\" is not a host:port"},
+		"port not a number":       {map[string]string{"PORT": "http"}, "PORT: must be a whole number"},
+		"port out of range":       {map[string]string{"PORT": "70000"}, "PORT: must be between"},
+		"ttl below 60":            {map[string]string{"REDIS_TTL": "59"}, "REDIS_TTL: must be between 60"},
+		"pool size 0":             {map[string]string{"DB_POOL_SIZE": "0"}, "DB_POOL_SIZE"},
+		"pool size 101":           {map[string]string{"DB_POOL_SIZE": "101"}, "DB_POOL_SIZE"},
+		"short secret":            {map[string]string{"SECRET_KEY": "short"}, "SECRET_KEY: must be at least 32"},
+		"production no secret":    {map[string]string{"APP_ENV": "production"}, "SECRET_KEY: is required"},
+		"bad database scheme":     {map[string]string{"DATABASE_URL": "mysql://x"}, "DATABASE_URL: must use scheme"},
+		"bad redis scheme":        {map[string]string{"REDIS_URL": "http://x"}, "REDIS_URL"},
+		"bad log level":           {map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		"short api key":           {map[string]string{"API_KEYS": "a:b"}, "API_KEYS"},
+		"unknown api key scope":   {map[string]string{"API_KEYS": "a:0123456789abcdef0123:predict+root"}, `API_KEYS: entry 1: unknown scope "root"`},
+		"api key scopes by comma": {map[string]string{"API_KEYS": "b:0123456789abcdef0123,a:0123456789abcdef0123:predict:jobs"}, "API_KEYS: entry 2: an entry is key, name:key or name:key:scopes"},
+		"empty api key scopes":    {map[string]string{"API_KEYS": "a:0123456789abcdef0123:"}, `API_KEYS: entry 1: unknown scope ""`},
+		"bad origin":              {map[string]string{"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS"},
+		"bad webhook secret":      {map[string]string{"WEBHOOK_SECRET": "secret"}, "WEBHOOK_SECRET"},
+		"short webhook secret":    {map[string]string{"WEBHOOK_SECRET": "whsec_c2hvcnQ="}, "WEBHOOK_SECRET: must be whsec_ followed"},
+		"bad bool":                {map[string]string{"WEBHOOK_ALLOW_PRIVATE": "maybe"}, "WEBHOOK_ALLOW_PRIVATE"},
+		"bad duration":            {map[string]string{"REDIS_TIMEOUT": "fast"}, "REDIS_TIMEOUT"},
+		"negative rate":           {map[string]string{"RATE_LIMIT": "-1"}, "RATE_LIMIT"},
+		"batch size over limit":   {map[string]string{"MAX_BATCH_SIZE": "1000000"}, "MAX_BATCH_SIZE"},
+		"worker concurrency 0":    {map[string]string{"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY"},
+		"otlp endpoint not http":  {map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "grpc://x"}, "OTEL_EXPORTER_OTLP_ENDPOINT"},
+		"pprof without port":      {map[string]string{"PPROF_ADDR": "localhost"}, "PPROF_ADDR: \"localhost\" is not a host:port"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -135,4 +138,16 @@ func TestAuthFailLimitDefaults(t *testing.T) {
 	require.Equal(t, 20, c.AuthFailBurst)
 	_, err = Load(env(map[string]string{"AUTH_FAIL_RATE": "-1"}))
 	require.ErrorContains(t, err, "AUTH_FAIL_RATE")
+}
+
+// API_KEYS entries may list scopes (name:key:predict+jobs); a bad one is an error naming
+// API_KEYS and the entry's position, never the key.
+func TestAPIKeysScopes(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(map[string]string{"API_KEYS": "ops:0123456789abcdef0123:predict+jobs,0123456789abcdef0124,:0123456789abcdef0125:admin"}))
+	require.NoError(t, err)
+	require.Len(t, c.APIKeys, 3)
+	_, err = Load(env(map[string]string{"API_KEYS": "ops:0123456789abcdef0123:predict+jobs+superuser"}))
+	require.ErrorContains(t, err, `API_KEYS: entry 1: unknown scope "superuser"`)
+	require.NotContains(t, err.Error(), "0123456789abcdef0123")
 }
