@@ -126,6 +126,12 @@ func waitLive(url string, done <-chan error, within time.Duration) (up, exited b
 
 func (a *api) do(method, path string, body any, out any) int {
 	a.t.Helper()
+	return a.doAs(testKey, method, path, body, out)
+}
+
+// doAs is do with key as the API key.
+func (a *api) doAs(key, method, path string, body any, out any) int {
+	a.t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -134,7 +140,7 @@ func (a *api) do(method, path string, body any, out any) int {
 	}
 	req, err := http.NewRequest(method, a.base+path, rd)
 	require.NoError(a.t, err)
-	req.Header.Set("Authorization", "Bearer "+testKey)
+	req.Header.Set("Authorization", "Bearer "+key)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -173,17 +173,36 @@ func (f *fakeCatalog) Get(_ context.Context, version string) (modelreg.Info, err
 	return modelreg.Info{}, modelreg.ErrNotFound
 }
 
-// fakeAuth knows testKey (principal "tester") and otherTestKey ("other").
+// fakeAuth knows testKey (principal "tester", tenant "k-tester") and otherTestKey ("other",
+// "k-other"), both with every scope, and scopedKey's keys, with the scopes they name.
 type fakeAuth struct{}
 
 func (fakeAuth) Authenticate(_ context.Context, key string) (auth.Principal, error) {
 	switch key {
 	case testKey:
-		return auth.Principal{Name: "tester", KeyID: "k-tester"}, nil
+		return auth.Principal{Name: "tester", KeyID: "k-tester", Scopes: auth.AllScopes}, nil
 	case otherTestKey:
-		return auth.Principal{Name: "other", KeyID: "k-other"}, nil
+		return auth.Principal{Name: "other", KeyID: "k-other", Scopes: auth.AllScopes}, nil
+	}
+	if list, ok := strings.CutPrefix(key, "scoped-key:"); ok {
+		p := auth.Principal{Name: key, KeyID: "k-" + key}
+		for _, s := range strings.Split(list, "+") {
+			if s != "" {
+				p.Scopes = append(p.Scopes, auth.Scope(s))
+			}
+		}
+		return p, nil
 	}
 	return auth.Principal{}, auth.ErrUnauthorized
+}
+
+// scopedKey is a key that fakeAuth gives exactly scopes.
+func scopedKey(scopes ...auth.Scope) string {
+	names := make([]string, len(scopes))
+	for i, s := range scopes {
+		names[i] = string(s)
+	}
+	return "scoped-key:" + strings.Join(names, "+")
 }
 
 // fakeReadiness reports ready unless told otherwise.

@@ -42,7 +42,7 @@ func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		ctx := req.Context()
 		hasher := idempotency.NewHasher(req.Method, req.URL.Path, req.URL.RawQuery, req.Header.Get(echo.HeaderContentType))
-		claim, stored, err := s.deps.Idempotency.Claim(ctx, ownerOf(c).ID, key)
+		claim, stored, err := s.deps.Idempotency.Claim(ctx, tenantOf(c), key)
 		if err != nil {
 			return err
 		}

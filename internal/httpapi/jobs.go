@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -53,9 +52,11 @@ var (
 	slugConflict    = "conflict"
 )
 
+// ownerOf is the job owner of the request: its tenant (see tenantOf), with the key's name
+// as a label.
 func ownerOf(c echo.Context) job.Owner {
 	p, _ := principalFrom(c.Request().Context())
-	return job.Owner{ID: cmp.Or(p.KeyID, "name:"+p.Name), Name: p.Name}
+	return job.Owner{ID: p.KeyID, Name: p.Name}
 }
 
 func jobID(c echo.Context) (uuid.UUID, error) {

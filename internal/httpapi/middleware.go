@@ -407,6 +407,9 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 			return fmt.Errorf("authenticate: %w", err)
 		}
+		if p.KeyID == "" { // no tenant: nothing it made could be told from another key's
+			return auth.ErrUnauthorized
+		}
 		s.authSucceeded(addr)
 		c.SetRequest(req.WithContext(context.WithValue(req.Context(), ctxKeyPrincipal, p)))
 		return next(c)
@@ -440,6 +443,36 @@ func (s *Server) authSucceeded(addr string) {
 	}
 }
 
+// tenantOf returns the tenant of the request: its key's KeyID, under which every resource
+// the key makes is stored and by which every read is filtered.
+func tenantOf(c echo.Context) string {
+	p, _ := principalFrom(c.Request().Context())
+	return p.KeyID
+}
+
+// requireScope refuses, with 403 naming the scope, a key that lacks scope. It runs after
+// authenticate.
+func requireScope(scope auth.Scope) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if p, _ := principalFrom(c.Request().Context()); !p.Can(scope) {
+				return forbidden(scope)
+			}
+			return next(c)
+		}
+	}
+}
+
+// forbidden is the problem of a key without scope.
+func forbidden(scope auth.Scope) *problemError {
+	return &problemError{
+		status: http.StatusForbidden,
+		slug:   slugForbidden,
+		title:  "Forbidden",
+		detail: "The API key lacks the scope this route needs: " + string(scope) + ".",
+	}
+}
+
 // rateLimit applies the per-key limit (a no-op when rate limiting is off): in Redis, shared
 // by every replica, when Config.RateRedis is set, else per process. It runs after
 // authenticate, so it limits keys, not addresses. Every answer of a limited route carries
@@ -449,11 +482,7 @@ func (s *Server) rateLimit(next echo.HandlerFunc) echo.HandlerFunc {
 		return next
 	}
 	return func(c echo.Context) error {
-		p, _ := principalFrom(c.Request().Context())
-		key := p.KeyID
-		if key == "" {
-			key = "name:" + p.Name
-		}
+		key := tenantOf(c)
 		var d rateDecision
 		if s.shared != nil {
 			d = s.shared.take(c.Request().Context(), key)

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
+
+	"github.com/predq/predq/internal/auth"
 )
 
 func TestRequestID(t *testing.T) {
@@ -70,10 +73,10 @@ func TestAuth(t *testing.T) {
 		wantStatus int
 		wantUser   string
 	}{
-		{name: "bearer key", header: map[string]string{"Authorization": "Bearer " + testKey}, wantStatus: 200, wantUser: "tester"},
+		{name: "bearer key", header: map[string]string{"Authorization": "Bearer " + testKey}, wantStatus: 200, wantUser: "k-tester"},
 		{name: "bearer scheme is case-insensitive", header: map[string]string{"Authorization": "bearer " + otherTestKey},
-			wantStatus: 200, wantUser: "other"},
-		{name: "X-API-Key", header: map[string]string{"X-API-Key": otherTestKey}, wantStatus: 200, wantUser: "other"},
+			wantStatus: 200, wantUser: "k-other"},
+		{name: "X-API-Key", header: map[string]string{"X-API-Key": otherTestKey}, wantStatus: 200, wantUser: "k-other"},
 		{name: "no key", header: nil, wantStatus: 401},
 		{name: "wrong bearer key", header: map[string]string{"Authorization": "Bearer nope-0123456789abcdef"}, wantStatus: 401},
 		{name: "wrong X-API-Key", header: map[string]string{"X-API-Key": "nope"}, wantStatus: 401},
@@ -424,4 +427,86 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	var m dto.Metric
 	require.NoError(t, c.Write(&m))
 	return m.GetCounter().GetValue()
+}
+
+// TestScopedRoutes walks every registered /api/v1 route: a key with every scope but the
+// route's own gets 403 problem+json naming it, a key with only that scope gets past the
+// check, and the OpenAPI document lists the 403. The routes that any valid key may use
+// answer a key without scopes.
+func TestScopedRoutes(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t)
+	_, doc := fetchOpenAPI(t, s)
+	want := map[string]auth.Scope{
+		"POST /api/v1/predict":                  auth.ScopePredict,
+		"POST /api/v1/predict/batch":            auth.ScopePredict,
+		"GET /api/v1/predictions":               auth.ScopePredict,
+		"GET /api/v1/predictions/{id}":          auth.ScopePredict,
+		"GET /api/v1/models":                    "",
+		"GET /api/v1/models/{version}":          "",
+		"POST /api/v1/models/{version}/promote": auth.ScopeAdmin,
+		"POST /api/v1/jobs":                     auth.ScopeJobs,
+		"GET /api/v1/jobs":                      auth.ScopeJobs,
+		"GET /api/v1/jobs/{id}":                 auth.ScopeJobs,
+		"GET /api/v1/jobs/{id}/results":         auth.ScopeJobs,
+		"GET /api/v1/jobs/{id}/events":          auth.ScopeJobs,
+		"POST /api/v1/jobs/{id}/cancel":         auth.ScopeJobs,
+	}
+	allBut := func(not auth.Scope) []auth.Scope {
+		var out []auth.Scope
+		for _, sc := range auth.AllScopes {
+			if sc != not {
+				out = append(out, sc)
+			}
+		}
+		return out
+	}
+	seen := 0
+	for _, r := range s.e.Routes() {
+		if r.Method == echo.RouteNotFound || !strings.HasPrefix(r.Path, "/api/v1/") {
+			continue
+		}
+		route := r.Method + " " + echoParam.ReplaceAllString(r.Path, "{$1}")
+		scope, ok := want[route]
+		require.True(t, ok, "%s: which scope does it need? add it here and to the README", route)
+		seen++
+		path := strings.NewReplacer(":version", "v1.0.0", ":id", "00000000-0000-0000-0000-000000000000").Replace(r.Path)
+		send := func(key string) *httptest.ResponseRecorder {
+			return do(t, s, request{method: r.Method, path: path, body: `{"features":[1]}`,
+				header: map[string]string{"Authorization": "Bearer " + key}})
+		}
+		op := doc["paths"].(map[string]any)[echoParam.ReplaceAllString(r.Path, "{$1}")].(map[string]any)[strings.ToLower(r.Method)].(map[string]any)
+		if scope == "" {
+			rec := send(scopedKey())
+			require.NotEqual(t, http.StatusForbidden, rec.Code, "%s: any valid key: %s", route, rec.Body)
+			require.NotContains(t, op["responses"], "403", route)
+			continue
+		}
+		rec := send(scopedKey(allBut(scope)...))
+		require.Equal(t, http.StatusForbidden, rec.Code, "%s: %s", route, rec.Body)
+		require.Equal(t, "application/problem+json", rec.Header().Get(echo.HeaderContentType), route)
+		p := readProblem(t, rec)
+		require.Equal(t, problemTypeBase+slugForbidden, p.Type, route)
+		require.Equal(t, "The API key lacks the scope this route needs: "+string(scope)+".", p.Detail, route)
+		rec = send(scopedKey(scope))
+		require.NotEqual(t, http.StatusForbidden, rec.Code, "%s: the %s scope suffices: %s", route, scope, rec.Body)
+		require.Contains(t, op["responses"], "403", "%s: the OpenAPI document lists its 403", route)
+	}
+	require.Equal(t, len(want), seen, "every route of the table is registered")
+}
+
+// A key that the authenticator returns without a tenant is refused: nothing it made could
+// be told apart from another key's.
+func TestKeyWithoutTenantIsRefused(t *testing.T) {
+	t.Parallel()
+	s, _ := setup(t)
+	s.deps.Auth = noTenantAuth{}
+	rec := do(t, s, request{method: http.MethodPost, path: "/api/v1/predict", body: `{"features":[1]}`})
+	require.Equal(t, http.StatusUnauthorized, rec.Code, rec.Body.String())
+}
+
+type noTenantAuth struct{}
+
+func (noTenantAuth) Authenticate(context.Context, string) (auth.Principal, error) {
+	return auth.Principal{Name: "static", Scopes: auth.AllScopes}, nil
 }

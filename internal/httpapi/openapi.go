@@ -263,6 +263,7 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 	predictErrors := map[string]response{
 		"400": respRef("BadRequest"),
 		"401": respRef("Unauthorized"),
+		"403": respRef("Forbidden"), // needs the predict scope
 		"404": respRef("ModelNotFound"),
 		"413": respRef("PayloadTooLarge"),
 		"415": respRef("UnsupportedMediaType"),
@@ -389,8 +390,9 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 	if s.deps.Promoter != nil {
 		paths["/api/v1/models/{version}/promote"] = map[string]operation{"post": {
 			OperationID: "promoteModel", Summary: "Point an alias (default latest) at a version",
-			Description: "Recorded in Postgres and announced to every api and worker process, which switch within " +
-				"seconds without a restart; a request in flight finishes on the model it started with.",
+			Description: "Needs an API key with the admin scope. Recorded in Postgres and announced to every api and " +
+				"worker process, which switch within seconds without a restart; a request in flight finishes on the model " +
+				"it started with.",
 			Tags: []string{"models"},
 			Parameters: append([]parameter{
 				{Name: "version", In: "path", Required: true, Schema: &schema{Type: "string", Examples: []any{"v1.0.0"}}},
@@ -399,6 +401,7 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 			Security: apiKeySecurity,
 			Responses: withErrors(map[string]response{
 				"200": okResponse("The version with its aliases.", ref("ModelInfo"), nil),
+				"403": respRef("Forbidden"),
 				"404": respRef("ModelNotFound"),
 				"422": respRef("UnprocessableEntity"),
 			}, protectedReadErrors),
@@ -420,6 +423,7 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 			Security: apiKeySecurity,
 			Responses: withErrors(map[string]response{
 				"200": okResponse("A page of predictions.", ref("PredictionList"), nil),
+				"403": respRef("Forbidden"),
 				"422": respRef("UnprocessableEntity"),
 			}, protectedReadErrors),
 		}}
@@ -436,6 +440,7 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 			Security:   apiKeySecurity,
 			Responses: withErrors(map[string]response{
 				"200": okResponse("The prediction.", ref("StoredPrediction"), nil),
+				"403": respRef("Forbidden"),
 				"404": respRef("NotFound"),
 			}, protectedReadErrors),
 		}}
@@ -646,6 +651,10 @@ func (s *Server) openAPIComponents() components {
 				http.StatusUnauthorized, slugUnauthorized, "Unauthorized",
 				"A valid API key is required: Authorization: Bearer <key> or X-API-Key: <key>.", nil,
 				map[string]header{"WWW-Authenticate": {Schema: &schema{Type: "string"}}}),
+			"Forbidden": problemResponse("The API key lacks the scope the route needs: predict (predict, batch "+
+				"predict, predictions), jobs (every job route) or admin (promote); the detail names it.",
+				http.StatusForbidden, slugForbidden, "Forbidden",
+				"The API key lacks the scope this route needs: jobs.", nil, nil),
 			"NotFound": problemResponse("No resource at this path.",
 				http.StatusNotFound, slugNotFound, "Not found", "No resource at this path.", nil, nil),
 			"ModelNotFound": problemResponse("The model version or alias is not registered.",

@@ -14,6 +14,7 @@ func (s *Server) jobPaths() map[string]map[string]operation {
 		Schema: &schema{Type: "string", Format: "uuid"}}
 	reads := map[string]response{
 		"401": respRef("Unauthorized"),
+		"403": respRef("Forbidden"), // every job route needs the jobs scope
 		"404": respRef("JobNotFound"),
 		"429": respRef("TooManyRequests"),
 		"500": respRef("InternalError"),

@@ -37,12 +37,13 @@ func (r predictRequest) input() prediction.Input {
 	return in
 }
 
-// meta describes who asked: the request id and the API key's name.
+// meta describes who asked: the request id and the tenant, stored as the prediction's
+// user id.
 func meta(c echo.Context) prediction.Meta {
 	ctx := c.Request().Context()
 	m := prediction.Meta{RequestID: requestIDFrom(ctx)}
 	if p, ok := principalFrom(ctx); ok {
-		m.UserID = p.Name
+		m.UserID = p.KeyID
 	}
 	return m
 }

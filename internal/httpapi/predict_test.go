@@ -256,7 +256,7 @@ func TestPredictAnswer(t *testing.T) {
 		require.Equal(t, `{"prediction":0.75,"confidence":0.75,"model_version":"v1.1.0","latency_ms":0.5,`+
 			`"timestamp":"2025-01-02T03:04:05.123Z","prediction_class":"positive","cached":false,"request_id":"client-req-1"}`+"\n",
 			rec.Body.String())
-		require.Equal(t, prediction.Meta{RequestID: "client-req-1", UserID: "tester"}, b.predictor.lastMeta(t))
+		require.Equal(t, prediction.Meta{RequestID: "client-req-1", UserID: "k-tester"}, b.predictor.lastMeta(t))
 	})
 
 	t.Run("?pretty indents the answer", func(t *testing.T) {

@@ -52,9 +52,8 @@ func (s *Server) handleListPredictions() echo.HandlerFunc {
 		if err := v.Err(); err != nil {
 			return err
 		}
-		p, _ := principalFrom(c.Request().Context())
 		items, next, err := s.deps.Predictions.List(c.Request().Context(), prediction.ListFilter{
-			UserID: p.Name, ModelVersion: c.QueryParam("model_version"), From: from, To: to,
+			UserID: tenantOf(c), ModelVersion: c.QueryParam("model_version"), From: from, To: to,
 			Limit: limit, Cursor: c.QueryParam("cursor"),
 		})
 		if errors.Is(err, prediction.ErrInvalidCursor) {
@@ -75,8 +74,7 @@ func (s *Server) handleListPredictions() echo.HandlerFunc {
 func (s *Server) handleGetPrediction() echo.HandlerFunc {
 	return func(c echo.Context) error {
 		pr, err := s.deps.Predictions.Get(c.Request().Context(), c.Param("id"))
-		p, _ := principalFrom(c.Request().Context())
-		if errors.Is(err, prediction.ErrNotFound) || (err == nil && pr.UserID != p.Name) {
+		if errors.Is(err, prediction.ErrNotFound) || (err == nil && pr.UserID != tenantOf(c)) {
 			return &problemError{status: http.StatusNotFound, slug: slugNotFound, title: "Prediction not found",
 				detail: "No prediction of this API key has that id or request id. Predictions are stored within seconds of their answer."}
 		}

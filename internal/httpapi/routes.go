@@ -4,6 +4,8 @@ import (
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/predq/predq/internal/auth"
 )
 
 // routes installs the middleware and every route of the api process. It is the one list of
@@ -55,33 +57,39 @@ func (s *Server) routes() {
 		e.Any("/monitoring/*", echo.WrapHandler(withoutThirdPartyFonts(s.cfg.Monitoring)), guard, monitoringSameOrigin)
 	}
 
-	// /api/v1: an API key, then the per-key rate limit, on every route. (They wrap each
-	// handler rather than being group middleware because Echo v4 gives a group with middleware
-	// a catch-all route, which turns every 405 of the group into a 404; and they wrap it here,
-	// once, because Echo v4 applies a route's middleware to its handler again on every
-	// request, a closure each.) TestAPIRoutesRequireKey fails for a route added here without
-	// them.
-	keyed := func(h echo.HandlerFunc, more ...echo.MiddlewareFunc) echo.HandlerFunc {
-		return wrap(h, append([]echo.MiddlewareFunc{s.authenticate, s.rateLimit}, more...)...)
+	// /api/v1: an API key, then the per-key rate limit, then the route's scope (none: any
+	// valid key), on every route. (They wrap each handler rather than being group middleware
+	// because Echo v4 gives a group with middleware a catch-all route, which turns every 405
+	// of the group into a 404; and they wrap it here, once, because Echo v4 applies a route's
+	// middleware to its handler again on every request, a closure each.)
+	// TestAPIRoutesRequireKey fails for a route added here without them, and
+	// TestScopedRoutes for a route without its scope.
+	keyed := func(scope auth.Scope, h echo.HandlerFunc, more ...echo.MiddlewareFunc) echo.HandlerFunc {
+		mw := []echo.MiddlewareFunc{s.authenticate, s.rateLimit}
+		if scope != "" {
+			mw = append(mw, requireScope(scope))
+		}
+		return wrap(h, append(mw, more...)...)
 	}
+	const anyKey auth.Scope = ""
 	v1 := e.Group("/api/v1")
-	v1.POST("/predict", keyed(handlePredict(s.deps.Predictor), s.idempotent))
-	v1.POST("/predict/batch", keyed(handlePredictBatch(s.deps.Predictor, s.cfg.MaxBatchSize), s.idempotent))
-	v1.GET("/models", keyed(handleListModels(s.deps.Models)))
-	v1.GET("/models/:version", keyed(handleGetModel(s.deps.Models)))
+	v1.POST("/predict", keyed(auth.ScopePredict, handlePredict(s.deps.Predictor), s.idempotent))
+	v1.POST("/predict/batch", keyed(auth.ScopePredict, handlePredictBatch(s.deps.Predictor, s.cfg.MaxBatchSize), s.idempotent))
+	v1.GET("/models", keyed(anyKey, handleListModels(s.deps.Models)))
+	v1.GET("/models/:version", keyed(anyKey, handleGetModel(s.deps.Models)))
 	if s.deps.Promoter != nil {
-		v1.POST("/models/:version/promote", keyed(handlePromoteModel(s.deps.Promoter, s.deps.Models)))
+		v1.POST("/models/:version/promote", keyed(auth.ScopeAdmin, handlePromoteModel(s.deps.Promoter, s.deps.Models)))
 	}
 	if s.deps.Predictions != nil {
-		v1.GET("/predictions", keyed(s.handleListPredictions()))
-		v1.GET("/predictions/:id", keyed(s.handleGetPrediction()))
+		v1.GET("/predictions", keyed(auth.ScopePredict, s.handleListPredictions()))
+		v1.GET("/predictions/:id", keyed(auth.ScopePredict, s.handleGetPrediction()))
 	}
-	v1.POST("/jobs", keyed(s.handleSubmitJob(), s.jobUpload, s.idempotent))
-	v1.GET("/jobs", keyed(s.handleListJobs()))
-	v1.GET("/jobs/:id", keyed(s.handleGetJob()))
-	v1.GET("/jobs/:id/results", keyed(s.handleJobResults()))
-	v1.GET("/jobs/:id/events", keyed(s.handleJobEvents()))
-	v1.POST("/jobs/:id/cancel", keyed(s.handleCancelJob()))
+	v1.POST("/jobs", keyed(auth.ScopeJobs, s.handleSubmitJob(), s.jobUpload, s.idempotent))
+	v1.GET("/jobs", keyed(auth.ScopeJobs, s.handleListJobs()))
+	v1.GET("/jobs/:id", keyed(auth.ScopeJobs, s.handleGetJob()))
+	v1.GET("/jobs/:id/results", keyed(auth.ScopeJobs, s.handleJobResults()))
+	v1.GET("/jobs/:id/events", keyed(auth.ScopeJobs, s.handleJobEvents()))
+	v1.POST("/jobs/:id/cancel", keyed(auth.ScopeJobs, s.handleCancelJob()))
 }
 
 // wrap returns h inside mw, the first outermost: what Echo does for a route's middleware on

@@ -220,5 +220,5 @@ const (
 // Meta describes who asked, for persistence and logs.
 type Meta struct {
 	RequestID string // unique per prediction; a batch derives one per sample
-	UserID    string // the API key's name
+	UserID    string // the tenant: the API key's KeyID, never its name
 }
