@@ -335,7 +335,7 @@ func ensureDatabase(ctx context.Context, url string) error {
 
 func keys(ctx context.Context, cfg config.Config, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "create" {
-		return errors.New("usage: api keys create --name NAME [--scope SCOPE]...")
+		return errors.New("usage: api keys create --name NAME [--scope SCOPE] (--scope repeatable)")
 	}
 	fs := flag.NewFlagSet("keys create", flag.ContinueOnError)
 	fs.SetOutput(stderr)
