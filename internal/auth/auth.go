@@ -51,11 +51,11 @@ const (
 	ScopeReview  Scope = "review"  // reserved
 )
 
-// AllScopes are every scope, which a static key has unless its entry lists some.
-var AllScopes = []Scope{ScopePredict, ScopeJobs, ScopeAdmin, ScopeReview}
+// AllScopes returns every scope, which a static key has unless its entry lists some.
+func AllScopes() []Scope { return []Scope{ScopePredict, ScopeJobs, ScopeAdmin, ScopeReview} }
 
-// DefaultStoredScopes are the scopes of a stored key created without any: not admin.
-var DefaultStoredScopes = []Scope{ScopePredict, ScopeJobs}
+// DefaultStoredScopes returns the scopes of a stored key created without any: not admin.
+func DefaultStoredScopes() []Scope { return []Scope{ScopePredict, ScopeJobs} }
 
 // ParseScopes checks names against the known scopes and returns them, deduplicated, in
 // the order of AllScopes. No names is an error: a key that may do nothing is a mistake.
@@ -64,13 +64,13 @@ func ParseScopes(names []string) ([]Scope, error) {
 		return nil, errors.New("no scope given (want predict, jobs, admin or review)")
 	}
 	var out []Scope
-	for _, s := range AllScopes {
+	for _, s := range AllScopes() {
 		if slices.Contains(names, string(s)) {
 			out = append(out, s)
 		}
 	}
 	for _, n := range names {
-		if !slices.Contains(AllScopes, Scope(n)) {
+		if !slices.Contains(AllScopes(), Scope(n)) {
 			return nil, fmt.Errorf("unknown scope %q (want predict, jobs, admin or review)", truncate(n, 32))
 		}
 	}
@@ -110,7 +110,7 @@ func ParseStaticKey(entry string) (StaticKey, error) {
 	if sk.Key == "" {
 		return StaticKey{}, errors.New("an entry has an empty key")
 	}
-	sk.Scopes = AllScopes
+	sk.Scopes = AllScopes()
 	if len(f) == 3 {
 		s, err := ParseScopes(strings.Split(f[2], "+"))
 		if err != nil {
@@ -268,7 +268,7 @@ func Create(ctx context.Context, pool *pgxpool.Pool, name string, scopes []Scope
 		return "", errors.New("auth: a key needs a name of 1 to 100 characters")
 	}
 	if len(scopes) == 0 {
-		scopes = DefaultStoredScopes
+		scopes = DefaultStoredScopes()
 	}
 	names := make([]string, len(scopes))
 	for i, s := range scopes {

@@ -29,7 +29,7 @@ func TestStaticKeys(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "ops", p.Name)
 	require.Equal(t, keyID("0123456789abcdef0123"), p.KeyID)
-	require.Equal(t, AllScopes, p.Scopes, "a static key without scopes has every one")
+	require.Equal(t, AllScopes(), p.Scopes, "a static key without scopes has every one")
 
 	a, err := k.Authenticate(context.Background(), "fedcba9876543210fedc")
 	require.NoError(t, err)
@@ -60,8 +60,8 @@ func TestParseStaticKey(t *testing.T) {
 	const key = "0123456789abcdef0123"
 	id := keyID(key)
 	for entry, want := range map[string]StaticKey{
-		key:                            {Name: "key-" + id, Key: key, KeyID: id, Scopes: AllScopes},
-		"ops:" + key:                   {Name: "ops", Key: key, KeyID: id, Scopes: AllScopes},
+		key:                            {Name: "key-" + id, Key: key, KeyID: id, Scopes: AllScopes()},
+		"ops:" + key:                   {Name: "ops", Key: key, KeyID: id, Scopes: AllScopes()},
 		"ops:" + key + ":predict":      {Name: "ops", Key: key, KeyID: id, Scopes: []Scope{ScopePredict}},
 		"ops:" + key + ":jobs+predict": {Name: "ops", Key: key, KeyID: id, Scopes: []Scope{ScopePredict, ScopeJobs}},
 		":" + key + ":admin":           {Name: "key-" + id, Key: key, KeyID: id, Scopes: []Scope{ScopeAdmin}},
@@ -105,7 +105,7 @@ func TestStoredKeys(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "analytics", p.Name)
 	require.Equal(t, keyID(key), p.KeyID)
-	require.Equal(t, DefaultStoredScopes, p.Scopes, "a key created without scopes may predict and run jobs, not administer")
+	require.Equal(t, DefaultStoredScopes(), p.Scopes, "a key created without scopes may predict and run jobs, not administer")
 	_, err = k.Authenticate(ctx, key+"x")
 	require.ErrorIs(t, err, ErrUnauthorized)
 

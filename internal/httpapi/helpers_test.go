@@ -180,9 +180,9 @@ type fakeAuth struct{}
 func (fakeAuth) Authenticate(_ context.Context, key string) (auth.Principal, error) {
 	switch key {
 	case testKey:
-		return auth.Principal{Name: "tester", KeyID: "k-tester", Scopes: auth.AllScopes}, nil
+		return auth.Principal{Name: "tester", KeyID: "k-tester", Scopes: auth.AllScopes()}, nil
 	case otherTestKey:
-		return auth.Principal{Name: "other", KeyID: "k-other", Scopes: auth.AllScopes}, nil
+		return auth.Principal{Name: "other", KeyID: "k-other", Scopes: auth.AllScopes()}, nil
 	}
 	if list, ok := strings.CutPrefix(key, "scoped-key:"); ok {
 		p := auth.Principal{Name: key, KeyID: "k-" + key}

@@ -454,7 +454,7 @@ func TestScopedRoutes(t *testing.T) {
 	}
 	allBut := func(not auth.Scope) []auth.Scope {
 		var out []auth.Scope
-		for _, sc := range auth.AllScopes {
+		for _, sc := range auth.AllScopes() {
 			if sc != not {
 				out = append(out, sc)
 			}
@@ -508,5 +508,5 @@ func TestKeyWithoutTenantIsRefused(t *testing.T) {
 type noTenantAuth struct{}
 
 func (noTenantAuth) Authenticate(context.Context, string) (auth.Principal, error) {
-	return auth.Principal{Name: "static", Scopes: auth.AllScopes}, nil
+	return auth.Principal{Name: "static", Scopes: auth.AllScopes()}, nil
 }
