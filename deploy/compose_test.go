@@ -186,7 +186,7 @@ func healthcheckPort(argv []string, img image, env map[string]string) (int, erro
 func healthTest(h *composeHealth) (kind string, argv []string, err error) {
 	t, err := stringList(h.Test)
 	if err != nil || len(t) == 0 {
-		return "", nil, fmt.Errorf("healthcheck test %v: %v", h.Test, err)
+		return "", nil, fmt.Errorf("healthcheck test %v: %w", h.Test, err)
 	}
 	if _, isString := h.Test.(string); isString {
 		return "CMD-SHELL", t, nil

@@ -264,7 +264,7 @@ func checkRendered(objs []object, img image, queues []string) []error {
 			if kind == "Secret" {
 				b, err := base64.StdEncoding.DecodeString(x)
 				if err != nil {
-					return nil, fmt.Errorf("%s %s: key %s: %v", kind, name, k, err)
+					return nil, fmt.Errorf("%s %s: key %s: %w", kind, name, k, err)
 				}
 				out[k] = string(b)
 			}
@@ -293,7 +293,10 @@ func checkRendered(objs []object, img image, queues []string) []error {
 		var tmpl podTemplate
 		switch {
 		case o.Kind == "Pod":
-			tmpl, err = decode[podTemplate](o)
+			if tmpl, err = decode[podTemplate](o); err != nil {
+				fail("%s: %v", o, err)
+				continue
+			}
 		case w.Spec.Template != nil:
 			tmpl = *w.Spec.Template
 		case w.Spec.JobTemplate != nil:

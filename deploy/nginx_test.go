@@ -32,20 +32,20 @@ func parseNginx(src string) (*ngx, error) {
 	line := 1
 	for i := 0; i < len(src); {
 		c := src[i]
-		switch {
-		case c == '\n':
+		switch c {
+		case '\n':
 			line++
 			i++
-		case c == ' ' || c == '\t' || c == '\r':
+		case ' ', '\t', '\r':
 			i++
-		case c == '#':
+		case '#':
 			for i < len(src) && src[i] != '\n' {
 				i++
 			}
-		case c == '{' || c == '}' || c == ';':
+		case '{', '}', ';':
 			toks = append(toks, tok{s: string(c), line: line})
 			i++
-		case c == '"' || c == '\'':
+		case '"', '\'':
 			j := i + 1
 			var b strings.Builder
 			for j < len(src) && src[j] != c {
@@ -183,7 +183,7 @@ func matchLocation(server *ngx, uri string) (*ngx, error) {
 		}
 		re, err := regexp.Compile(expr)
 		if err != nil {
-			return nil, fmt.Errorf("location %s %s: %v", l.args[0], l.args[1], err)
+			return nil, fmt.Errorf("location %s %s: %w", l.args[0], l.args[1], err)
 		}
 		if re.MatchString(uri) {
 			return l, nil

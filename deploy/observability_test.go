@@ -213,7 +213,7 @@ func obsSelectorName(vs *parser.VectorSelector) string {
 		return vs.Name
 	}
 	for _, m := range vs.LabelMatchers {
-		if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
+		if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual {
 			return m.Value
 		}
 	}
@@ -297,7 +297,7 @@ func obsAvailable(e parser.Expr, cat obsCatalog) map[string]bool {
 			parser.Inspect(n.Args[0], func(node parser.Node, _ []parser.Node) error {
 				if vs, ok := node.(*parser.VectorSelector); ok {
 					for _, m := range vs.LabelMatchers {
-						if m.Type == labels.MatchEqual && m.Name != labels.MetricName {
+						if m.Type == labels.MatchEqual && m.Name != model.MetricNameLabel {
 							out[m.Name] = true
 						}
 					}
@@ -412,7 +412,7 @@ func obsCheckExpr(where, expr string, cat obsCatalog, jobs map[string]bool) []er
 			}
 			lbls := cat.seriesLabels(name)
 			for _, m := range n.LabelMatchers {
-				if m.Name == labels.MetricName {
+				if m.Name == model.MetricNameLabel {
 					continue
 				}
 				values, ok := lbls[m.Name]

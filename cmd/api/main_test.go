@@ -91,7 +91,8 @@ func startAPI(t *testing.T, env map[string]string) *api {
 		cancel()
 		if !exited {
 			select {
-			case <-done:
+			case err := <-done:
+				t.Logf("api ended before answering: %v", err)
 			case <-time.After(30 * time.Second):
 			}
 			t.Fatalf("api did not answer on %s within 20s", a.base)

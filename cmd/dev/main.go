@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		defer srv.Stop()
+		defer stopService(srv, say)
 		env["DATABASE_URL"] = postgres.WithDatabase(srv.URL, "predq")
 	} else {
 		env["DATABASE_URL"] = cfg.DatabaseURL
@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		defer srv.Stop()
+		defer stopService(srv, say)
 		env["REDIS_URL"] = srv.URL
 		if getenv("CACHE_REDIS_URL") == "" {
 			delete(env, "CACHE_REDIS_URL")
@@ -265,4 +265,11 @@ func firstNonEmpty(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// stopService stops a throwaway server that the dev stack started, saying so when it fails.
+func stopService(srv *localsvc.Server, say func(string, ...any)) {
+	if err := srv.Stop(); err != nil {
+		say("stopping a throwaway server: %v", err)
+	}
 }

@@ -226,7 +226,7 @@ func (k *Keys) Authenticate(ctx context.Context, key string) (Principal, error) 
 	})
 	select {
 	case <-ctx.Done():
-		return Principal{}, fmt.Errorf("%w: look up key: %v", ErrUnavailable, ctx.Err())
+		return Principal{}, fmt.Errorf("%w: look up key: %w", ErrUnavailable, ctx.Err())
 	case r := <-ch:
 		if r.Err != nil {
 			return Principal{}, r.Err
@@ -250,7 +250,7 @@ func (k *Keys) lookup(ctx context.Context, h [32]byte) (Principal, error) {
 		return Principal{}, ErrUnauthorized
 	case err != nil:
 		k.lookups.WithLabelValues("error").Inc()
-		return Principal{}, fmt.Errorf("%w: look up key: %v", ErrUnavailable, err)
+		return Principal{}, fmt.Errorf("%w: look up key: %w", ErrUnavailable, err)
 	}
 	k.lookups.WithLabelValues("found").Inc()
 	k.cache.Store(h, cachedKey{p: p, expires: time.Now().Add(cacheTTL)})

@@ -317,7 +317,9 @@ func (s *Server) handleJobResults() echo.HandlerFunc {
 				if err != nil {
 					return err
 				}
-				w.Write(b)
+				if _, err := w.Write(b); err != nil {
+					return err
+				}
 				return w.WriteByte('\n')
 			}, nil)
 		case strings.Contains(accept, "text/csv"):
@@ -376,7 +378,7 @@ func (s *Server) streamResults(c echo.Context, owner job.Owner, id uuid.UUID, co
 	resp.Header().Set(echo.HeaderContentType, contentType)
 	resp.WriteHeader(http.StatusOK)
 	w := bufio.NewWriterSize(resp, 64<<10)
-	w.Write(header)
+	_, _ = w.Write(header) // a bufio.Writer keeps its first error: the Flush below reports it
 	n := 0
 	err := s.deps.Jobs.StreamResults(ctx, owner, id, func(r job.Result) error {
 		if n%10_000 == 0 {

@@ -176,7 +176,7 @@ func TestDecodeArtifactEveryByteFlipped(t *testing.T) {
 		corrupted := bytes.Clone(b)
 		corrupted[i] ^= 0x01
 		_, err := DecodeArtifact(corrupted)
-		if err == nil || !(errors.Is(err, ErrChecksum) || errors.Is(err, ErrInvalidArtifact)) {
+		if err == nil || (!errors.Is(err, ErrChecksum) && !errors.Is(err, ErrInvalidArtifact)) {
 			t.Fatalf("byte %d (%q) flipped: err = %v, want ErrChecksum or ErrInvalidArtifact", i, b[i], err)
 		}
 	}

@@ -16,6 +16,8 @@ var useSigmoidAVX2 = cpu.X86.HasAVX2
 // The range check of sigmoidAVX2: ki - (expShiftBits-expMaxK) > 2·expMaxK, unsigned, is
 // the signed comparison (VPCMPGTQ; AVX2 has no unsigned one) of both sides plus 2^63,
 // that is ki - avx2RangeBias > avx2RangeLimit (mod 2^64, as int64s).
+//
+//nolint:unused // read by exp_amd64.s through go_asm.h
 const (
 	avx2RangeBias  = expShiftBits - expMaxK - 1<<63
 	avx2RangeLimit = 2*expMaxK - 1<<63

@@ -264,7 +264,7 @@ func classify(err error) error {
 		return nil
 	}
 	if postgres.IsUnavailable(err) {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
 }

@@ -50,7 +50,7 @@ func Open(ctx context.Context, url string, maxConns int) (*pgxpool.Pool, error) 
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
 	}
-	cfg.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTrimSQLInSpanName())
+	cfg.ConnConfig.Tracer = otelpgx.NewTracer() // span names are the statement trimmed to its first word, otelpgx's default
 	cfg.AfterConnect = registerFloat8s
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

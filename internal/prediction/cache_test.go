@@ -61,7 +61,7 @@ func TestCacheBatchesConcurrentCallsAndAnswersEachCaller(t *testing.T) {
 				c.SetMany(ctx, []string{key(i)}, []float64{0.25})
 				// Written once SetMany returns.
 				if v, err := rdb.Get(ctx, key(i)).Result(); err != nil || v != "0.25" {
-					errs <- fmt.Errorf("caller %d: after SetMany the key holds %q, %v", i, v, err)
+					errs <- fmt.Errorf("caller %d: after SetMany the key holds %q, %v", i, v, err) //nolint:errorlint // err may be nil here; the message only reports it
 				}
 			}
 		})

@@ -136,7 +136,7 @@ func HandleAlertLowConfidence(cfg AlertConfig) asynq.HandlerFunc {
 	return func(ctx context.Context, t *asynq.Task) error {
 		var p AlertPayload
 		if err := json.Unmarshal(t.Payload(), &p); err != nil || p.RequestID == "" {
-			return fmt.Errorf("%s: %w: %v: %w", TypeAlertLowConfidence, ErrBadPayload, err, asynq.SkipRetry)
+			return fmt.Errorf("%s: %w: %v: %w", TypeAlertLowConfidence, ErrBadPayload, err, asynq.SkipRetry) //nolint:errorlint // err is nil when only a field is missing; the task is refused either way
 		}
 		if retried, _ := asynq.GetRetryCount(ctx); retried == 0 {
 			if p.JobID != "" {

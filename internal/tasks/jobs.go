@@ -166,7 +166,7 @@ type JobRunner interface {
 func parseJobPayload(t *asynq.Task) (JobPayload, error) {
 	var p JobPayload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.JobID == uuid.Nil || p.Chunk < 0 {
-		return p, fmt.Errorf("%s: %w: %v: %w", t.Type(), ErrBadPayload, err, asynq.SkipRetry)
+		return p, fmt.Errorf("%s: %w: %v: %w", t.Type(), ErrBadPayload, err, asynq.SkipRetry) //nolint:errorlint // err is nil when only a field is missing; the task is refused either way
 	}
 	return p, nil
 }
@@ -238,7 +238,7 @@ func HandleWebhookDeliver(d Deliverer) asynq.HandlerFunc {
 	return func(ctx context.Context, t *asynq.Task) error {
 		var p WebhookPayload
 		if err := json.Unmarshal(t.Payload(), &p); err != nil || p.DeliveryID == uuid.Nil {
-			return fmt.Errorf("%s: %w: %v: %w", TypeWebhookDeliver, ErrBadPayload, err, asynq.SkipRetry)
+			return fmt.Errorf("%s: %w: %v: %w", TypeWebhookDeliver, ErrBadPayload, err, asynq.SkipRetry) //nolint:errorlint // err is nil when only a field is missing; the task is refused either way
 		}
 		retried, _ := asynq.GetRetryCount(ctx)
 		err := d.Deliver(ctx, p.DeliveryID, retried+1, isFinalAttempt(ctx))

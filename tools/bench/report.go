@@ -103,15 +103,6 @@ func (r row) atLeast(t float64, extra string, ok bool) row {
 	return r
 }
 
-// atMost sets the target "ratio ≤ t".
-func (r row) atMost(t float64) row {
-	r.Target = "≤ " + strconv.FormatFloat(t, 'f', -1, 64) + "×"
-	if r.Ratio != nil {
-		r.Met = ptr(*r.Ratio <= t)
-	}
-	return r
-}
-
 // formatValue formats a value with its unit.
 func formatValue(v float64, unit string) string {
 	switch unit {

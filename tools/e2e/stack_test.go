@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/csv"
@@ -308,18 +307,16 @@ func sonar(t *testing.T) ([][]float64, []bool) {
 
 func ndjsonRows(xs [][]float64, n int) []byte {
 	var b bytes.Buffer
-	w := bufio.NewWriter(&b)
 	for i := range n {
-		w.WriteString(`{"features":[`)
+		b.WriteString(`{"features":[`)
 		for j, x := range xs[i%len(xs)] {
 			if j > 0 {
-				w.WriteByte(',')
+				b.WriteByte(',')
 			}
-			w.WriteString(strconv.FormatFloat(x, 'g', -1, 64))
+			b.WriteString(strconv.FormatFloat(x, 'g', -1, 64))
 		}
-		w.WriteString("]}\n")
+		b.WriteString("]}\n")
 	}
-	w.Flush()
 	return b.Bytes()
 }
 
