@@ -8,12 +8,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
 	"github.com/labstack/echo/v4"
+
+	"github.com/predq/predq/internal/strictjson"
 )
 
 // ceilingRequest has the shape of the api's predict request, so that the ceiling decodes
@@ -29,47 +29,9 @@ type ceilingRequest struct {
 var ceilingAnswer = []byte(`{"prediction":0.5,"confidence":0.5,"model_version":"v0.0.0","latency_ms":0,` +
 	`"timestamp":"2026-01-01T00:00:00Z","prediction_class":"negative","cached":false,"request_id":"ceiling"}` + "\n")
 
-// strictOptions decode as strictly as the api does (its internal/strictjson): unknown
-// members rejected, and each float64 read by a function that refuses null and overflow, so
-// that the ceiling does the api's decoding work.
-var strictOptions = json.JoinOptions(
-	json.RejectUnknownMembers(true),
-	json.WithUnmarshalers(json.UnmarshalFromFunc(unmarshalFloat64)),
-)
-
-var (
-	errNullNumber     = errors.New("null is not a number")
-	errNumberOverflow = errors.New("number out of range")
-)
-
-// unmarshalFloat64 refuses null and out-of-range numbers for a float64; other kinds fall
-// through to the default, which reports the wrong type.
-func unmarshalFloat64(dec *jsontext.Decoder, v *float64) error {
-	switch dec.PeekKind() {
-	case 'n':
-		if _, err := dec.ReadToken(); err != nil {
-			return err
-		}
-		return errNullNumber
-	case '0':
-		val, err := dec.ReadValue()
-		if err != nil {
-			return err
-		}
-		f, err := strconv.ParseFloat(string(val), 64)
-		if err != nil {
-			return errNumberOverflow
-		}
-		*v = f
-		return nil
-	default:
-		return errors.ErrUnsupported
-	}
-}
-
 // newCeilingHandler is the bare Echo server of the HTTP ceiling: POST /api/v1/predict reads
-// the body, decodes it as strictly as the api into the api's request shape, and writes a
-// constant answer. No middleware, no validation, no cache, no queue.
+// the body, decodes it with the api's own strict options (internal/strictjson) into the
+// api's request shape, and writes a constant answer. No middleware, no validation, no cache, no queue.
 func newCeilingHandler() http.Handler {
 	e := echo.New()
 	e.HideBanner = true
@@ -80,7 +42,7 @@ func newCeilingHandler() http.Handler {
 			return echo.NewHTTPError(http.StatusBadRequest, "unreadable body")
 		}
 		var req ceilingRequest
-		if err := json.Unmarshal(body, &req, strictOptions); err != nil {
+		if err := json.Unmarshal(body, &req, strictjson.Options); err != nil {
 			return echo.NewHTTPError(http.StatusBadRequest, "invalid JSON")
 		}
 		if len(req.Features) == 0 {
