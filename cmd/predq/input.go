@@ -101,7 +101,7 @@ func openInput(path string, stdin io.Reader) (*input, error) {
 	if strings.HasSuffix(strings.ToLower(path), ".gz") {
 		zr, err := gzip.NewReader(raw)
 		if err != nil {
-			cl()
+			_ = cl()
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		in.body = zr

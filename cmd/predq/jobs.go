@@ -33,9 +33,9 @@ func (a *app) jobsCmd() *cobra.Command {
 
 type submitFlags struct {
 	format, model, preprocessing, webhook, idemKey, out string
-	threshold                                          float64
-	metadata                                           []string
-	wait, join                                         bool
+	threshold                                           float64
+	metadata                                            []string
+	wait, join                                          bool
 }
 
 func (a *app) submitCmd() *cobra.Command {
@@ -134,7 +134,7 @@ func (a *app) submit(cmd *cobra.Command, path string, f submitFlags) error {
 	if tty {
 		bar := uploadBar(a.stderr, in.size)
 		in.raw.onRead = func(n int) { _ = bar.Add(n) }
-		defer bar.Finish()
+		defer func() { _ = bar.Finish() }()
 	}
 	start := time.Now()
 	sub, err := c.SubmitJob(upCtx, format, in.body, o)
@@ -655,10 +655,10 @@ func (a *app) printResults(ctx context.Context, c *client.Client, id string) err
 		return err
 	}
 	dec := json.NewDecoder(bufio.NewReaderSize(body, 256<<10))
+	// A bufio.Writer keeps its first error: the Flush at the end reports it.
 	w := bufio.NewWriter(a.stdout)
-	defer w.Flush()
 	if format == "json" {
-		w.WriteString("[")
+		_, _ = w.WriteString("[")
 	} else {
 		fmt.Fprintf(w, "%-8s %-12s %-12s %-9s %-5s %-8s %s\n", "INDEX", "PREDICTION", "CONFIDENCE", "CLASS", "LOW", "MODEL", "ERROR")
 	}
@@ -671,10 +671,10 @@ func (a *app) printResults(ctx context.Context, c *client.Client, id string) err
 		}
 		if format == "json" {
 			if i > 0 {
-				w.WriteString(",")
+				_, _ = w.WriteString(",")
 			}
-			w.WriteString("\n  ")
-			w.Write(raw)
+			_, _ = w.WriteString("\n  ")
+			_, _ = w.Write(raw)
 			continue
 		}
 		var r client.Result
@@ -684,7 +684,7 @@ func (a *app) printResults(ctx context.Context, c *client.Client, id string) err
 		fmt.Fprintf(w, "%-8d %-12s %-12s %-9s %-5t %-8s %s\n", r.Index, optFloat(r.Prediction), optFloat(r.Confidence), r.PredictionClass, r.LowConfidence, r.ModelVersion, r.Error)
 	}
 	if format == "json" {
-		w.WriteString("\n]\n")
+		_, _ = w.WriteString("\n]\n")
 	}
-	return nil
+	return w.Flush()
 }
