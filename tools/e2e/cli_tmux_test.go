@@ -72,6 +72,7 @@ func (tm *tmuxTerm) await(what string, within time.Duration, cond func(screen st
 
 var (
 	barCount = regexp.MustCompile(`\((\d+)/(\d+),`) // progressbar's "(done/total, N rows/s)"
+	exitRe   = regexp.MustCompile(`(?m)^EXIT=(\d+)`) // the shell's "echo EXIT=$?" after predq
 	uuidRe   = regexp.MustCompile(`(?m)^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\s*$`)
 )
 
@@ -104,9 +105,9 @@ func TestCLIInTerminal(t *testing.T) {
 			if n := barDone(sc); n >= 0 {
 				seen[n] = true
 			}
-			return strings.Contains(sc, "EXIT=")
+			return exitRe.MatchString(sc)
 		})
-		require.Contains(t, sc, "EXIT=0", sc)
+		require.Equal(t, "0", exitRe.FindStringSubmatch(sc)[1], sc)
 		require.Contains(t, sc, "succeeded: 10000 rows, 10000 processed, 0 failed", sc)
 		require.Equal(t, 10_000, barDone(sc), "the finished bar shows every row:\n%s", sc)
 		var mid []int
@@ -118,7 +119,7 @@ func TestCLIInTerminal(t *testing.T) {
 		require.NotEmpty(t, mid, "the bar was seen between 0 and 10000 (seen %v):\n%s", seen, sc)
 		t.Logf("counts seen on the bar: %d distinct, e.g. %v; the screen:\n%s", len(seen), mid[:min(len(mid), 5)], sc)
 		tm.typeLine("clear")
-		tm.await("a clear screen", 10*time.Second, func(sc string) bool { return !strings.Contains(sc, "EXIT=") })
+		tm.await("a clear screen", 10*time.Second, func(sc string) bool { return !exitRe.MatchString(sc) })
 	})
 
 	t.Run("Ctrl-C asks, and y cancels the job", func(t *testing.T) {
@@ -131,8 +132,8 @@ func TestCLIInTerminal(t *testing.T) {
 		tm.run("send-keys", "-t", "cli", "C-c")
 		tm.await("the cancel prompt", 30*time.Second, func(sc string) bool { return strings.Contains(sc, "Cancel job "+id+"? [y/N]") })
 		tm.typeLine("y")
-		sc = tm.await("predq to exit", 60*time.Second, func(sc string) bool { return strings.Contains(sc, "EXIT=") })
-		require.Contains(t, sc, "EXIT=130", sc)
+		sc = tm.await("predq to exit", 60*time.Second, exitRe.MatchString)
+		require.Equal(t, "130", exitRe.FindStringSubmatch(sc)[1], sc)
 		require.Contains(t, sc, "job "+id+" cancelled", sc)
 		j := s.job(id)
 		require.Equal(t, "cancelled", j.Status)
