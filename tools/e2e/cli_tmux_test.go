@@ -71,7 +71,7 @@ func (tm *tmuxTerm) await(what string, within time.Duration, cond func(screen st
 }
 
 var (
-	barCount = regexp.MustCompile(`\((\d+)/(\d+),`) // progressbar's "(done/total, N rows/s)"
+	barCount = regexp.MustCompile(`\((\d+)/(\d+),`)  // progressbar's "(done/total, N rows/s)"
 	exitRe   = regexp.MustCompile(`(?m)^EXIT=(\d+)`) // the shell's "echo EXIT=$?" after predq
 	uuidRe   = regexp.MustCompile(`(?m)^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\s*$`)
 )
