@@ -132,6 +132,8 @@ func exitCode(err error) int {
 		je *jobError
 	)
 	switch {
+	case err == nil:
+		return exitOK
 	case errors.Is(err, errInterrupted), errors.Is(err, context.Canceled):
 		return exitInterrupted
 	case errors.As(err, &ue):

@@ -72,6 +72,17 @@ Exit codes: 0 ok, 1 the request or the job failed, 2 usage, 3 the server is unre
 	pf.StringVarP(&a.output, "output", "o", "", "output format of read commands: table, json or ndjson (default table on a terminal, json otherwise)")
 
 	root.AddCommand(a.loginCmd(), a.predictCmd(), a.jobsCmd(), a.modelsCmd(), a.predictionsCmd(), a.healthCmd())
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "completion" {
+			c.Example = `  source <(predq completion bash)                     # this shell
+  predq completion zsh > "${fpath[1]}/_predq"          # every zsh
+  predq completion fish > ~/.config/fish/completions/predq.fish`
+			for _, sh := range c.Commands() {
+				sh.Example = "  predq completion " + sh.Name() + " > predq-completion." + sh.Name() + "\n  (see predq completion " + sh.Name() + " --help for where it goes)"
+			}
+		}
+	}
 	// oip-check: `predq oip-check URL` is added here at merge time, a command calling
 	// internal/oipcheck.Run(ctx, oipcheck.Config{...}, a.stdout) (written by another helper).
 	return root

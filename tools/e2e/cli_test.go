@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -213,6 +215,30 @@ func TestCLICancel(t *testing.T) {
 	r = s.predq(nil, nil, "jobs", "cancel", id)
 	require.Equal(t, 1, r.code, r.stderr)
 	require.Contains(t, r.stderr, "(409)")
+
+	// Ctrl-C (SIGINT) while waiting, stdin not a terminal: no prompt, the job left running,
+	// exit 130.
+	in := writeFile(t, "rows.ndjson", ndjsonRows(xs, 20_000))
+	cmd := exec.Command(filepath.Join(binDir, "predq"), "jobs", "submit", in, "--wait")
+	cmd.Env = append(os.Environ(), "PREDQ_URL="+s.base, "PREDQ_API_KEY="+apiKey, "XDG_CONFIG_HOME="+t.TempDir())
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	require.NoError(t, err, errb.String())
+	id = strings.TrimSpace(line)
+	require.Eventually(t, func() bool { return s.job(id).Processed > 0 }, 60*time.Second, 20*time.Millisecond)
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, errb.String())
+	require.Equal(t, 130, ee.ExitCode(), errb.String())
+	require.Contains(t, errb.String(), "job "+id+" left running")
+	require.NotContains(t, errb.String(), "Cancel job")
+	require.Equal(t, "running", s.job(id).Status)
+	require.Equal(t, 0, s.predq(nil, nil, "jobs", "cancel", id).code)
 }
 
 func TestCLIErrorsAndExitCodes(t *testing.T) {
@@ -230,6 +256,20 @@ func TestCLIErrorsAndExitCodes(t *testing.T) {
 		require.Regexp(t, `(?m)^  rows\[11\]\.features: .+$`, r.stderr)
 		require.Empty(t, r.stdout)
 		require.Zero(t, countRows(t, s.dbURL, `SELECT count(*) FROM jobs`))
+	})
+	t.Run("a gzip CSV without a header, by its extension", func(t *testing.T) {
+		var gz bytes.Buffer
+		zw := gzip.NewWriter(&gz)
+		_, err := zw.Write(csvRows(xs, 250, false))
+		require.NoError(t, err)
+		require.NoError(t, zw.Close())
+		in := writeFile(t, "rows.csv.gz", gz.Bytes())
+		r := s.predq(nil, nil, "jobs", "submit", in, "--threshold", "0.9", "--output", "json")
+		require.Equal(t, 0, r.code, r.stderr)
+		var j jobObject
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &j), r.stdout)
+		require.Equal(t, 250, j.Total)
+		require.Equal(t, 250, s.job(j.ID).Total)
 	})
 	t.Run("a wrong key: exit 4", func(t *testing.T) {
 		r := s.predq(nil, []string{"PREDQ_API_KEY=wrong-key-0123456789"}, "jobs", "list")
