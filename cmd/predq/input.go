@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/csv"
 	"encoding/hex"
@@ -111,7 +112,7 @@ func openInput(path string, stdin io.Reader) (*input, error) {
 
 // defaultIdempotencyKey derives the key of a submission from the file's bytes and the
 // request's format and options, so that the same command run again names the same job.
-func defaultIdempotencyKey(path, format string, o client.SubmitOptions) (string, error) {
+func defaultIdempotencyKey(ctx context.Context, path, format string, o client.SubmitOptions) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", usagef("%w", err)
@@ -119,10 +120,23 @@ func defaultIdempotencyKey(path, format string, o client.SubmitOptions) (string,
 	defer f.Close()
 	h := sha256.New()
 	fmt.Fprintf(h, "predq-submit-v1\n%s\n%s\n", format, o.Query().Encode())
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
 		return "", fmt.Errorf("hash %s: %w", path, err)
 	}
 	return "predq-" + hex.EncodeToString(h.Sum(nil))[:48], nil
+}
+
+// ctxReader stops reading once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // rowReader reads the feature vectors of a submission file again, as the server counts them,

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -119,7 +120,7 @@ func (a *app) submit(cmd *cobra.Command, path string, f submitFlags) error {
 		return err
 	}
 	if o.IdempotencyKey == "" && path != "-" {
-		if o.IdempotencyKey, err = defaultIdempotencyKey(path, format, o); err != nil {
+		if o.IdempotencyKey, err = defaultIdempotencyKey(ctx, path, format, o); err != nil {
 			return err
 		}
 	}
@@ -179,34 +180,15 @@ func (a *app) submit(cmd *cobra.Command, path string, f submitFlags) error {
 }
 
 // interruptible returns a context cancelled by Ctrl-C (or SIGTERM), a function that stops
-// watching, and one that reports whether the signal came.
+// watching (signals cancel the command again), and one that reports whether the signal came.
 func (a *app) interruptible(ctx context.Context) (context.Context, func(), func() bool) {
 	ctx, cancel := context.WithCancel(ctx)
-	hit := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		select {
-		case <-a.sig:
-			close(hit)
-			cancel()
-		case <-done:
-		}
-	}()
-	var stopped bool
-	stop := func() {
-		if !stopped {
-			stopped = true
-			close(done)
-		}
-	}
-	return ctx, stop, func() bool {
-		select {
-		case <-hit:
-			return true
-		default:
-			return false
-		}
-	}
+	var hit atomic.Bool
+	a.handleSignals(func() {
+		hit.Store(true)
+		cancel()
+	})
+	return ctx, func() { a.handleSignals(nil) }, hit.Load
 }
 
 // wait follows j until it ends. A job that does not succeed is a *jobError. Ctrl-C asks
@@ -247,6 +229,14 @@ func (a *app) onInterrupt(ctx context.Context, c *client.Client, id string) erro
 		return errInterrupted
 	}
 	fmt.Fprintf(a.stderr, "Cancel job %s? [y/N] ", id)
+	again := make(chan struct{}, 1)
+	a.handleSignals(func() {
+		select {
+		case again <- struct{}{}:
+		default:
+		}
+	})
+	defer a.handleSignals(nil)
 	answer := make(chan string, 1)
 	go func() {
 		line, _ := bufio.NewReader(a.stdin).ReadString('\n')
@@ -255,7 +245,7 @@ func (a *app) onInterrupt(ctx context.Context, c *client.Client, id string) erro
 	var ans string
 	select {
 	case ans = <-answer:
-	case <-a.sig:
+	case <-again:
 		fmt.Fprintln(a.stderr)
 	}
 	if ans != "y" && ans != "yes" {

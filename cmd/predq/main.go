@@ -48,10 +48,26 @@ func main() {
 // run runs one predq command. SIGINT and SIGTERM are handled inside (a job being waited for
 // asks whether to cancel it).
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a := &app{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}
+	// A signal goes to the handler of the moment (an upload, a wait, the cancel prompt), else
+	// it cancels the command.
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sig)
-	a := &app{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr, sig: sig}
+	defer func() {
+		signal.Stop(sig)
+		close(sig)
+	}()
+	go func() {
+		for range sig {
+			if h := a.signalHandler(); h != nil {
+				h()
+			} else {
+				cancel()
+			}
+		}
+	}()
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(stdin)

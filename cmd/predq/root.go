@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -28,7 +29,9 @@ type app struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
-	sig    <-chan os.Signal
+
+	mu    sync.Mutex
+	onSig func() // the handler of SIGINT and SIGTERM; nil: they cancel the command
 
 	// ran is set once a command's own code starts: errors before it are usage errors.
 	ran bool
@@ -36,6 +39,19 @@ type app struct {
 	url    string
 	apiKey string
 	output string
+}
+
+func (a *app) signalHandler() func() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.onSig
+}
+
+// handleSignals makes h the handler of SIGINT and SIGTERM (nil: they cancel the command).
+func (a *app) handleSignals(h func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.onSig = h
 }
 
 func (a *app) rootCmd() *cobra.Command {
