@@ -279,38 +279,73 @@ func resultsFormatOf(path string) (string, error) {
 func (a *app) download(ctx context.Context, c *client.Client, j client.Job, path, format, joinIn, inFormat string) error {
 	dctx, stop, interrupted := a.interruptible(ctx)
 	defer stop()
+	const attempts = 5
+	var err error
+	for i := range attempts {
+		if i > 0 {
+			fmt.Fprintf(a.stderr, "download of job %s failed (%v); again in %s\n", j.ID, err, time.Second<<(i-1))
+			select {
+			case <-dctx.Done():
+			case <-time.After(time.Second << (i - 1)):
+			}
+		}
+		var n int
+		n, err = a.downloadOnce(dctx, c, j, path, format, joinIn, inFormat)
+		if interrupted() {
+			return errInterrupted
+		}
+		if err == nil {
+			fmt.Fprintf(a.stderr, "wrote %d results to %s\n", n, path)
+			return nil
+		}
+		var p *client.Problem
+		var le *localError
+		if errors.As(err, &p) || errors.As(err, &le) || dctx.Err() != nil {
+			break // the server's answer, or this machine's problem: another try would not help
+		}
+	}
+	return fmt.Errorf("download the results of job %s: %w", j.ID, err)
+}
+
+// localError is a problem of this machine (the output file, the input of --join).
+type localError struct{ err error }
+
+func (e *localError) Error() string { return e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
+
+// downloadOnce downloads the results into a temporary file and renames it to path once
+// every row has arrived.
+func (a *app) downloadOnce(ctx context.Context, c *client.Client, j client.Job, path, format, joinIn, inFormat string) (int, error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
-		return fmt.Errorf("--out: %w", err)
+		return 0, &localError{fmt.Errorf("--out: %w", err)}
 	}
 	defer os.Remove(tmp.Name())
 	w := bufio.NewWriterSize(tmp, 256<<10)
 	var n int
 	if joinIn == "" {
-		n, err = copyResults(dctx, c, j.ID, format, w)
+		n, err = copyResults(ctx, c, j.ID, format, w)
 	} else {
-		n, err = joinResults(dctx, c, j.ID, format, w, joinIn, inFormat)
+		n, err = joinResults(ctx, c, j.ID, format, w, joinIn, inFormat)
 	}
 	if err == nil {
-		err = w.Flush()
+		if err = w.Flush(); err != nil {
+			err = &localError{fmt.Errorf("--out: %w", err)}
+		}
 	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if interrupted() {
-		return errInterrupted
+	if cerr := tmp.Close(); err == nil && cerr != nil {
+		err = &localError{fmt.Errorf("--out: %w", cerr)}
 	}
 	if err != nil {
-		return fmt.Errorf("download the results of job %s: %w", j.ID, err)
+		return n, err
 	}
 	if n != j.Total {
-		return fmt.Errorf("download the results of job %s: %d results of %d rows (the stream was cut short): run again", j.ID, n, j.Total)
+		return n, fmt.Errorf("%d results of %d rows: the stream was cut short", n, j.Total)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("--out: %w", err)
+		return n, &localError{fmt.Errorf("--out: %w", err)}
 	}
-	fmt.Fprintf(a.stderr, "wrote %d results to %s\n", n, path)
-	return nil
+	return n, nil
 }
 
 // copyResults writes the server's results stream as it is, counting its rows.
@@ -362,7 +397,7 @@ type joinedResult struct {
 func joinResults(ctx context.Context, c *client.Client, id, format string, w io.Writer, inPath, inFormat string) (int, error) {
 	in, err := openInput(inPath, nil)
 	if err != nil {
-		return 0, err
+		return 0, &localError{err}
 	}
 	defer in.Close()
 	rows, err := newRowReader(inFormat, in.body)
@@ -388,7 +423,7 @@ func joinResults(ctx context.Context, c *client.Client, id, format string, w io.
 		}
 		for next <= r.Index {
 			if row, err = rows.Next(); err != nil {
-				return n, fmt.Errorf("input row %d of result %d: %w", next, r.Index, err)
+				return n, &localError{fmt.Errorf("--join: input row %d of result %d: %w", next, r.Index, err)}
 			}
 			next++
 		}

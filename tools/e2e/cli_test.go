@@ -306,3 +306,44 @@ func TestCLIErrorsAndExitCodes(t *testing.T) {
 		require.Equal(t, 4, r.code, r.stderr)
 	})
 }
+
+// The event stream drops when the api restarts; predq jobs wait reconnects with
+// Last-Event-ID and follows the job to its end.
+func TestCLIWaitSurvivesAnAPIRestart(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, stackOpts{env: map[string]string{"JOB_CHUNK_SIZE": "100", "WORKER_CONCURRENCY": "1"}})
+	xs, _ := sonar(t)
+	r := s.predq(ndjsonRows(xs, 50_000), nil, "jobs", "submit", "-")
+	require.Equal(t, 0, r.code, r.stderr)
+	id := firstLine(r.stdout)
+	out := filepath.Join(t.TempDir(), "results.ndjson")
+	cmd := exec.Command(filepath.Join(binDir, "predq"), "jobs", "wait", id, "--out", out)
+	cmd.Env = append(os.Environ(), "PREDQ_URL="+s.base, "PREDQ_API_KEY="+apiKey, "XDG_CONFIG_HOME="+t.TempDir())
+	var errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &errb, &errb
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	require.Eventually(t, func() bool { return s.job(id).Processed > 0 }, 60*time.Second, 20*time.Millisecond)
+	// A crash, not a graceful stop (which lets an event stream run to the job's end).
+	api := s.procs["api"]
+	require.NoError(t, api.Cmd.Process.Kill())
+	<-api.Done()
+	s.start("api")
+	s.awaitUp("api", "PORT", "/health/live")
+	require.Equal(t, "http://127.0.0.1:"+s.env["PORT"], s.base, "the api came back on its port")
+	select {
+	case err := <-exited:
+		require.NoError(t, err, errb.String())
+	case <-time.After(3 * time.Minute):
+		_ = cmd.Process.Kill()
+		t.Fatalf("predq jobs wait did not end:\n%s", errb.String())
+	}
+	require.Contains(t, errb.String(), "reconnecting")
+	require.Contains(t, errb.String(), "job "+id+" succeeded: 50000 rows, 50000 processed")
+	got, err := os.ReadFile(out)
+	require.NoError(t, err)
+	res := s.call("GET", "/api/v1/jobs/"+id+"/results", nil, map[string]string{"Accept": "application/x-ndjson"})
+	require.Equal(t, string(res.body), string(got))
+	t.Logf("predq's stderr:\n%s", errb.String())
+}
