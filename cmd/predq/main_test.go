@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -130,4 +131,32 @@ func TestProfile(t *testing.T) {
 	p, err := a.loadProfile()
 	require.NoError(t, err)
 	require.Equal(t, profile{URL: "http://10.0.0.1:8080", APIKey: "secret"}, p)
+}
+
+// --join reads the input again as the server counts its rows.
+func TestRowReaders(t *testing.T) {
+	for _, tc := range []struct {
+		format, body string
+		header       []string
+	}{
+		{client.FormatCSV, "a,b\n1,2\n\n3, 4e-1\n", []string{"a", "b"}},
+		{client.FormatCSV, "1,2\n3,4e-1\n", nil},
+		{client.FormatNDJSON, "[1,2]\n\n{\"features\":[3,4e-1]}\n", nil},
+		{client.FormatNDJSON, "[1,2]\n{\"features\":[3,4e-1]}", nil},
+		{client.FormatJSON, `{"model_version":"v1.0.0","metadata":{"a":"b"},"samples":[{"features":[1,2]},{"features":[3,4e-1]}],"preprocessing":"minmax"}`, nil},
+	} {
+		rr, err := newRowReader(tc.format, strings.NewReader(tc.body))
+		require.NoError(t, err)
+		var rows [][]string
+		for {
+			row, err := rr.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			require.NoError(t, err, tc.body)
+			rows = append(rows, append([]string(nil), row...))
+		}
+		require.Equal(t, [][]string{{"1", "2"}, {"3", "4e-1"}}, rows, "%s %q", tc.format, tc.body)
+		require.Equal(t, tc.header, rr.Header())
+	}
 }

@@ -188,9 +188,82 @@ func TestCLISubmitWaitDownload(t *testing.T) {
 		}
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &p), r.stdout)
 		require.Equal(t, "v1.0.0", p.ModelVersion)
+		var stored struct {
+			RequestID    string `json:"request_id"`
+			ModelVersion string `json:"model_version"`
+		}
+		var pr struct {
+			RequestID string `json:"request_id"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &pr))
+		r = s.predq(nil, nil, "predictions", "get", pr.RequestID)
+		require.Equal(t, 0, r.code, r.stderr)
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &stored), r.stdout)
+		require.Equal(t, pr.RequestID, stored.RequestID)
+		require.Equal(t, "v1.0.0", stored.ModelVersion)
+		// predict from stdin, a predict body
+		body, err := json.Marshal(map[string]any{"features": xs[1], "model_version": "v2.0.0"})
+		require.NoError(t, err)
+		r = s.predq(body, nil, "predict")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &p), r.stdout)
+		require.Equal(t, "v2.0.0", p.ModelVersion)
+
+		r = s.predq(nil, nil, "models", "promote", "v1.0.0")
+		require.Equal(t, 0, r.code, r.stderr)
+		var m struct {
+			Version string   `json:"version"`
+			Aliases []string `json:"aliases"`
+		}
+		require.Eventually(t, func() bool {
+			r = s.predq(nil, nil, "models", "get", "latest")
+			return r.code == 0 && json.Unmarshal([]byte(r.stdout), &m) == nil && m.Version == "v1.0.0"
+		}, 30*time.Second, 100*time.Millisecond, "latest -> v1.0.0: %s %s", r.stdout, r.stderr)
+		require.Contains(t, m.Aliases, "latest")
+		r = s.predq(nil, nil, "models", "get", "v9.9.9")
+		require.Equal(t, 1, r.code, r.stderr)
+		require.Contains(t, r.stderr, "(404)")
+
 		r = s.predq(nil, nil, "health")
 		require.Equal(t, 0, r.code, r.stderr)
 	})
+
+	t.Run("a JSON file, with its options in its body", func(t *testing.T) {
+		var b bytes.Buffer
+		b.WriteString(`{"model_version":"v1.0.0","samples":[`)
+		for i := range 500 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			f, err := json.Marshal(map[string]any{"features": xs[i%len(xs)]})
+			require.NoError(t, err)
+			b.Write(f)
+		}
+		b.WriteString(`],"metadata":{"source":"cli"}}`)
+		in := writeFile(t, "rows.json", b.Bytes())
+		out := filepath.Join(t.TempDir(), "joined.ndjson")
+		r := s.predq(nil, nil, "jobs", "submit", in, "--out", out, "--join")
+		require.Equal(t, 0, r.code, r.stderr)
+		id := firstLine(r.stdout)
+		require.Equal(t, "v1.0.0", s.job(id).ModelVersion)
+		lines := strings.Split(strings.TrimSpace(readString(t, out)), "\n")
+		require.Len(t, lines, 500)
+		var last struct {
+			Index        int       `json:"index"`
+			ModelVersion string    `json:"model_version"`
+			Features     []float64 `json:"features"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(lines[499]), &last))
+		require.Equal(t, 499, last.Index)
+		require.Equal(t, xs[499%len(xs)], last.Features)
+	})
+}
+
+func readString(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return string(b)
 }
 
 func TestCLICancel(t *testing.T) {
