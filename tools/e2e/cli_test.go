@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -57,6 +58,24 @@ func runPredq(t *testing.T, stdin []byte, env []string, args ...string) cliRun {
 		require.NoError(t, err)
 	}
 	return cliRun{stdout: out.String(), stderr: errb.String(), code: code}
+}
+
+// syncBuffer is a bytes.Buffer that a process writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // csvRows is n sonar rows as CSV, with a header line when header is set.
@@ -170,6 +189,10 @@ func TestCLISubmitWaitDownload(t *testing.T) {
 		var jobs []jobObject
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &jobs), r.stdout)
 		require.Len(t, jobs, 2)
+		r = s.predq(nil, nil, "jobs", "list", "--output", "table")
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Regexp(t, `(?m)^ID +STATUS +MODEL +TOTAL +DONE +FAILED +CREATED$`, r.stdout)
+		require.Regexp(t, `(?m)^`+jobs[0].ID+` +succeeded +v`, r.stdout)
 		r = s.predq(nil, nil, "jobs", "get", jobs[0].ID) // piped: JSON by default
 		require.Equal(t, 0, r.code, r.stderr)
 		var j jobObject
@@ -294,7 +317,7 @@ func TestCLICancel(t *testing.T) {
 	in := writeFile(t, "rows.ndjson", ndjsonRows(xs, 20_000))
 	cmd := exec.Command(filepath.Join(binDir, "predq"), "jobs", "submit", in, "--wait")
 	cmd.Env = append(os.Environ(), "PREDQ_URL="+s.base, "PREDQ_API_KEY="+apiKey, "XDG_CONFIG_HOME="+t.TempDir())
-	var errb bytes.Buffer
+	var errb syncBuffer
 	cmd.Stderr = &errb
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -392,12 +415,13 @@ func TestCLIWaitSurvivesAnAPIRestart(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "results.ndjson")
 	cmd := exec.Command(filepath.Join(binDir, "predq"), "jobs", "wait", id, "--out", out)
 	cmd.Env = append(os.Environ(), "PREDQ_URL="+s.base, "PREDQ_API_KEY="+apiKey, "XDG_CONFIG_HOME="+t.TempDir())
-	var errb bytes.Buffer
+	var errb syncBuffer
 	cmd.Stdout, cmd.Stderr = &errb, &errb
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	require.Eventually(t, func() bool { return s.job(id).Processed > 0 }, 60*time.Second, 20*time.Millisecond)
+	// predq follows the job (its first progress line), and the job has started.
+	require.Eventually(t, func() bool { return strings.Contains(errb.String(), "job "+id+" running: ") }, 60*time.Second, 20*time.Millisecond)
 	// A crash, not a graceful stop (which lets an event stream run to the job's end).
 	api := s.procs["api"]
 	require.NoError(t, api.Cmd.Process.Kill())
