@@ -88,6 +88,9 @@ func (s *Server) writeOIPError(err error, c echo.Context) {
 	req := c.Request()
 	ctx := req.Context()
 	status, msg, header, serverFault := oipErrorFor(err)
+	if status == http.StatusRequestEntityTooLarge && strings.HasSuffix(req.URL.Path, "/infer") && !prefersAsync(req.Header) {
+		msg += " More rows than a synchronous inference takes can be sent with the header \"Prefer: respond-async\"."
+	}
 	if serverFault {
 		s.log.ErrorContext(ctx, "request failed", "error", err.Error(), "status", status, "method", req.Method,
 			"path", req.URL.Path, "request_id", requestIDFrom(ctx))
