@@ -153,9 +153,15 @@ func TestOIPAsyncInferMatchesSync(t *testing.T) {
 	again := s.call("POST", "/v2/models/sonar/infer", small, hdr)
 	require.Equal(t, http.StatusAccepted, again.status, string(again.body))
 	require.Equal(t, "true", again.header.Get("Idempotent-Replayed"))
+	require.Equal(t, "respond-async", again.header.Get("Preference-Applied"))
 	require.Equal(t, first.header.Get("Location"), again.header.Get("Location"))
 	require.Equal(t, string(first.body), string(again.body))
 	other := s.call("POST", "/v2/models/sonar/infer", inferBody(t, "small", rows[3:6]), hdr)
 	require.Equal(t, http.StatusBadRequest, other.status, string(other.body))
 	require.Contains(t, string(other.body), `"error"`)
+	// The same key and body without the preference is another request too.
+	syncHdr := map[string]string{"Content-Type": "application/json", "Idempotency-Key": "oip-async-1"}
+	other = s.call("POST", "/v2/models/sonar/infer", small, syncHdr)
+	require.Equal(t, http.StatusBadRequest, other.status, string(other.body))
+	require.Contains(t, string(other.body), "Idempotency-Key")
 }
