@@ -110,6 +110,17 @@ var versionRE = regexp.MustCompile(`^` + prediction.VersionPattern + `$`)
 // prediction input names: "latest" for the alias, else the concrete version. Errors:
 // KindNotFound for an unknown name or version, KindUnavailable when no model is loaded.
 func (s *Service) resolve(name, version string) (m *inference.Model, modelVersion string, err error) {
+	// The common case first, without listing the versions.
+	switch {
+	case version == "" || version == prediction.LatestAlias:
+		if m, err := s.cfg.Models.Resolve(prediction.LatestAlias); err == nil && m.Name == name {
+			return m, prediction.LatestAlias, nil
+		}
+	case versionRE.MatchString(version):
+		if m, err := s.cfg.Models.Resolve(version); err == nil && m.Name == name {
+			return m, m.Version, nil
+		}
+	}
 	versions := s.cfg.Models.Versions()
 	if len(versions) == 0 {
 		return nil, "", Unavailable(prediction.ErrNoModels, "no model is loaded")
