@@ -39,6 +39,7 @@ import (
 	"github.com/predq/predq/internal/idempotency"
 	"github.com/predq/predq/internal/job"
 	"github.com/predq/predq/internal/modelreg"
+	"github.com/predq/predq/internal/oip"
 	"github.com/predq/predq/internal/postgres"
 	"github.com/predq/predq/internal/prediction"
 	"github.com/predq/predq/internal/redisdb"
@@ -213,6 +214,17 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 	if err != nil {
 		return fmt.Errorf("API_KEYS: %w", err)
 	}
+	// The Open Inference Protocol (/v2) over the same predict feature.
+	oipSvc, err := oip.NewService(oip.Config{
+		Predictor:     svc,
+		Models:        registry,
+		ServerVersion: version,
+		MaxRows:       cfg.MaxBatchSize,
+		Ready:         func(ctx context.Context) bool { return checker.Ready(ctx).Ready },
+	})
+	if err != nil {
+		return err
+	}
 	srv, err := httpapi.New(httpapi.Config{
 		Version:            version,
 		AllowedOrigins:     cfg.AllowedOrigins,
@@ -242,6 +254,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		Predictions: prediction.NewStore(pool),
 		Jobs:        jobs,
 		Idempotency: idempotency.NewStore(pool, cfg.IdempotencyLease),
+		OIP:         oipSvc,
 	})
 	if err != nil {
 		return err

@@ -353,6 +353,7 @@ func (c *conn) readBody(n int) error {
 // given Start values far apart) is distinct, and all stay within the features' rules.
 type bodySource struct {
 	same []byte // non-nil: always this body
+	oip  bool   // Open Inference Protocol bodies (one row of shape [1, 60]) rather than /api/v1's
 
 	rows  [][]float64 // the sonar rows
 	tails [][]byte    // each row's features 2..60 as JSON, with the leading comma
@@ -388,10 +389,17 @@ func (s *bodySource) next() []byte {
 	i := s.start + s.n.Add(1) - 1
 	row := int(i % int64(len(s.rows)))
 	x0 := s.rows[row][0] + float64(1+i/int64(len(s.rows)))*1e-9
-	b := make([]byte, 0, 16+24+len(s.tails[row])+2)
-	b = append(b, `{"features":[`...)
+	b := make([]byte, 0, 96+24+len(s.tails[row])+2)
+	if s.oip {
+		b = append(b, `{"inputs":[{"name":"features","datatype":"FP64","shape":[1,60],"data":[`...)
+	} else {
+		b = append(b, `{"features":[`...)
+	}
 	b = strconv.AppendFloat(b, x0, 'g', -1, 64)
 	b = append(b, s.tails[row]...)
+	if s.oip {
+		return append(b, "]}]}"...)
+	}
 	return append(b, "]}"...)
 }
 
@@ -417,7 +425,7 @@ func loadCommand(args []string, stdout, stderr io.Writer) error {
 	conns := fs.Int("conns", 16, "connections")
 	duration := fs.Duration("duration", 10*time.Second, "how long requests are started")
 	maxReq := fs.Int64("max", 5_000_000, "most requests in all")
-	mode := fs.String("bodies", "distinct", "distinct (a new input per request) or same (one input repeated)")
+	mode := fs.String("bodies", "distinct", "distinct (a new input per request), distinct-oip (the same as Open Inference Protocol requests) or same (one input repeated)")
 	start := fs.Int64("start", 0, "number of the first distinct body")
 	data := fs.String("data", "data/sonar.csv", "sonar CSV file")
 	latencies := fs.Bool("latencies", false, "print every latency too (latencies_us), to merge rounds")
@@ -432,10 +440,13 @@ func loadCommand(args []string, stdout, stderr io.Writer) error {
 	switch *mode {
 	case "distinct":
 		bodies = newDistinctBodies(rows, *start)
+	case "distinct-oip":
+		bodies = newDistinctBodies(rows, *start)
+		bodies.oip = true
 	case "same":
 		bodies = newSameBody(rows)
 	default:
-		return fmt.Errorf("load: -bodies must be distinct or same, got %q", *mode)
+		return fmt.Errorf("load: -bodies must be distinct, distinct-oip or same, got %q", *mode)
 	}
 	r, err := runLoad(loadConfig{Addr: *addr, Path: *path, Key: *key, Conns: *conns, Duration: *duration, Max: *maxReq, Bodies: bodies, Latencies: *latencies})
 	if err != nil {

@@ -53,6 +53,32 @@ func TestDistinctBodiesNeverRepeatAndKeepTheRules(t *testing.T) {
 	require.Equal(t, same.next(), same.next())
 }
 
+// The OIP bodies carry the same features as the /api/v1 bodies of the same numbers.
+func TestDistinctOIPBodiesCarryTheSameRows(t *testing.T) {
+	t.Parallel()
+	rows := sonarRows(t)
+	plain, oip := newDistinctBodies(rows, 7), newDistinctBodies(rows, 7)
+	oip.oip = true
+	for range 500 {
+		var want ceilingRequest
+		require.NoError(t, json.Unmarshal(plain.next(), &want))
+		var got struct {
+			Inputs []struct {
+				Name, Datatype string
+				Shape          []int
+				Data           []float64
+			}
+		}
+		b := oip.next()
+		require.NoError(t, json.Unmarshal(b, &got), string(b))
+		require.Len(t, got.Inputs, 1)
+		require.Equal(t, "features", got.Inputs[0].Name)
+		require.Equal(t, "FP64", got.Inputs[0].Datatype)
+		require.Equal(t, []int{1, 60}, got.Inputs[0].Shape)
+		require.Equal(t, want.Features, got.Inputs[0].Data)
+	}
+}
+
 func TestLoadCountsAnswersOfTheCeiling(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewServer(newCeilingHandler())

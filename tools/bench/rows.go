@@ -15,6 +15,7 @@ const (
 	targetConns     = 64   //
 	targetJobRatio  = 0.5  // NDJSON job rows/s / COPY rows/s
 	targetRSSMB     = 150. // api peak RSS
+	targetOIPRatio  = 0.9  // /v2 OIP REST infer (one row, misses) / /api/v1/predict misses, at targetConns (issue 19)
 )
 
 // goBenchmarks are the measurements made in-process, as Benchmark functions of the packages
@@ -137,10 +138,13 @@ func joinNotes(a, b string) string {
 // buildRows turns the measurements into the table's rows.
 func buildRows(rep report, opts options) []row {
 	var rows []row
-	ceilings := map[int]httpPoint{}
+	ceilings, misses := map[int]httpPoint{}, map[int]httpPoint{}
 	for _, p := range rep.HTTP {
-		if p.Target == "ceiling" {
+		switch p.Target {
+		case "ceiling":
 			ceilings[p.Result.Conns] = p
+		case "predict-miss":
+			misses[p.Result.Conns] = p
 		}
 	}
 	for _, p := range rep.HTTP {
@@ -172,6 +176,16 @@ func buildRows(rep report, opts options) []row {
 		case "predict-miss-queue":
 			base.Measure = fmt.Sprintf("HTTP %d conns: predict, cache misses, persisted through the queue (PERSIST_PATH=queue)", c)
 			base = base.withCeiling("bare Echo", ceilings[c].Result.RPS)
+		case "oip-miss":
+			base.Measure = fmt.Sprintf("HTTP %d conns: /v2 OIP REST infer, one row, cache misses", c)
+			if m, ok := misses[c]; ok {
+				base = base.withCeiling("/api/v1/predict, cache misses", m.Result.RPS)
+				if c == targetConns {
+					base = base.atLeast(targetOIPRatio, "", true)
+				}
+			} else {
+				base = base.withCeiling("bare Echo", ceilings[c].Result.RPS)
+			}
 		}
 		if p.Target != "ceiling" && cpu != nil {
 			base.Note = fmt.Sprintf("CPU µs/req: api %.0f, worker %.0f, Redis %.0f, Postgres %.0f%s", cpu["api"], cpu["worker"], cpu["redis"], cpu["postgres"], loadNote(cpu))
