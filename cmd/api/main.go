@@ -33,6 +33,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/predq/predq/internal/admission"
 	"github.com/predq/predq/internal/auth"
 	"github.com/predq/predq/internal/config"
 	"github.com/predq/predq/internal/health"
@@ -214,6 +215,15 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 	if err != nil {
 		return fmt.Errorf("API_KEYS: %w", err)
 	}
+	var admit *admission.Controller
+	if cfg.AdmissionControl {
+		if admit, err = admission.New(admission.Config{
+			MinLimit: cfg.AdmissionMinLimit, MaxLimit: cfg.AdmissionMaxLimit, InitialLimit: cfg.AdmissionInitialLimit,
+			QueueSize: cfg.AdmissionQueueSize, MaxWait: cfg.AdmissionMaxWait, Registerer: reg,
+		}); err != nil {
+			return err
+		}
+	}
 	srv, err := httpapi.New(httpapi.Config{
 		Version:            version,
 		AllowedOrigins:     cfg.AllowedOrigins,
@@ -226,6 +236,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		RateRedisTimeout:   cfg.RedisTimeout,
 		AuthFailRate:       cfg.AuthFailRate,
 		AuthFailBurst:      cfg.AuthFailBurst,
+		Admission:          admit,
 		Logger:             logger,
 		Registerer:         reg,
 		MetricsHandler:     telemetry.MetricsHandler(reg),

@@ -55,6 +55,13 @@ type Config struct {
 	AuthFailBurst  int      `env:"AUTH_FAIL_BURST" envDefault:"20" range:"1,10000000" doc:"burst of AUTH_FAIL_RATE"`
 	BodyLimit      int64    `env:"BODY_LIMIT" envDefault:"4194304" range:"1024,1073741824" doc:"bytes of a JSON request body"`
 
+	AdmissionControl      bool          `env:"ADMISSION_CONTROL" envDefault:"true" doc:"adaptive admission control of predict and batch predict: a concurrency limit that follows latency, a short priority queue, 503 past it (see Overload)"`
+	AdmissionMinLimit     int           `env:"ADMISSION_MIN_LIMIT" envDefault:"4" range:"1,10000" doc:"least concurrency the admission limit shrinks to"`
+	AdmissionMaxLimit     int           `env:"ADMISSION_MAX_LIMIT" envDefault:"200" range:"1,10000" doc:"most concurrency the admission limit grows to"`
+	AdmissionInitialLimit int           `env:"ADMISSION_INITIAL_LIMIT" envDefault:"20" range:"1,10000" doc:"admission limit at start (between the min and the max)"`
+	AdmissionQueueSize    int           `env:"ADMISSION_QUEUE_SIZE" envDefault:"64" range:"0,100000" doc:"requests that may wait for an admission slot (bulk keys: half of it, and only while no interactive request waits)"`
+	AdmissionMaxWait      time.Duration `env:"ADMISSION_MAX_WAIT" envDefault:"100ms" range:"1ms,1m" doc:"longest a request waits for an admission slot, and the longest wait the drain rate may predict for it, before 503"`
+
 	ModelPath    string `env:"MODEL_PATH" envDefault:"./models" doc:"directory of model artifacts"`
 	MaxBatchSize int    `env:"MAX_BATCH_SIZE" envDefault:"1000" range:"1,100000" doc:"samples of one inline batch predict"`
 
@@ -165,6 +172,12 @@ func (c *Config) check(p *problems) {
 			p.add("API_KEYS", "every key must be at least 16 characters")
 			break
 		}
+	}
+	if c.AdmissionMinLimit > c.AdmissionMaxLimit {
+		p.add("ADMISSION_MIN_LIMIT", "must not exceed ADMISSION_MAX_LIMIT (%d), got %d", c.AdmissionMaxLimit, c.AdmissionMinLimit)
+	} else if c.AdmissionInitialLimit < c.AdmissionMinLimit || c.AdmissionInitialLimit > c.AdmissionMaxLimit {
+		p.add("ADMISSION_INITIAL_LIMIT", "must be between ADMISSION_MIN_LIMIT (%d) and ADMISSION_MAX_LIMIT (%d), got %d",
+			c.AdmissionMinLimit, c.AdmissionMaxLimit, c.AdmissionInitialLimit)
 	}
 	for _, o := range c.AllowedOrigins {
 		if o == "*" {
