@@ -27,8 +27,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Classes are the priority classes, the most important first. A class not listed is
-// treated as the last.
+// classes are the priority classes, the most important first. No class is the first; a
+// class not listed is treated as the last.
 var classes = []string{"interactive", "bulk"}
 
 // Classes returns the priority classes, the most important first.
@@ -136,8 +136,12 @@ func New(cfg Config) (*Controller, error) {
 	return c, nil
 }
 
-// classIndex returns the rank of class, 0 the most important; an unknown class is last.
+// classIndex returns the rank of class, 0 the most important: none ("") is the default,
+// interactive; an unknown class is last.
 func classIndex(class string) int {
+	if class == "" {
+		return 0
+	}
 	if i := slices.Index(classes, class); i >= 0 {
 		return i
 	}

@@ -108,9 +108,11 @@ func TestBulkIsShedFirst(t *testing.T) {
 	b2 := acquireAsync(t, c, ctx, "bulk")
 	_, err = c.Acquire(ctx, "bulk")
 	require.Equal(t, ReasonQueueFull, rejected(t, err).Reason, "bulk has half the queue")
+	_, err = c.Acquire(ctx, "batch")
+	require.Equal(t, "bulk", rejected(t, err).Class, "an unknown class counts as the last")
 
 	i1 := acquireAsync(t, c, ctx, "interactive")
-	i2 := acquireAsync(t, c, ctx, "interactive")
+	i2 := acquireAsync(t, c, ctx, "") // no class: the default, interactive
 	require.Equal(t, 4, c.Queued())
 	_, err = c.Acquire(ctx, "bulk")
 	require.Equal(t, ReasonQueueFull, rejected(t, err).Reason, "no bulk waits while interactive does")
@@ -136,7 +138,7 @@ func TestBulkIsShedFirst(t *testing.T) {
 		got.p.Release()
 	}
 	require.Equal(t, 2.0, testutil.ToFloat64(c.m.rejectedN.WithLabelValues(ReasonShed, "bulk")))
-	require.Equal(t, 2.0, testutil.ToFloat64(c.m.rejectedN.WithLabelValues(ReasonQueueFull, "bulk")))
+	require.Equal(t, 3.0, testutil.ToFloat64(c.m.rejectedN.WithLabelValues(ReasonQueueFull, "bulk")))
 	require.Equal(t, 1.0, testutil.ToFloat64(c.m.rejectedN.WithLabelValues(ReasonQueueFull, "interactive")))
 }
 
