@@ -36,6 +36,7 @@ func TestOverloadShedsBulkFirstAndLosesNothing(t *testing.T) {
 	s := startStack(t, stackOpts{env: map[string]string{
 		"API_KEYS":                "ovl:" + interactiveKey + ",ovlbulk:" + bulkKey + "::class=bulk",
 		"LOG_LEVEL":               "warn",
+		"ADMISSION_CONTROL":       "true",
 		"ADMISSION_MIN_LIMIT":     "2",
 		"ADMISSION_INITIAL_LIMIT": "8",
 		"ADMISSION_QUEUE_SIZE":    "16",
