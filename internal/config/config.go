@@ -47,13 +47,20 @@ type Config struct {
 	PersistCacheHits bool   `env:"PERSIST_CACHE_HITS" envDefault:"false" doc:"store predictions answered from the cache too (by default only computed ones, and low-confidence hits, are stored)"`
 
 	SecretKey      string   `env:"SECRET_KEY" redact:"mask" doc:"at least 32 characters; signs pagination cursors (random per process when unset in development)"`
-	APIKeys        []string `env:"API_KEYS" redact:"mask" doc:"comma-separated static API keys, each key, name:key or name:key:scopes with scopes joined by + (predict+jobs); keys of at least 16 characters without ':'; a key without scopes has all (predict, jobs, admin, review), an unnamed one is named key-<its id>"`
+	APIKeys        []string `env:"API_KEYS" redact:"mask" doc:"comma-separated static API keys, each key, name:key, name:key:scopes or name:key:scopes:attributes with scopes joined by + (predict+jobs) and attributes k=v joined by commas (class=bulk,weight=2,max_pending_rows=N,max_queued_jobs=N); keys of at least 16 characters without ':'; a key without scopes has all (predict, jobs, admin, review), an unnamed one is named key-<its id>"`
 	AllowedOrigins []string `env:"ALLOWED_ORIGINS" doc:"comma-separated origins allowed by CORS (none when empty)"`
 	RateLimit      float64  `env:"RATE_LIMIT" envDefault:"0" range:"0,1e6" doc:"requests per second per API key (0: off)"`
 	RateBurst      int      `env:"RATE_BURST" envDefault:"0" range:"0,10000000" doc:"burst of the rate limit (0: 2 x RATE_LIMIT)"`
 	AuthFailRate   float64  `env:"AUTH_FAIL_RATE" envDefault:"5" range:"0,1e6" doc:"failed authentications per second allowed per client address on /api/v1 and /monitoring/; past AUTH_FAIL_BURST the address gets 429 before its key is checked (0: off)"`
 	AuthFailBurst  int      `env:"AUTH_FAIL_BURST" envDefault:"20" range:"1,10000000" doc:"burst of AUTH_FAIL_RATE"`
 	BodyLimit      int64    `env:"BODY_LIMIT" envDefault:"4194304" range:"1024,1073741824" doc:"bytes of a JSON request body"`
+
+	AdmissionControl      bool          `env:"ADMISSION_CONTROL" envDefault:"true" doc:"adaptive admission control of predict and batch predict: a concurrency limit that follows latency, a short priority queue, 503 past it (see Overload)"`
+	AdmissionMinLimit     int           `env:"ADMISSION_MIN_LIMIT" envDefault:"4" range:"1,10000" doc:"least concurrency the admission limit shrinks to"`
+	AdmissionMaxLimit     int           `env:"ADMISSION_MAX_LIMIT" envDefault:"200" range:"1,10000" doc:"most concurrency the admission limit grows to"`
+	AdmissionInitialLimit int           `env:"ADMISSION_INITIAL_LIMIT" envDefault:"20" range:"1,10000" doc:"admission limit at start (between the min and the max)"`
+	AdmissionQueueSize    int           `env:"ADMISSION_QUEUE_SIZE" envDefault:"64" range:"0,100000" doc:"requests that may wait for an admission slot (bulk keys: half of it, and only while no interactive request waits)"`
+	AdmissionMaxWait      time.Duration `env:"ADMISSION_MAX_WAIT" envDefault:"100ms" range:"1ms,1m" doc:"longest a request waits for an admission slot, and the longest wait the drain rate may predict for it, before 503"`
 
 	ModelPath    string `env:"MODEL_PATH" envDefault:"./models" doc:"directory of model artifacts"`
 	MaxBatchSize int    `env:"MAX_BATCH_SIZE" envDefault:"1000" range:"1,100000" doc:"samples of one inline batch predict"`
@@ -154,6 +161,7 @@ func (c *Config) check(p *problems) {
 	} else if c.SecretKey == "" && c.Env == "production" {
 		p.add("SECRET_KEY", "is required when APP_ENV=production")
 	}
+	c.APIKeys = auth.GroupStaticEntries(c.APIKeys)
 	for i, k := range c.APIKeys {
 		sk, err := auth.ParseStaticKey(k)
 		if err != nil {
@@ -164,6 +172,12 @@ func (c *Config) check(p *problems) {
 			p.add("API_KEYS", "every key must be at least 16 characters")
 			break
 		}
+	}
+	if c.AdmissionMinLimit > c.AdmissionMaxLimit {
+		p.add("ADMISSION_MIN_LIMIT", "must not exceed ADMISSION_MAX_LIMIT (%d), got %d", c.AdmissionMaxLimit, c.AdmissionMinLimit)
+	} else if c.AdmissionInitialLimit < c.AdmissionMinLimit || c.AdmissionInitialLimit > c.AdmissionMaxLimit {
+		p.add("ADMISSION_INITIAL_LIMIT", "must be between ADMISSION_MIN_LIMIT (%d) and ADMISSION_MAX_LIMIT (%d), got %d",
+			c.AdmissionMinLimit, c.AdmissionMaxLimit, c.AdmissionInitialLimit)
 	}
 	for _, o := range c.AllowedOrigins {
 		if o == "*" {

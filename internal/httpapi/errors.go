@@ -117,7 +117,8 @@ func problemFor(err error) (p Problem, header http.Header, serverFault bool) {
 	if pe, ok := errors.AsType[*problemError](err); ok {
 		p = newP(pe.status, pe.slug, pe.title, pe.detail)
 		p.Errors = pe.fields
-		return p, pe.header, pe.status >= 500
+		// A shed request is the server working as designed, not a fault to log.
+		return p, pe.header, pe.status >= 500 && pe.slug != slugOverloaded
 	}
 	if ve, ok := errors.AsType[*validate.Error](err); ok && ve.Len() > 0 {
 		p = newP(http.StatusUnprocessableEntity, slugValidation, "Invalid input",

@@ -185,6 +185,9 @@ func (fakeAuth) Authenticate(_ context.Context, key string) (auth.Principal, err
 	case otherTestKey:
 		return auth.Principal{Name: "other", KeyID: "k-other", Scopes: auth.AllScopes()}, nil
 	}
+	if class, ok := strings.CutPrefix(key, "class-key:"); ok {
+		return auth.Principal{Name: key, KeyID: "k-" + key, Scopes: auth.AllScopes(), Class: class, Weight: 1}, nil
+	}
 	if list, ok := strings.CutPrefix(key, "scoped-key:"); ok {
 		p := auth.Principal{Name: key, KeyID: "k-" + key}
 		for _, s := range strings.Split(list, "+") {

@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/predq/predq/internal/admission"
 	"github.com/predq/predq/internal/auth"
 	"github.com/predq/predq/internal/health"
 	"github.com/predq/predq/internal/job"
@@ -115,6 +116,10 @@ type Config struct {
 	// it off.
 	AuthFailRate  float64
 	AuthFailBurst int
+	// Admission, when not nil, admits the synchronous routes (predict, batch predict) under
+	// an adaptive concurrency limit with a short priority queue; past it they answer 503
+	// (see Server.admit). nil: every request runs at once.
+	Admission *admission.Controller
 	// Logger receives the access log and the errors (default: discarded).
 	Logger *slog.Logger
 	// Registerer receives the HTTP metrics (http_requests_total,

@@ -271,7 +271,7 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 		"429": respRef("TooManyRequests"),
 		"409": respRef("Conflict"),
 		"500": respRef("InternalError"),
-		"503": respRef("NoModels"),
+		"503": respRef("NoModelsOrOverloaded"),
 	}
 	withErrors := func(r map[string]response, codes map[string]response) map[string]response {
 		for k, v := range codes {
@@ -681,6 +681,13 @@ func (s *Server) openAPIComponents() components {
 			"InternalError": problemResponse("The server failed; the body carries no internals.",
 				http.StatusInternalServerError, slugInternal, "Internal server error",
 				"The server failed to answer; the request id identifies it in the logs.", nil, nil),
+			"NoModelsOrOverloaded": problemResponse("Overloaded (type …/problems/overloaded): admission control turned the "+
+				"request away before it ran, because the server is at its adaptive concurrency limit and its queue has no room "+
+				"or the wait would be too long (bulk keys are shed before interactive ones); retry after Retry-After, computed "+
+				"from the rate at which requests drain. Or no model is loaded yet (…/problems/service-unavailable).",
+				http.StatusServiceUnavailable, slugOverloaded, "Overloaded",
+				"Not processed: the server is at its concurrency limit and its queue has no room for this priority class (class interactive). "+
+					"Retry after the Retry-After delay, computed from the current drain rate of 850 requests/s.", nil, retryAfterHeader),
 			"NoModels": problemResponse("No model is loaded yet.",
 				http.StatusServiceUnavailable, slugUnavailable, "No model loaded",
 				"No model is loaded yet; retry shortly.", nil, retryAfterHeader),

@@ -76,8 +76,12 @@ func (s *Server) routes() {
 	}
 	const anyKey auth.Scope = ""
 	v1 := e.Group("/api/v1")
-	v1.POST("/predict", keyed(auth.ScopePredict, handlePredict(s.deps.Predictor), s.idempotent))
-	v1.POST("/predict/batch", keyed(auth.ScopePredict, handlePredictBatch(s.deps.Predictor, s.cfg.MaxBatchSize), s.idempotent))
+	// The synchronous routes run under admission control (s.admit: adaptive concurrency
+	// limit, priority queue, 503 past it), after the key, its rate limit and its scope. A new
+	// synchronous route (the OIP /v2/.../infer routes) takes s.admit the same way, after its
+	// own authentication; nothing else does, so health, metrics, docs and jobs are never shed.
+	v1.POST("/predict", keyed(auth.ScopePredict, handlePredict(s.deps.Predictor), s.admit, s.idempotent))
+	v1.POST("/predict/batch", keyed(auth.ScopePredict, handlePredictBatch(s.deps.Predictor, s.cfg.MaxBatchSize), s.admit, s.idempotent))
 	v1.GET("/models", keyed(anyKey, handleListModels(s.deps.Models)))
 	v1.GET("/models/:version", keyed(anyKey, handleGetModel(s.deps.Models)))
 	if s.deps.Promoter != nil {
@@ -105,7 +109,7 @@ func (s *Server) routes() {
 		for _, base := range []string{"/v2/models/:name", "/v2/models/:name/versions/:version"} {
 			e.GET(base, keyed(auth.ScopePredict, handleOIPModelMetadata(svc)))
 			e.GET(base+"/ready", keyed(auth.ScopePredict, handleOIPModelReady(svc)))
-			e.POST(base+"/infer", keyed(auth.ScopePredict, s.handleOIPInfer(), s.oipAsyncUpload, s.idempotent))
+			e.POST(base+"/infer", keyed(auth.ScopePredict, s.handleOIPInfer(), s.admitSync, s.oipAsyncUpload, s.idempotent))
 		}
 		e.GET("/v2/jobs/:id", keyed(auth.ScopeJobs, s.handleOIPGetJob()))
 		e.GET("/v2/jobs/:id/result", keyed(auth.ScopeJobs, s.handleOIPJobResult()))

@@ -81,8 +81,10 @@ type bench struct {
 	binDir string
 	sonar  string // path of data/sonar.csv
 	key    string
-	env    map[string]string
-	apiURL string
+	// bulkKey is a second key, of class bulk, for the overload phase.
+	bulkKey string
+	env     map[string]string
+	apiURL  string
 	// apiAllURL is a second api with PERSIST_CACHE_HITS=true, which stores every cache hit.
 	apiAllURL string
 	// apiQueueURL is a third api with PERSIST_PATH=queue: the worker stores its predictions.
@@ -125,7 +127,7 @@ func benchmark(ctx context.Context, opts options, getenv func(string) string, st
 		return rep, err
 	}
 
-	if !opts.Phases["http"] && !opts.Phases["queue"] && !opts.Phases["job"] {
+	if !opts.Phases["http"] && !opts.Phases["queue"] && !opts.Phases["job"] && !opts.Phases["overload"] {
 		rep.Seconds = time.Since(began).Seconds()
 		rep.Rows = buildRows(rep, opts)
 		return rep, nil
@@ -167,6 +169,11 @@ func benchmark(ctx context.Context, opts options, getenv func(string) string, st
 			return rep, err
 		}
 		b.log("api peak RSS after the job: %.1f MB", float64(mem.AfterUpload)/1e6)
+	}
+	if opts.Phases["overload"] {
+		if rep.Overload, err = b.overloadPhase(ctx); err != nil {
+			return rep, err
+		}
 	}
 	if mem != (memResult{}) {
 		rep.Memory = &mem
@@ -218,11 +225,14 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	}
 	apiPort, workerPort, ceilPort, apiQueuePort, apiAllPort := ports[0], ports[1], ports[2], ports[3], ports[4]
 	b.key = "bench-" + randomHex(16)
+	b.bulkKey = "bench-bulk-" + randomHex(16)
 	b.env = map[string]string{
-		"DATABASE_URL":        b.dbURL,
-		"REDIS_URL":           b.redis.URL,
-		"MODEL_PATH":          filepath.Join(b.opts.Root, "models"),
-		"API_KEYS":            "bench:" + b.key,
+		"DATABASE_URL": b.dbURL,
+		"REDIS_URL":    b.redis.URL,
+		"MODEL_PATH":   filepath.Join(b.opts.Root, "models"),
+		"API_KEYS":     "bench:" + b.key + ",bench-bulk:" + b.bulkKey + "::class=bulk",
+		// Off for the pipeline's points; the overload phase runs an api with it on.
+		"ADMISSION_CONTROL":   "false",
 		"LOG_LEVEL":           "warn",
 		"RATE_LIMIT":          "0",
 		"PORT":                strconv.Itoa(apiPort),

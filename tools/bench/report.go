@@ -50,7 +50,7 @@ func describeMachine() machine {
 
 // row is one line of the table. Value and Ceiling are in Unit; Ratio is Value/Ceiling.
 type row struct {
-	Group       string   `json:"group"` // http, inference, queue, job, memory (inference: a line naming its go test -bench)
+	Group       string   `json:"group"` // http, inference, queue, job, overload, memory (inference: a line naming its go test -bench)
 	Measure     string   `json:"measure"`
 	Value       float64  `json:"value"`
 	Unit        string   `json:"unit"`
@@ -77,7 +77,9 @@ type report struct {
 	Queue   *queueResult `json:"queue,omitempty"`
 	Job     *jobResult   `json:"job,omitempty"`
 	Memory  *memResult   `json:"memory,omitempty"`
-	Notes   []string     `json:"notes,omitempty"`
+	// Overload is the overload phase (admission control).
+	Overload *overloadResult `json:"overload,omitempty"`
+	Notes    []string        `json:"notes,omitempty"`
 }
 
 func ptr[T any](v T) *T { return &v }

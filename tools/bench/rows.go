@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -16,6 +17,12 @@ const (
 	targetJobRatio  = 0.5  // NDJSON job rows/s / COPY rows/s
 	targetRSSMB     = 150. // api peak RSS
 	targetOIPRatio  = 0.9  // /v2 OIP REST infer (one row, misses) / /api/v1/predict misses, at targetConns (issue 19)
+)
+
+// Targets of issue 21.
+const (
+	targetOverloadGoodput = 0.9 // goodput under 4× overload / peak goodput
+	targetOverloadP99     = 2.0 // admitted p99 under 4× overload / unloaded p99
 )
 
 // goBenchmarks are the measurements made in-process, as Benchmark functions of the packages
@@ -223,6 +230,10 @@ func buildRows(rep report, opts options) []row {
 			withCeiling(fmt.Sprintf("one pgx CopyFrom of %s result rows", itoa(int64(j.Rows))), j.CopyRowsPS).atLeast(targetJobRatio, "", true))
 	}
 
+	if o := rep.Overload; o != nil {
+		rows = append(rows, overloadRows(o)...)
+	}
+
 	if m := rep.Memory; m != nil {
 		rss := func(measure string, b int64) row {
 			mb := float64(b) / 1e6
@@ -263,6 +274,11 @@ func notes(rep report, opts options) []string {
 			httpTiming(opts) + "; predict uses the latest model (MLP) and stores every computed answer " +
 			"(cache hits too on the api with PERSIST_CACHE_HITS=true): the api writes it to Postgres before answering (PERSIST_PATH=postgres), or the worker does (the api with PERSIST_PATH=queue), and the worker drains the persist queue between rounds. Cache misses: sonar row i mod 208 with its first feature moved by (1+i/208)·1e-9, so no input repeats. " +
 			"CPU µs/req: CPU time of each process (Postgres: the backends of the bench's database) summed over the rounds of the point, each from its start until the persist queue is empty, per answered request; the load generator measures its own (getrusage), the whole machine's busy and idle time comes from /proc/stat.",
+	}
+	if rep.Overload != nil {
+		n = append(n, "Overload: a fourth api with admission control on ("+strings.Join(overloadEnv, " ")+"; the other apis run with ADMISSION_CONTROL=false): "+
+			"one connection (unloaded), 8 (peak), then 32 clients paced together to 4× the peak's goodput, every second one on a key of class bulk, ignoring Retry-After; "+
+			"distinct inputs; p99 of the 200s only. tools/e2e TestOverloadShedsBulkFirstAndLosesNothing runs the same load and asserts the answers' contract, bulk shed first, nothing lost.")
 	}
 	if opts.Smoke {
 		n = append(n, "Smoke run: sizes are too small for the targets to mean anything; it checks that every measurement still works.")

@@ -401,6 +401,7 @@ func TestMetricsExposedAfterTraffic(t *testing.T) {
 
 	s := startStack(t, stackOpts{scheduler: true, env: map[string]string{
 		"ALERT_WEBHOOK_URL": alertRecv.URL + "/alerts", "JOB_CHUNK_SIZE": "50", "PERSIST_PATH": "queue",
+		"ADMISSION_CONTROL": "true", // its metrics are in the catalog
 	}})
 	apiURL := s.base + "/metrics"
 	workerURL := "http://127.0.0.1:" + s.env["WORKER_METRICS_PORT"] + "/metrics"
@@ -551,7 +552,7 @@ func TestMetricsExposedAfterTraffic(t *testing.T) {
 // series come with the queues in Redis (see deploy/README.md).
 func TestFreshProcessesExposeKnownSeriesAtZero(t *testing.T) {
 	t.Parallel()
-	s := startStack(t, stackOpts{})
+	s := startStack(t, stackOpts{env: map[string]string{"ADMISSION_CONTROL": "true"}})
 	apiFams, api := scrapeFamilies(t, s.base+"/metrics")
 	workerFams, worker := scrapeFamilies(t, "http://127.0.0.1:"+s.env["WORKER_METRICS_PORT"]+"/metrics")
 	fams := map[string]map[string]*dtoFamily{"api": apiFams, "worker": workerFams}
