@@ -86,11 +86,11 @@ func record(prefix string, i int, confidence float64) prediction.Record {
 	for j := range feats {
 		feats[j] = float64(i*60+j)/7 - 3.25
 	}
+	id, at := prefix+"-"+strconv.Itoa(i), time.Now().UTC().Truncate(time.Microsecond)
 	return prediction.Record{
-		RequestID: prefix + "-" + strconv.Itoa(i), UserID: "alice", Features: feats,
+		ID: prediction.NewID(id, at), RequestID: id, UserID: "alice", Features: feats,
 		Prediction: confidence, Confidence: confidence, PredictionClass: prediction.ClassPositive, ModelVersion: "v1.0.0",
-		Preprocessing: "standard", ConfidenceThreshold: 0.7, LatencyMS: 0.5,
-		CreatedAt: time.Now().UTC().Truncate(time.Microsecond),
+		Preprocessing: "standard", ConfidenceThreshold: 0.7, LatencyMS: 0.5, CreatedAt: at,
 	}
 }
 
@@ -143,6 +143,16 @@ func persistQueued(t testing.TB, b bundle) []string {
 }
 
 // alertsQueued returns the TaskIDs of the pending alert tasks.
+// alertTaskIDs returns the sorted alert TaskIDs of recs (keyed by each prediction's id).
+func alertTaskIDs(recs ...prediction.Record) []string {
+	var ids []string
+	for _, r := range recs {
+		ids = append(ids, tasks.AlertTaskID(r.ID.String()))
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 func alertsQueued(t testing.TB, b bundle) []string {
 	t.Helper()
 	infos, err := b.inspector.ListPendingTasks(tasks.QueueCritical, asynq.PageSize(1000))
