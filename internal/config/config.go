@@ -86,6 +86,8 @@ type Config struct {
 	ReconcileInterval   time.Duration `env:"RECONCILE_INTERVAL" envDefault:"30s" range:"1s,24h" doc:"how often the scheduler enqueues maintenance:reconcile"`
 	ReconcileGrace      time.Duration `env:"RECONCILE_GRACE" envDefault:"30s" range:"1s,24h" doc:"how long unfinished work may sit untouched before the reconciler enqueues it again"`
 	RetentionInterval   time.Duration `env:"RETENTION_INTERVAL" envDefault:"1h" range:"1s,168h" doc:"how often the scheduler enqueues maintenance:retention"`
+	PartitionInterval   time.Duration `env:"PARTITION_INTERVAL" envDefault:"1h" range:"1s,24h" doc:"how often the scheduler enqueues maintenance:partitions, which creates the day partitions of predictions and job_results ahead"`
+	PartitionDaysAhead  int           `env:"PARTITION_DAYS_AHEAD" envDefault:"7" range:"1,366" doc:"days ahead of today that maintenance:partitions keeps a partition of predictions and job_results for"`
 	ModelSyncInterval   time.Duration `env:"MODEL_SYNC_INTERVAL" envDefault:"1m" range:"1s,24h" doc:"how often maintenance:model-sync registers new artifacts and every process refreshes its models"`
 	PredictionRetention time.Duration `env:"PREDICTION_RETENTION" envDefault:"720h" range:"1m,876000h" doc:"age past which persisted predictions are deleted"`
 	JobRetention        time.Duration `env:"JOB_RETENTION" envDefault:"168h" range:"1m,876000h" doc:"age past which finished jobs, with their inputs and results, are deleted"`

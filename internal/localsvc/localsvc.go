@@ -205,6 +205,12 @@ func versionOf(binDir string) int {
 // loopback port with trust authentication for the user postgres. Durability is traded for
 // speed (fsync off): it is for tests and local development only.
 func StartPostgres(ctx context.Context) (*Server, error) {
+	return StartPostgresWith(ctx)
+}
+
+// StartPostgresWith is StartPostgres with more server settings ("name=value", each passed as
+// -c after the defaults, which they override: "full_page_writes=on", "wal_level=replica").
+func StartPostgresWith(ctx context.Context, settings ...string) (*Server, error) {
 	binDir, err := PostgresBinDir()
 	if err != nil {
 		return nil, err
@@ -237,6 +243,9 @@ func StartPostgres(ctx context.Context) (*Server, error) {
 		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + dir,
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 		"-c", "max_connections=300"}
+	for _, kv := range settings {
+		argv = append(argv, "-c", kv)
+	}
 	if os.Geteuid() == 0 {
 		argv = append([]string{"runuser", "-u", "postgres", "--"}, argv...)
 	}

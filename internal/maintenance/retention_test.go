@@ -37,9 +37,9 @@ func TestRetentionDeletesWhatIsOldAndNothingElse(t *testing.T) {
 		if i < 7 {
 			age = "31 days"
 		}
-		exec(`INSERT INTO predictions (request_id, input_features, prediction, confidence, prediction_class, model_version,
+		exec(`INSERT INTO predictions (id, request_id, input_features, prediction, confidence, prediction_class, model_version,
 			preprocessing, confidence_threshold, latency_ms, created_at)
-			VALUES ($1, '{1}', 0.5, 0.5, 'negative', 'v1.0.0', 'standard', 0.5, 1, now() - $2::interval)`, uuid.NewString(), age)
+			VALUES (gen_random_uuid(), $1, '{1}', 0.5, 0.5, 'negative', 'v1.0.0', 'standard', 0.5, 1, now() - $2::interval)`, uuid.NewString(), age)
 	}
 	// Jobs: an old finished one (with a chunk, results and a delivery), a new finished one,
 	// and an old one still running (never deleted).
