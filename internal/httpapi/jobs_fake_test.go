@@ -69,6 +69,6 @@ func (fakePredictions) List(context.Context, prediction.ListFilter) ([]predictio
 	return nil, "", nil
 }
 
-func (fakePredictions) Get(context.Context, string) (prediction.Stored, error) {
+func (fakePredictions) Get(context.Context, string, string) (prediction.Stored, error) {
 	return prediction.Stored{}, prediction.ErrNotFound
 }

@@ -61,9 +61,11 @@ func saneRequestID(id string) bool {
 
 // requestID takes X-Request-ID from the request when it is sane, else makes a UUIDv7; puts
 // it in the request context and on the response. A UUIDv7 starts with its time in
-// milliseconds, so the ids the api makes sort by time and the unique index on
-// predictions.request_id grows at its right edge: with random (v4) ids every insert lands on
-// a random leaf page, which costs Postgres more CPU per row (README Benchmarks).
+// milliseconds, so the ids the api makes sort by time and each tenant's part of the index on
+// predictions (user_id, request_id, …) grows at its right edge: with random (v4) ids every
+// insert lands on a random leaf page, which costs Postgres more CPU per row (README
+// Benchmarks). The request id is a correlation field; the stored key is the prediction's own
+// id (prediction.NewID).
 func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()

@@ -414,6 +414,7 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 		paths["/api/v1/predictions"] = map[string]operation{"get": {
 			OperationID: "listPredictions", Summary: "The API key's persisted predictions, newest first", Tags: []string{"predict"},
 			Parameters: append([]parameter{
+				q("request_id", "Only the predictions sent with this X-Request-ID (a client may send one with several).", &schema{Type: "string"}),
 				q("model_version", "Only this version.", &schema{Type: "string"}),
 				q("from", "created_at at or after (RFC 3339).", &schema{Type: "string", Format: "date-time"}),
 				q("to", "created_at before (RFC 3339).", &schema{Type: "string", Format: "date-time"}),
@@ -429,11 +430,13 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 		}}
 		paths["/api/v1/predictions/{id}"] = map[string]operation{"get": {
 			OperationID: "getPrediction", Summary: "One persisted prediction, by id or request id", Tags: []string{"predict"},
-			Description: "A request id names the first prediction stored under it. When a client sends the same " +
-				"X-Request-ID with another prediction, that one is stored too, under <request id>~<its created_at in " +
-				"microseconds, base 36>, and listed by GET /api/v1/predictions. Answers from the cache (cached: true) " +
+			Description: "`id` is the prediction's id (the `id` of its predict answer, a UUID made by the server) or a " +
+				"request id (the X-Request-ID it was sent with, the answer's `request_id`), among the API key's own " +
+				"predictions. An id is matched first. A client may send the same X-Request-ID with several predictions: " +
+				"each is stored under an id of its own, a request id finds the newest of them, and " +
+				"GET /api/v1/predictions?request_id=… lists them all. Answers from the cache (cached: true) " +
 				"are not stored unless they are below their confidence threshold or the service runs with " +
-				"PERSIST_CACHE_HITS=true: the prediction they repeat is stored under the request id that computed it. " +
+				"PERSIST_CACHE_HITS=true (their answer then carries no `id`): the prediction they repeat is stored. " +
 				"A computed prediction is found as soon as its answer is read (PERSIST_PATH=postgres, the default); " +
 				"while Postgres is down, or with PERSIST_PATH=queue, a worker stores it moments after the answer.",
 			Parameters: append([]parameter{{Name: "id", In: "path", Required: true, Schema: &schema{Type: "string"}}}, requestIDParam...),
@@ -537,6 +540,8 @@ func (s *Server) openAPIComponents() components {
 			}),
 			"PredictionOutput": {
 				Type: "object",
+				Description: "One answered prediction. `id` is the server's id of the stored prediction; `request_id` the " +
+					"X-Request-ID of the request (a batch sample's with -<index>), which the client may reuse and is no key.",
 				Required: []string{"prediction", "confidence", "model_version", "latency_ms", "timestamp",
 					"prediction_class", "cached", "request_id"},
 				Properties: map[string]*schema{
@@ -548,7 +553,11 @@ func (s *Server) openAPIComponents() components {
 					"timestamp":        {Type: "string", Format: "date-time", Description: "RFC 3339, UTC."},
 					"prediction_class": {Type: "string", Enum: []any{prediction.ClassPositive, prediction.ClassNegative}},
 					"cached":           {Type: "boolean"},
-					"request_id":       {Type: "string"},
+					"id": {Type: "string", Format: "uuid", Description: "The prediction's id, under which it is stored " +
+						"(GET /api/v1/predictions/{id}): a UUIDv7 made by the server. Absent when the answer is not stored " +
+						"(a cache hit at or above its threshold, unless PERSIST_CACHE_HITS=true)."},
+					"request_id": {Type: "string", Description: "The request's X-Request-ID (the client's, or one the " +
+						"server made); a batch sample's ends with -<index>. A correlation field, not unique."},
 				},
 			},
 			"BatchRequest": {

@@ -192,8 +192,8 @@ func jobSchemas(maxSamples int) map[string]*schema {
 		},
 		"StoredPrediction": {Type: "object", Required: []string{"id", "request_id", "prediction", "model_version", "created_at"},
 			Properties: map[string]*schema{
-				"id":                   {Type: "integer"},
-				"request_id":           {Type: "string"},
+				"id":                   {Type: "string", Format: "uuid", Description: "The server's id of the prediction (a UUIDv7), the id of its predict answer."},
+				"request_id":           {Type: "string", Description: "The X-Request-ID it was sent with; not unique (a client may reuse one)."},
 				"user_id":              {Type: "string"},
 				"input_features":       {Type: "array", Items: &schema{Type: "number"}},
 				"prediction":           {Type: "number"},

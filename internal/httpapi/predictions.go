@@ -15,7 +15,8 @@ import (
 // PredictionReader reads persisted predictions (internal/prediction.Store).
 type PredictionReader interface {
 	List(ctx context.Context, f prediction.ListFilter) ([]prediction.Stored, string, error)
-	Get(ctx context.Context, idOrRequestID string) (prediction.Stored, error)
+	// Get finds, within tenant, the prediction of an id or else the newest of a request id.
+	Get(ctx context.Context, tenant, idOrRequestID string) (prediction.Stored, error)
 }
 
 // predictionList is the answer of GET /api/v1/predictions.
@@ -37,7 +38,7 @@ func queryTime(c echo.Context, name string) (time.Time, error) {
 }
 
 // handleListPredictions answers GET /api/v1/predictions: the API key's persisted
-// predictions, newest first, filtered by model version and time range.
+// predictions, newest first, filtered by request id, model version and time range.
 func (s *Server) handleListPredictions() echo.HandlerFunc {
 	return func(c echo.Context) error {
 		limit, lerr := queryLimit(c, prediction.DefaultListLimit, prediction.MaxListLimit)
@@ -53,7 +54,7 @@ func (s *Server) handleListPredictions() echo.HandlerFunc {
 			return err
 		}
 		items, next, err := s.deps.Predictions.List(c.Request().Context(), prediction.ListFilter{
-			UserID: tenantOf(c), ModelVersion: c.QueryParam("model_version"), From: from, To: to,
+			UserID: tenantOf(c), RequestID: c.QueryParam("request_id"), ModelVersion: c.QueryParam("model_version"), From: from, To: to,
 			Limit: limit, Cursor: c.QueryParam("cursor"),
 		})
 		if errors.Is(err, prediction.ErrInvalidCursor) {
@@ -69,12 +70,13 @@ func (s *Server) handleListPredictions() echo.HandlerFunc {
 	}
 }
 
-// handleGetPrediction answers GET /api/v1/predictions/{id}: by id or request id, for the
-// API key that asked for it.
+// handleGetPrediction answers GET /api/v1/predictions/{id}: by the server's id, else the
+// newest by request id, among the predictions of the API key that asks (the store's query is
+// scoped to it: another key's prediction is never found, nor shadows one of this key's).
 func (s *Server) handleGetPrediction() echo.HandlerFunc {
 	return func(c echo.Context) error {
-		pr, err := s.deps.Predictions.Get(c.Request().Context(), c.Param("id"))
-		if errors.Is(err, prediction.ErrNotFound) || (err == nil && pr.UserID != tenantOf(c)) {
+		pr, err := s.deps.Predictions.Get(c.Request().Context(), tenantOf(c), c.Param("id"))
+		if errors.Is(err, prediction.ErrNotFound) {
 			return &problemError{status: http.StatusNotFound, slug: slugNotFound, title: "Prediction not found",
 				detail: "No prediction of this API key has that id or request id. Predictions are stored within seconds of their answer."}
 		}

@@ -39,7 +39,7 @@ func TestRetentionDeletesWhatIsOldAndNothingElse(t *testing.T) {
 		}
 		exec(`INSERT INTO predictions (id, request_id, input_features, prediction, confidence, prediction_class, model_version,
 			preprocessing, confidence_threshold, latency_ms, created_at)
-			VALUES (gen_random_uuid(), $1, '{1}', 0.5, 0.5, 'negative', 'v1.0.0', 'standard', 0.5, 1, now() - $2::interval)`, uuid.NewString(), age)
+			VALUES ($1, $2, '{1}', 0.5, 0.5, 'negative', 'v1.0.0', 'standard', 0.5, 1, now() - $3::interval)`, uuid.Must(uuid.NewV7()), uuid.NewString(), age)
 	}
 	// Jobs: an old finished one (with a chunk, results and a delivery), a new finished one,
 	// and an old one still running (never deleted).

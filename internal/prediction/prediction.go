@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/predq/predq/internal/validate"
 )
 
@@ -208,7 +210,11 @@ type Output struct {
 	Timestamp       time.Time `json:"timestamp"`
 	PredictionClass string    `json:"prediction_class"`
 	Cached          bool      `json:"cached"`
-	RequestID       string    `json:"request_id"`
+	// ID is the server's id of the stored prediction (GET /api/v1/predictions/{id}); zero,
+	// and left out of the JSON, when the answer is not stored (a confident cache hit, unless
+	// PERSIST_CACHE_HITS).
+	ID        uuid.UUID `json:"id,omitzero"`
+	RequestID string    `json:"request_id"` // the client's X-Request-ID (or the server's), a batch sample's with -<index>
 }
 
 // Class names of PredictionClass.
@@ -219,6 +225,6 @@ const (
 
 // Meta describes who asked, for persistence and logs.
 type Meta struct {
-	RequestID string // unique per prediction; a batch derives one per sample
+	RequestID string // the request's X-Request-ID, a correlation field (not unique); a batch derives one per sample
 	UserID    string // the tenant: the API key's KeyID, never its name
 }

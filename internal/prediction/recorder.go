@@ -37,7 +37,7 @@ const (
 	MaxTraceLinks = 32
 )
 
-// Inserter writes prediction records idempotently (ON CONFLICT (request_id) DO NOTHING) and
+// Inserter writes prediction records idempotently on their ids (ON CONFLICT (id) DO NOTHING) and
 // returns how many rows it inserted. *Store implements it.
 type Inserter interface {
 	Insert(ctx context.Context, recs []Record) (int64, error)

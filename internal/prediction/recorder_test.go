@@ -87,7 +87,7 @@ func TestQueueFirst(t *testing.T) {
 		require.EqualValues(t, 4, countRows(t, b.pool))
 		require.EqualValues(t, 4, metric(t, reg, "ml_persist_fallback_total"))
 
-		got, err := b.store.Get(context.Background(), "f-1")
+		got, err := b.store.Get(context.Background(), "alice", "f-1")
 		require.NoError(t, err)
 		require.Equal(t, 0.6, got.Confidence)
 	})
@@ -181,7 +181,7 @@ func TestPostgresFirst(t *testing.T) {
 					return
 				}
 				// Read right after the answer would go out: the row is there already.
-				if _, err := b.store.Get(context.Background(), r.RequestID); err != nil {
+				if _, err := b.store.Get(context.Background(), "alice", r.RequestID); err != nil {
 					missing.Add(1)
 				}
 			})
@@ -295,7 +295,7 @@ func TestPostgresFirst(t *testing.T) {
 		// The worker writes the refused batch one record at a time: only the bad one is left out.
 		startWorker(t, b)
 		waitRows(t, b.pool, 2, 10*time.Second)
-		_, err := b.store.Get(context.Background(), "d-2")
+		_, err := b.store.Get(context.Background(), "alice", "d-2")
 		require.NoError(t, err)
 	})
 

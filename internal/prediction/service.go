@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -34,8 +35,10 @@ type Recorder interface {
 // ErrUnavailable: the prediction could be computed but could not be recorded anywhere.
 var ErrUnavailable = errors.New("prediction store unavailable")
 
-// Record is one answered prediction as persisted.
+// Record is one answered prediction as persisted. ID is the server's id, the stored key (see
+// NewID); a record without one (a persist task of an older api) gets its DerivedID when stored.
 type Record struct {
+	ID                  uuid.UUID `json:"id,omitzero"`
 	RequestID           string    `json:"request_id"`
 	UserID              string    `json:"user_id,omitempty"`
 	Features            []float64 `json:"features"`
@@ -301,14 +304,15 @@ func (s *Service) finish(ctx context.Context, rs []resolved, probs []float64, ca
 			Prediction: p, Confidence: conf, ModelVersion: r.model.Version, LatencyMS: latency,
 			Timestamp: now, PredictionClass: class, Cached: cached[i], RequestID: id,
 		}
+		if cached[i] && !s.allHits && conf >= r.in.ConfidenceThreshold {
+			continue // answered from the cache: the prediction it repeats is stored
+		}
 		rec := Record{
-			RequestID: id, UserID: meta.UserID, Features: r.in.Features, Prediction: p, Confidence: conf,
+			ID: NewID(id, now), RequestID: id, UserID: meta.UserID, Features: r.in.Features, Prediction: p, Confidence: conf,
 			PredictionClass: class, ModelVersion: r.model.Version, Preprocessing: r.in.Preprocessing,
 			ConfidenceThreshold: r.in.ConfidenceThreshold, Cached: cached[i], LatencyMS: latency, CreatedAt: now,
 		}
-		if rec.Cached && !s.allHits && !rec.LowConfidence() {
-			continue // answered from the cache: the prediction it repeats is stored
-		}
+		outs[i].ID = rec.ID
 		recs = append(recs, rec)
 	}
 	if s.recorder != nil && len(recs) > 0 {

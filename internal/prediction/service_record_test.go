@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/predq/predq/internal/inference"
@@ -73,6 +74,17 @@ func TestCacheHitsAreRecordedWhenAsked(t *testing.T) {
 		require.Len(t, got, 1, "a computed prediction is recorded")
 		require.Equal(t, "miss", got[0].RequestID)
 		require.False(t, got[0].Cached)
+		require.EqualValues(t, 7, got[0].ID.Version(), "a server id, a UUIDv7")
+		require.Equal(t, got[0].ID, miss.ID, "the answer carries the id it is stored under")
+
+		// The same request id again (a client reusing its X-Request-ID): another id.
+		again, err := svc.Predict(ctx, prediction.Input{Features: row(4), ConfidenceThreshold: 0.5}, prediction.Meta{RequestID: "miss"})
+		require.NoError(t, err)
+		got = rec.take()
+		require.Len(t, got, 1)
+		require.Equal(t, "miss", got[0].RequestID)
+		require.Equal(t, again.ID, got[0].ID)
+		require.NotEqual(t, miss.ID, again.ID)
 
 		hit, err := svc.Predict(ctx, in, prediction.Meta{RequestID: "hit"})
 		require.NoError(t, err)
@@ -83,8 +95,10 @@ func TestCacheHitsAreRecordedWhenAsked(t *testing.T) {
 			require.Len(t, got, 1, "PersistCacheHits records the hit")
 			require.Equal(t, "hit", got[0].RequestID)
 			require.True(t, got[0].Cached)
+			require.Equal(t, got[0].ID, hit.ID)
 		} else {
 			require.Empty(t, got, "a confident hit is not recorded")
+			require.Equal(t, uuid.Nil, hit.ID, "nor does its answer carry an id")
 		}
 
 		// The same features with a threshold no answer reaches: a low-confidence hit, always
@@ -106,14 +120,19 @@ func TestCacheHitsAreRecordedWhenAsked(t *testing.T) {
 		require.True(t, outs[0].Cached)
 		require.False(t, outs[1].Cached)
 		var ids []string
+		stored := map[uuid.UUID]bool{}
 		for _, r := range rec.take() {
 			ids = append(ids, r.RequestID)
+			stored[r.ID] = true
 		}
 		if all {
 			require.Equal(t, []string{"b-0", "b-1"}, ids)
+			require.True(t, stored[outs[0].ID])
 		} else {
 			require.Equal(t, []string{"b-1"}, ids)
+			require.Equal(t, uuid.Nil, outs[0].ID)
 		}
+		require.True(t, stored[outs[1].ID], "each sample's answer carries its own id")
 	}
 }
 

@@ -2,10 +2,11 @@
 // write of the Recorders and of the persist worker, and the read side of
 // GET /api/v1/predictions.
 //
-// Writes are keyed by request id (UNIQUE (request_id)), so a replayed batch writes nothing
-// twice. A batch is first copied straight into predictions (one COPY, no ON CONFLICT), which
-// is all that a batch of new predictions costs; a COPY is atomic, and when it fails on a
-// request id that is stored already, the batch goes again through the conflict-handling path:
+// Writes are keyed by the server's id of each prediction (the primary key; see NewID), so a
+// replayed batch writes nothing twice; the client's request id is a correlation column, which
+// the reads find too. A batch is first copied straight into predictions (one COPY, no ON
+// CONFLICT), which is all that a batch of new predictions costs; a COPY is atomic, and when it
+// fails on an id that is stored already, the batch goes again through the conflict-handling path:
 // small batches in one multi-row INSERT built from unnest arrays, large ones copied into a
 // session temporary table and moved into predictions, both with ON CONFLICT DO NOTHING.
 package prediction
@@ -20,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -90,8 +92,8 @@ func NewStore(db DB, opts ...StoreOption) *Store {
 
 // Stored is one stored prediction: a row of the predictions table.
 type Stored struct {
-	ID                  int64     `json:"id"`         // the row's identity
-	RequestID           string    `json:"request_id"` // unique; batch samples have REQUEST-ID-<index>
+	ID                  uuid.UUID `json:"id"`         // the server's id (NewID), the row's key
+	RequestID           string    `json:"request_id"` // the client's X-Request-ID, not unique; batch samples have REQUEST-ID-<index>
 	UserID              string    `json:"user_id,omitempty"`
 	Features            []float64 `json:"input_features"`
 	Prediction          float64   `json:"prediction"` // probability of the positive class
@@ -109,7 +111,7 @@ type Stored struct {
 
 // insertCols are the columns Insert writes, in the order of the COPY rows and unnest arrays.
 var insertCols = []string{
-	"request_id", "input_features", "prediction", "confidence", "prediction_class",
+	"id", "request_id", "input_features", "prediction", "confidence", "prediction_class",
 	"model_version", "preprocessing", "confidence_threshold", "cached", "user_id",
 	"latency_ms", "created_at", "updated_at",
 }
@@ -118,55 +120,67 @@ const selectCols = `id, request_id, input_features, prediction, confidence, pred
 	model_version, preprocessing, confidence_threshold, cached, coalesce(user_id, ''), latency_ms,
 	status, created_at, updated_at`
 
-// Insert writes recs, skipping the records that are already stored, and returns how many rows
-// it inserted: a replay of the same records inserts 0. Records with a zero CreatedAt get the
-// current time.
-//
-// A record is the one already stored under its request id when their created_at match. A
-// client may send the same X-Request-ID with two different predictions, though: when a
-// request id is taken by another prediction, the record is stored under
-// "<request id>~<created_at in µs, base 36>", a second statement (a replay of it, again,
-// inserts nothing).
+// Insert writes recs, skipping the records that are already stored (by id), and returns how
+// many rows it inserted: a replay of the same records inserts 0. Records with a zero CreatedAt
+// get the current time, records with a zero ID their DerivedID (from the request id and
+// CreatedAt, so that a replay of such a record is skipped too). Request ids are not keys: two
+// records with the same request id and different ids are two rows.
 //
 // On a pool, Insert first copies recs straight into predictions (copyDirect): one COPY, which
 // stores every record or, failing, none. Only when it fails on a unique violation (a replay,
-// a request id taken by another prediction, or one repeated within recs) does Insert write recs
-// again through the conflict-handling path (INSERT … ON CONFLICT DO NOTHING, then the renamed
-// records). On a transaction (or any DB that is not a pool) Insert takes that path directly,
-// since a failed COPY would abort the transaction.
+// or an id repeated within recs) does Insert write recs again through the conflict-handling
+// path (INSERT … ON CONFLICT (id) DO NOTHING). On a transaction (or any DB that is not a pool)
+// Insert takes that path directly, since a failed COPY would abort the transaction.
 //
-// Errors are Postgres errors (see postgres.IsUnavailable); when one is returned, the rows of
-// a first statement may be stored, and a retry of the same records completes the rest.
+// Errors are Postgres errors (see postgres.IsUnavailable); when one is returned, nothing is
+// stored, and a retry of the same records stores them once.
 func (s *Store) Insert(ctx context.Context, recs []Record) (int64, error) {
 	if len(recs) == 0 {
 		return 0, nil
 	}
+	recs = withKeys(recs, time.Now())
 	if s.pool != nil {
 		n, err := s.copyDirect(ctx, recs)
 		if !postgres.IsCode(err, postgres.CodeUniqueViolation) {
 			return n, err
 		}
-		// Nothing was stored: some request id is stored already, or repeats within recs.
+		// Nothing was stored: some id is stored already, or repeats within recs.
 	}
-	n, err := s.insertOnce(ctx, recs)
-	if err != nil || n == int64(len(recs)) {
-		return n, err
+	return s.insertOnce(ctx, recs)
+}
+
+// withKeys returns recs with every CreatedAt and ID set (now, DerivedID), copying recs only
+// when one of them lacks either.
+func withKeys(recs []Record, now time.Time) []Record {
+	complete := true
+	for _, r := range recs {
+		if r.CreatedAt.IsZero() || r.ID == uuid.Nil {
+			complete = false
+			break
+		}
 	}
-	// Some request ids were taken: by these records (a replay), or by other predictions.
-	others, err := s.takenByOthers(ctx, recs)
-	if err != nil || len(others) == 0 {
-		return n, err
+	if complete {
+		return recs
 	}
-	m, err := s.insertOnce(ctx, others)
-	return n + m, err
+	out := make([]Record, len(recs))
+	for i, r := range recs {
+		if r.CreatedAt.IsZero() {
+			r.CreatedAt = now
+		}
+		if r.ID == uuid.Nil {
+			r.ID = DerivedID(r.RequestID, r.CreatedAt)
+		}
+		out[i] = r
+	}
+	return out
 }
 
 // copyDirect copies recs into predictions in one COPY (pgx's CopyFrom), without ON CONFLICT:
-// a COPY is atomic, so when a request id is stored already it fails with a unique violation
+// a COPY is atomic, so when an id is stored already it fails with a unique violation
 // (SQLSTATE 23505) and stores nothing. It is all that Insert costs for new predictions, the
 // steady state, and one statement for any batch size.
 func (s *Store) copyDirect(ctx context.Context, recs []Record) (int64, error) {
-	n, err := s.pool.CopyFrom(ctx, predictionsTable, insertCols, copySource(recs, time.Now()))
+	n, err := s.pool.CopyFrom(ctx, predictionsTable, insertCols, copySource(recs))
 	if err != nil {
 		return 0, fmt.Errorf("insert predictions: copy: %w", err)
 	}
@@ -175,55 +189,12 @@ func (s *Store) copyDirect(ctx context.Context, recs []Record) (int64, error) {
 
 var predictionsTable = pgx.Identifier{"predictions"}
 
-// insertOnce writes recs with ON CONFLICT (request_id) DO NOTHING.
+// insertOnce writes recs with ON CONFLICT (id) DO NOTHING.
 func (s *Store) insertOnce(ctx context.Context, recs []Record) (int64, error) {
-	if len(recs) == 0 {
-		return 0, nil
-	}
 	if len(recs) < s.copyThreshold {
 		return s.insertUnnest(ctx, recs)
 	}
 	return s.insertCopy(ctx, recs)
-}
-
-// takenByOthers returns, renamed (see Insert), the records whose request id is stored with
-// another created_at; records stored already, and records with a zero CreatedAt (which
-// cannot be told apart), are left out.
-func (s *Store) takenByOthers(ctx context.Context, recs []Record) ([]Record, error) {
-	ids := make([]string, len(recs))
-	for i, r := range recs {
-		ids[i] = r.RequestID
-	}
-	rows, err := s.db.Query(ctx, `SELECT request_id, created_at FROM predictions WHERE request_id = ANY($1)`, ids)
-	if err != nil {
-		return nil, fmt.Errorf("insert predictions: taken request ids: %w", err)
-	}
-	stored := map[string]time.Time{}
-	var id string
-	var at time.Time
-	if _, err := pgx.ForEachRow(rows, []any{&id, &at}, func() error {
-		stored[id] = at
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("insert predictions: taken request ids: %w", err)
-	}
-	var others []Record
-	for _, r := range recs {
-		at, ok := stored[r.RequestID]
-		if !ok || r.CreatedAt.IsZero() || sameMicrosecond(at, r.CreatedAt) {
-			continue
-		}
-		r.RequestID += "~" + strconv.FormatInt(r.CreatedAt.UnixMicro(), 36)
-		others = append(others, r)
-	}
-	return others, nil
-}
-
-// sameMicrosecond reports whether a, read from Postgres (microseconds, rounded), is the
-// stored form of b.
-func sameMicrosecond(a, b time.Time) bool {
-	d := a.Sub(b)
-	return d < time.Microsecond && d > -time.Microsecond
 }
 
 // insertUnnestSQL inserts one row per array element. The features of all rows travel as one
@@ -231,11 +202,11 @@ func sameMicrosecond(a, b time.Time) bool {
 // flatten a two-dimensional array, and rows may differ in length): text array literals cost
 // Postgres a float parse per feature, most of its CPU per row.
 var insertUnnestSQL = `INSERT INTO predictions (` + strings.Join(insertCols, ", ") + `)
-SELECT r, ($2::float8[])[o + 1:o + n], p, c, pc, mv, pp, ct, ca, nullif(u, ''), l, t, t
+SELECT id, r, ($2::float8[])[o + 1:o + n], p, c, pc, mv, pp, ct, ca, nullif(u, ''), l, t, t
 FROM unnest($1::text[], $3::int4[], $4::int4[], $5::float8[], $6::float8[], $7::text[], $8::text[], $9::text[],
-            $10::float8[], $11::bool[], $12::text[], $13::float8[], $14::timestamptz[])
-     AS x(r, o, n, p, c, pc, mv, pp, ct, ca, u, l, t)
-ON CONFLICT (request_id) DO NOTHING`
+            $10::float8[], $11::bool[], $12::text[], $13::float8[], $14::timestamptz[], $15::uuid[])
+     AS x(r, o, n, p, c, pc, mv, pp, ct, ca, u, l, t, id)
+ON CONFLICT (id) DO NOTHING`
 
 func (s *Store) insertUnnest(ctx context.Context, recs []Record) (int64, error) {
 	n := len(recs)
@@ -253,23 +224,20 @@ func (s *Store) insertUnnest(ctx context.Context, recs []Record) (int64, error) 
 		user  = make([]string, n)
 		lat   = make([]float64, n)
 		at    = make([]time.Time, n)
+		ids   = make([]uuid.UUID, n)
 		feat  []float64
 	)
-	now := time.Now()
 	for i, r := range recs {
 		rid[i], pred[i], conf[i], class[i] = r.RequestID, r.Prediction, r.Confidence, r.PredictionClass
 		mv[i], prep[i], thr[i], cache[i] = r.ModelVersion, r.Preprocessing, r.ConfidenceThreshold, r.Cached
-		user[i], lat[i], at[i] = r.UserID, r.LatencyMS, r.CreatedAt
-		if at[i].IsZero() {
-			at[i] = now
-		}
+		user[i], lat[i], at[i], ids[i] = r.UserID, r.LatencyMS, r.CreatedAt, r.ID
 		off[i], cnt[i] = int32(len(feat)), int32(len(r.Features))
 		feat = append(feat, r.Features...)
 	}
 	if feat == nil {
 		feat = []float64{}
 	}
-	tag, err := s.db.Exec(ctx, insertUnnestSQL, rid, postgres.Float8s(feat), off, cnt, pred, conf, class, mv, prep, thr, cache, user, lat, at)
+	tag, err := s.db.Exec(ctx, insertUnnestSQL, rid, postgres.Float8s(feat), off, cnt, pred, conf, class, mv, prep, thr, cache, user, lat, at, ids)
 	if err != nil {
 		return 0, fmt.Errorf("insert predictions: %w", err)
 	}
@@ -279,25 +247,22 @@ func (s *Store) insertUnnest(ctx context.Context, recs []Record) (int64, error) 
 // The staging table lives as long as the session (connection) and is emptied at each commit,
 // so that steady traffic does not create and drop a catalog entry per batch.
 const createStagingSQL = `CREATE TEMP TABLE IF NOT EXISTS predictions_staging (
-    request_id text, input_features float8[], prediction float8, confidence float8,
+    id uuid, request_id text, input_features float8[], prediction float8, confidence float8,
     prediction_class text, model_version text, preprocessing text, confidence_threshold float8,
     cached bool, user_id text, latency_ms float8, created_at timestamptz, updated_at timestamptz
 ) ON COMMIT DELETE ROWS`
 
 var moveStagingSQL = `INSERT INTO predictions (` + strings.Join(insertCols, ", ") + `)
 SELECT ` + strings.Join(insertCols, ", ") + ` FROM predictions_staging
-ON CONFLICT (request_id) DO NOTHING`
+ON CONFLICT (id) DO NOTHING`
 
-// copySource gives pgx's CopyFrom the values of recs in the order of insertCols (a zero
-// CreatedAt is now, an empty user id NULL, no features an empty array): the rows of the direct
-// COPY and of the staging table.
-func copySource(recs []Record, now time.Time) pgx.CopyFromSource {
+// copySource gives pgx's CopyFrom the values of recs (withKeys: every ID and CreatedAt set) in
+// the order of insertCols (an empty user id NULL, no features an empty array): the rows of the
+// direct COPY and of the staging table.
+func copySource(recs []Record) pgx.CopyFromSource {
 	return pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
 		r := recs[i]
 		at := r.CreatedAt
-		if at.IsZero() {
-			at = now
-		}
 		var user any
 		if r.UserID != "" {
 			user = r.UserID
@@ -306,7 +271,7 @@ func copySource(recs []Record, now time.Time) pgx.CopyFromSource {
 		if feats == nil {
 			feats = postgres.Float8s{}
 		}
-		return []any{r.RequestID, feats, r.Prediction, r.Confidence, r.PredictionClass,
+		return []any{r.ID, r.RequestID, feats, r.Prediction, r.Confidence, r.PredictionClass,
 			r.ModelVersion, r.Preprocessing, r.ConfidenceThreshold, r.Cached, user, r.LatencyMS, at, at}, nil
 	})
 }
@@ -320,7 +285,7 @@ func (s *Store) insertCopy(ctx context.Context, recs []Record) (int64, error) {
 	if _, err := tx.Exec(ctx, createStagingSQL); err != nil {
 		return 0, fmt.Errorf("insert predictions: staging table: %w", err)
 	}
-	src := copySource(recs, time.Now())
+	src := copySource(recs)
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"predictions_staging"}, insertCols, src); err != nil {
 		return 0, fmt.Errorf("insert predictions: copy: %w", err)
 	}
@@ -337,6 +302,7 @@ func (s *Store) insertCopy(ctx context.Context, recs []Record) (int64, error) {
 // ListFilter selects the predictions of List. Zero fields do not filter.
 type ListFilter struct {
 	UserID       string    // only this API key's predictions
+	RequestID    string    // only the predictions sent with this X-Request-ID
 	ModelVersion string    // exact version, e.g. v1.2.0
 	From         time.Time // created_at >= From
 	To           time.Time // created_at < To
@@ -371,6 +337,9 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]Stored, string, error
 	if f.UserID != "" {
 		where = append(where, "user_id = "+arg(f.UserID))
 	}
+	if f.RequestID != "" {
+		where = append(where, "request_id = "+arg(f.RequestID))
+	}
 	if f.ModelVersion != "" {
 		where = append(where, "model_version = "+arg(f.ModelVersion))
 	}
@@ -402,27 +371,48 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]Stored, string, error
 	return items, next, nil
 }
 
-// Get returns the prediction whose id or request id is idOrRequestID. A string of digits is
-// matched as an id first, then as a request id. Errors: ErrNotFound.
-func (s *Store) Get(ctx context.Context, idOrRequestID string) (Stored, error) {
-	var id *int64
-	if n, err := strconv.ParseInt(idOrRequestID, 10, 64); err == nil && n > 0 {
-		id = &n
+// Get returns the prediction of tenant (its user id; "" is the predictions stored without
+// one) whose id is idOrRequestID, else the newest (by created_at, then id) of its predictions
+// whose request id is idOrRequestID: a client may send one X-Request-ID with several
+// predictions, and ListFilter.RequestID lists them all. The tenant is part of the query, so
+// that another tenant's prediction with the same request id never shadows the tenant's own.
+// Errors: ErrNotFound.
+func (s *Store) Get(ctx context.Context, tenant, idOrRequestID string) (Stored, error) {
+	var id *uuid.UUID
+	if u, err := uuid.Parse(idOrRequestID); err == nil {
+		id = &u
 	}
-	rows, err := s.db.Query(ctx, "SELECT "+selectCols+` FROM predictions
-		WHERE id = $1 OR request_id = $2 ORDER BY (id = $1) DESC NULLS LAST LIMIT 1`, id, idOrRequestID)
+	q := getByTenantSQL
+	if tenant == "" {
+		q = getWithoutTenantSQL
+	}
+	rows, err := s.db.Query(ctx, q, tenant, id, idOrRequestID)
 	if err != nil {
 		return Stored{}, fmt.Errorf("get prediction: %w", err)
 	}
 	p, err := pgx.CollectExactlyOneRow(rows, scanPrediction)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Stored{}, fmt.Errorf("get prediction %q: %w", idOrRequestID, ErrNotFound)
+		return Stored{}, fmt.Errorf("get prediction %q: %w", truncate(idOrRequestID, 40), ErrNotFound)
 	}
 	if err != nil {
 		return Stored{}, fmt.Errorf("get prediction: %w", err)
 	}
 	return p, nil
 }
+
+// getSQL is the query of Get: two branches, each served by an index (the primary key;
+// (user_id, request_id, created_at, id)), the match by id first. USER is the tenant's
+// condition: $1 is the tenant.
+const getSQL = `SELECT ` + selectCols + ` FROM (
+	(SELECT 0 AS rank, * FROM predictions WHERE id = $2 AND USER)
+	UNION ALL
+	(SELECT 1, * FROM predictions WHERE USER AND request_id = $3 ORDER BY created_at DESC, id DESC LIMIT 1)
+) AS p ORDER BY rank LIMIT 1`
+
+var (
+	getByTenantSQL      = strings.ReplaceAll(getSQL, "USER", "user_id = $1")
+	getWithoutTenantSQL = strings.ReplaceAll(getSQL, "USER", "user_id IS NULL AND $1::text = ''")
+)
 
 // Count returns the number of stored predictions (for tests and operators; a full scan).
 func (s *Store) Count(ctx context.Context) (int64, error) {
@@ -470,25 +460,29 @@ func scanPrediction(row pgx.CollectableRow) (Stored, error) {
 	return p, err
 }
 
-// cursorVersion leads every cursor so that its format can change later.
-const cursorVersion = 1
+// cursorVersion leads every cursor so that its format can change later. Version 1 held a
+// bigint id, which migration 00018 replaced: its cursors are refused.
+const cursorVersion = 2
+
+// cursorLen is a cursor's length in bytes: its version, created_at, id.
+const cursorLen = 1 + 8 + 16
 
 // encodeCursor packs (created_at in Unix microseconds, id) into an opaque URL-safe string.
 // Postgres keeps microseconds, so the round trip is exact.
-func encodeCursor(at time.Time, id int64) string {
-	b := make([]byte, 0, 17)
+func encodeCursor(at time.Time, id uuid.UUID) string {
+	b := make([]byte, 0, cursorLen)
 	b = append(b, cursorVersion)
 	b = binary.BigEndian.AppendUint64(b, uint64(at.UnixMicro()))
-	b = binary.BigEndian.AppendUint64(b, uint64(id))
+	b = append(b, id[:]...)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func decodeCursor(c string) (time.Time, int64, error) {
+func decodeCursor(c string) (time.Time, uuid.UUID, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || len(b) != 17 || b[0] != cursorVersion {
-		return time.Time{}, 0, fmt.Errorf("%w: %q", ErrInvalidCursor, truncate(c, 40))
+	if err != nil || len(b) != cursorLen || b[0] != cursorVersion {
+		return time.Time{}, uuid.Nil, fmt.Errorf("%w: %q", ErrInvalidCursor, truncate(c, 40))
 	}
 	at := time.UnixMicro(int64(binary.BigEndian.Uint64(b[1:9]))).UTC()
-	id := int64(binary.BigEndian.Uint64(b[9:]))
+	id := uuid.UUID(b[9:])
 	return at, id, nil
 }

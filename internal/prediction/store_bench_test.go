@@ -65,8 +65,10 @@ func BenchmarkInsert(b *testing.B) {
 // (a pool of one connection), per row, next to the wall time per row and the CPU time of the
 // benchmark process per row (the Go side). Each op is one batch of fresh sonar-like records
 // (the api's and the persist worker's batches are 20-30); the table is emptied before each
-// run. Request ids are UUIDv7, as the api makes them (time-ordered); PREDSTORE_IDS=v4 makes
-// them random, as clients' own X-Request-IDs may be. Variants:
+// run. Each record has a server id (UUIDv7, the primary key), and a request id that is a UUIDv7
+// too, as the api makes them (time-ordered); PREDSTORE_IDS=v4 makes the request ids random, as
+// clients' own X-Request-IDs may be (they land at random places of the (user_id, request_id)
+// index). Variants:
 //
 //   - copy: Insert as it is, the direct COPY (copyDirect, pgx's CopyFrom);
 //   - unnest, tempcopy: the conflict-handling paths alone, as Insert wrote before the direct
@@ -138,7 +140,9 @@ func benchInsertCPU(b *testing.B, replay bool) {
 							// Request ids are drawn up front and a batch's records are made in
 							// a reused slice, so that the loop allocates only what Insert does.
 							ids := make([]string, b.N*size)
+							sids := make([]uuid.UUID, b.N*size) // the server's ids, UUIDv7 as the api makes them
 							for i := range ids {
+								sids[i] = uuid.Must(uuid.NewV7())
 								if randomIDs {
 									ids[i] = uuidV4(rng)
 								} else {
@@ -150,7 +154,7 @@ func benchInsertCPU(b *testing.B, replay bool) {
 							fill := func(i int) {
 								for j := range batch {
 									k := i*size + j
-									batch[j] = sonarRecord(rng, feats, ids[k], at.Add(time.Duration(k)*time.Microsecond))
+									batch[j] = sonarRecord(rng, feats, ids[k], sids[k], at.Add(time.Duration(k)*time.Microsecond))
 								}
 							}
 							want := int64(size)
@@ -227,15 +231,15 @@ func uuidV4(rng *rand.Rand) string {
 }
 
 // sonarRecord returns a record as the persist worker sees one: sonar-like features (one of
-// feats), uuid request id, an API key's user id, v2.0.0.
-func sonarRecord(rng *rand.Rand, feats [][]float64, id string, at time.Time) prediction.Record {
+// feats), its server id sid, uuid request id, an API key's user id, v2.0.0.
+func sonarRecord(rng *rand.Rand, feats [][]float64, id string, sid uuid.UUID, at time.Time) prediction.Record {
 	p := float64(rng.IntN(10001)) / 10000
 	class := prediction.ClassNegative
 	if p > 0.5 {
 		class = prediction.ClassPositive
 	}
 	return prediction.Record{
-		RequestID: id, UserID: "17", Features: feats[rng.IntN(len(feats))],
+		ID: sid, RequestID: id, UserID: "17", Features: feats[rng.IntN(len(feats))],
 		Prediction: p, Confidence: max(p, 1-p), PredictionClass: class, ModelVersion: "v2.0.0",
 		Preprocessing: "standard", ConfidenceThreshold: 0.6, Cached: rng.IntN(10) == 0,
 		LatencyMS: float64(rng.IntN(5000)) / 1000, CreatedAt: at,

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -44,11 +45,12 @@ func storeRecord(prefix string, i int) prediction.Record {
 	if p > 0.5 {
 		class = prediction.ClassPositive
 	}
+	id, at := prefix+"-"+strconv.Itoa(i), base.Add(time.Duration(i)*time.Millisecond)
 	return prediction.Record{
-		RequestID: prefix + "-" + strconv.Itoa(i), UserID: "alice", Features: feats,
+		ID: prediction.NewID(id, at), RequestID: id, UserID: "alice", Features: feats,
 		Prediction: p, Confidence: max(p, 1-p), PredictionClass: class, ModelVersion: "v1.0.0",
 		Preprocessing: "standard", ConfidenceThreshold: 0.6, Cached: i%3 == 0, LatencyMS: 1.25,
-		CreatedAt: base.Add(time.Duration(i) * time.Millisecond),
+		CreatedAt: at,
 	}
 }
 
@@ -99,8 +101,9 @@ func TestInsert(t *testing.T) {
 				require.EqualValues(t, 4, n)
 				require.EqualValues(t, 4, countStored(t, b.pool))
 				for _, r := range recs {
-					got, err := store.Get(ctx, r.RequestID)
+					got, err := store.Get(ctx, r.UserID, r.ID.String())
 					require.NoError(t, err)
+					require.Equal(t, r.ID, got.ID)
 					require.Equal(t, r.RequestID, got.RequestID)
 					require.Equal(t, r.UserID, got.UserID)
 					require.Equal(t, r.Features, got.Features, "features round-trip exactly")
@@ -144,10 +147,9 @@ func TestInsert(t *testing.T) {
 				store, b := setupStore(t, path.opts...)
 				ctx := context.Background()
 				// Two predictions a client sent with the same X-Request-ID: another time,
-				// other features.
+				// other features, an id each.
 				first, second := storeRecord("x", 1), storeRecord("x", 2)
 				second.RequestID = first.RequestID
-				renamed := first.RequestID + "~" + strconv.FormatInt(second.CreatedAt.UnixMicro(), 36)
 
 				n, err := store.Insert(ctx, []prediction.Record{first})
 				require.NoError(t, err)
@@ -155,13 +157,17 @@ func TestInsert(t *testing.T) {
 				n, err = store.Insert(ctx, []prediction.Record{second})
 				require.NoError(t, err)
 				require.EqualValues(t, 1, n, "the second prediction is stored too")
-				got, err := store.Get(ctx, first.RequestID)
+				for _, r := range []prediction.Record{first, second} {
+					got, err := store.Get(ctx, "alice", r.ID.String())
+					require.NoError(t, err)
+					require.Equal(t, r.ID, got.ID)
+					require.Equal(t, first.RequestID, got.RequestID, "both keep the client's request id")
+					require.Equal(t, r.Features, got.Features)
+					require.Equal(t, r.Prediction, got.Prediction)
+				}
+				got, err := store.Get(ctx, "alice", first.RequestID)
 				require.NoError(t, err)
-				require.Equal(t, first.Features, got.Features)
-				got, err = store.Get(ctx, renamed)
-				require.NoError(t, err)
-				require.Equal(t, second.Features, got.Features)
-				require.Equal(t, second.Prediction, got.Prediction)
+				require.Equal(t, second.ID, got.ID, "by request id: the newest")
 
 				// Replays of either, alone or together, write nothing.
 				for _, replay := range [][]prediction.Record{{second}, {first}, {first, second}, {second, first, second}} {
@@ -201,7 +207,7 @@ func TestInsert(t *testing.T) {
 				n, err := store.Insert(context.Background(), []prediction.Record{r})
 				require.NoError(t, err)
 				require.EqualValues(t, 1, n)
-				got, err := store.Get(context.Background(), r.RequestID)
+				got, err := store.Get(context.Background(), "alice", r.RequestID)
 				require.NoError(t, err)
 				require.Empty(t, got.Features)
 			})
@@ -214,9 +220,28 @@ func TestInsert(t *testing.T) {
 				before := time.Now().Add(-time.Second)
 				_, err := store.Insert(context.Background(), []prediction.Record{r})
 				require.NoError(t, err)
-				got, err := store.Get(context.Background(), r.RequestID)
+				got, err := store.Get(context.Background(), "alice", r.RequestID)
 				require.NoError(t, err)
 				require.True(t, got.CreatedAt.After(before))
+			})
+
+			t.Run("ZeroIDGetsTheDerivedID", func(t *testing.T) {
+				t.Parallel()
+				// A record of an older api's persist task: no id. It gets the one derived from
+				// its request id and created_at, every time: its replays store nothing.
+				store, b := setupStore(t, path.opts...)
+				ctx := context.Background()
+				r := storeRecord("legacy", 1)
+				r.ID = uuid.Nil
+				for want := int64(1); want >= 0; want-- {
+					n, err := store.Insert(ctx, []prediction.Record{r})
+					require.NoError(t, err)
+					require.Equal(t, want, n)
+				}
+				got, err := store.Get(ctx, "alice", r.RequestID)
+				require.NoError(t, err)
+				require.Equal(t, prediction.DerivedID(r.RequestID, r.CreatedAt), got.ID)
+				require.EqualValues(t, 1, countStored(t, b.pool))
 			})
 
 			t.Run("ManyRecordsInOneCall", func(t *testing.T) {
@@ -341,17 +366,15 @@ func setupTraced(t *testing.T, opts ...prediction.StoreOption) (*prediction.Stor
 	return prediction.NewStore(pool, opts...), pool, tr
 }
 
-// requireStored checks that every record of recs is stored under its request id (or the
-// renamed id in renamed), with its own features and prediction.
-func requireStored(t *testing.T, store *prediction.Store, recs []prediction.Record, renamed map[string]string) {
+// requireStored checks that every record of recs is stored under its id, with its own request
+// id, features and prediction.
+func requireStored(t *testing.T, store *prediction.Store, recs []prediction.Record) {
 	t.Helper()
 	for _, r := range recs {
-		id := r.RequestID
-		if to, ok := renamed[id]; ok {
-			id = to
-		}
-		got, err := store.Get(context.Background(), id)
+		id := r.ID.String()
+		got, err := store.Get(context.Background(), r.UserID, id)
 		require.NoError(t, err, id)
+		require.Equal(t, r.RequestID, got.RequestID, id)
 		require.Equal(t, r.Features, got.Features, id)
 		require.Equal(t, r.Prediction, got.Prediction, id)
 		require.True(t, r.CreatedAt.Equal(got.CreatedAt), id)
@@ -383,7 +406,7 @@ func TestInsertDirectCopy(t *testing.T) {
 				require.EqualValues(t, 26, n)
 				require.Equal(t, []string{directCopy}, tr.take(), "one COPY, nothing else")
 				require.EqualValues(t, 26, countStored(t, pool))
-				requireStored(t, store, recs, nil)
+				requireStored(t, store, recs)
 			})
 
 			t.Run("AReplayedBatchStoresNothingTwice", func(t *testing.T) {
@@ -404,16 +427,16 @@ func TestInsertDirectCopy(t *testing.T) {
 					require.Greater(t, len(ops), 1, "then the conflict-handling path runs")
 					require.EqualValues(t, 26, countStored(t, pool))
 				}
-				requireStored(t, store, recs, nil)
+				requireStored(t, store, recs)
 			})
 
-			t.Run("ARequestIDTakenByAnotherPredictionIsRenamed", func(t *testing.T) {
+			t.Run("ARequestIDTakenByAnotherPredictionIsNoConflict", func(t *testing.T) {
 				t.Parallel()
 				store, pool, tr := setupTraced(t, fallback.opts...)
 				ctx := context.Background()
 				recs := storeRecords("t", 26)
 				// Another prediction, stored before, that a client sent with the request id of
-				// recs[5]: another time, other features.
+				// recs[5]: another time, other features, another id.
 				other := storeRecord("other", 1000)
 				other.RequestID = recs[5].RequestID
 				n, err := store.Insert(ctx, []prediction.Record{other})
@@ -423,13 +446,11 @@ func TestInsertDirectCopy(t *testing.T) {
 
 				n, err = store.Insert(ctx, recs)
 				require.NoError(t, err)
-				require.EqualValues(t, 26, n, "every record is stored, one of them renamed")
-				ops := tr.take()
-				require.Equal(t, failedCopy, ops[0], "the direct COPY fails: %q", ops)
+				require.EqualValues(t, 26, n, "every record is stored")
+				require.Equal(t, []string{directCopy}, tr.take(), "by the direct COPY: request ids are no key")
 				require.EqualValues(t, 27, countStored(t, pool))
-				renamed := recs[5].RequestID + "~" + strconv.FormatInt(recs[5].CreatedAt.UnixMicro(), 36)
-				requireStored(t, store, recs, map[string]string{recs[5].RequestID: renamed})
-				requireStored(t, store, []prediction.Record{other}, nil)
+				requireStored(t, store, recs)
+				requireStored(t, store, []prediction.Record{other})
 
 				// A replay of the batch stores nothing.
 				n, err = store.Insert(ctx, recs)
@@ -454,7 +475,7 @@ func TestInsertDirectCopy(t *testing.T) {
 				ops := tr.take()
 				require.Equal(t, failedCopy, ops[0], "the direct COPY fails: %q", ops)
 				require.EqualValues(t, 26, countStored(t, pool))
-				requireStored(t, store, recs, nil)
+				requireStored(t, store, recs)
 			})
 
 			t.Run("ADataErrorIsReturnedAsIs", func(t *testing.T) {
@@ -473,37 +494,79 @@ func TestInsertDirectCopy(t *testing.T) {
 
 func TestGet(t *testing.T) {
 	t.Parallel()
-	store, b := setupStore(t)
+	store, _ := setupStore(t)
 	ctx := context.Background()
-	recs := storeRecords("g", 3)
+	recs := storeRecords("g", 8)
 	recs[2].RequestID = "424242" // a request id made of digits
+	// The same request id, sent twice by alice and once by bob: each prediction its own row.
+	recs[3].RequestID, recs[4].RequestID, recs[5].RequestID = "again", "again", "again"
+	recs[5].UserID = "bob"
+	// A request id shaped like a UUID (the api makes UUIDv7 request ids).
+	recs[6].RequestID = "0199f0c4-1b2a-7c3d-8e4f-5a6b7c8d9e0f"
+	recs[7].UserID = "" // stored without a user id
 	_, err := store.Insert(ctx, recs)
 	require.NoError(t, err)
 
 	t.Run("ByRequestID", func(t *testing.T) {
-		got, err := store.Get(ctx, "g-1")
+		got, err := store.Get(ctx, "alice", "g-1")
 		require.NoError(t, err)
+		require.Equal(t, recs[1].ID, got.ID)
 		require.Equal(t, "g-1", got.RequestID)
 	})
 
 	t.Run("ByID", func(t *testing.T) {
-		var id int64
-		require.NoError(t, b.pool.QueryRow(ctx, "SELECT id FROM predictions WHERE request_id = 'g-0'").Scan(&id))
-		got, err := store.Get(ctx, strconv.FormatInt(id, 10))
+		got, err := store.Get(ctx, "alice", recs[0].ID.String())
 		require.NoError(t, err)
-		require.Equal(t, id, got.ID)
+		require.Equal(t, recs[0].ID, got.ID)
 		require.Equal(t, "g-0", got.RequestID)
 	})
 
-	t.Run("DigitsThatAreNoIDMatchTheRequestID", func(t *testing.T) {
-		got, err := store.Get(ctx, "424242")
+	t.Run("DigitsMatchTheRequestID", func(t *testing.T) {
+		got, err := store.Get(ctx, "alice", "424242")
 		require.NoError(t, err)
-		require.Equal(t, "424242", got.RequestID)
+		require.Equal(t, recs[2].ID, got.ID)
+	})
+
+	t.Run("AUUIDThatIsNoIDMatchesTheRequestID", func(t *testing.T) {
+		got, err := store.Get(ctx, "alice", recs[6].RequestID)
+		require.NoError(t, err)
+		require.Equal(t, recs[6].ID, got.ID)
+	})
+
+	t.Run("AReusedRequestIDFindsTheTenantsNewest", func(t *testing.T) {
+		got, err := store.Get(ctx, "alice", "again")
+		require.NoError(t, err)
+		require.Equal(t, recs[4].ID, got.ID, "alice's newer one; bob's, newer still, is not alice's")
+		got, err = store.Get(ctx, "bob", "again")
+		require.NoError(t, err)
+		require.Equal(t, recs[5].ID, got.ID)
+		got, err = store.Get(ctx, "alice", recs[3].ID.String())
+		require.NoError(t, err)
+		require.Equal(t, recs[3].ID, got.ID, "the older one by its id")
+	})
+
+	t.Run("AnotherTenantsPredictionIsNotFound", func(t *testing.T) {
+		for _, key := range []string{recs[5].ID.String(), "g-1", recs[0].ID.String()} {
+			_, err := store.Get(ctx, "carol", key)
+			require.ErrorIs(t, err, prediction.ErrNotFound, "key %q", key)
+		}
+		_, err := store.Get(ctx, "bob", recs[4].ID.String())
+		require.ErrorIs(t, err, prediction.ErrNotFound)
+	})
+
+	t.Run("NoTenantIsTheRowsWithoutAUserID", func(t *testing.T) {
+		got, err := store.Get(ctx, "", "g-7")
+		require.NoError(t, err)
+		require.Equal(t, recs[7].ID, got.ID)
+		_, err = store.Get(ctx, "", "g-1")
+		require.ErrorIs(t, err, prediction.ErrNotFound)
+		_, err = store.Get(ctx, "alice", "g-7")
+		require.ErrorIs(t, err, prediction.ErrNotFound)
 	})
 
 	t.Run("UnknownIsErrNotFound", func(t *testing.T) {
-		for _, key := range []string{"nope", "999999999", "", "-1"} {
-			_, err := store.Get(ctx, key)
+		for _, key := range []string{"nope", "999999999", "", "-1", uuid.NewString()} {
+			_, err := store.Get(ctx, "alice", key)
 			require.ErrorIs(t, err, prediction.ErrNotFound, "key %q", key)
 		}
 	})
@@ -521,6 +584,7 @@ func TestList(t *testing.T) {
 		}
 	}
 	recs[11].CreatedAt = recs[10].CreatedAt
+	recs[20].RequestID, recs[22].RequestID = "l-3", "l-3" // a request id sent three times
 	_, err := store.Insert(ctx, recs)
 	require.NoError(t, err)
 
@@ -547,9 +611,9 @@ func TestList(t *testing.T) {
 		require.Len(t, got, 25)
 		want := make([]string, 0, 25)
 		for i := 24; i >= 0; i-- {
-			want = append(want, "l-"+strconv.Itoa(i))
+			want = append(want, recs[i].RequestID)
 		}
-		// l-10 and l-11 share created_at: the larger id (l-11, inserted later) comes first.
+		// l-10 and l-11 share created_at: the larger id (l-11's, made later: UUIDv7) comes first.
 		require.Equal(t, want, got)
 	})
 
@@ -569,6 +633,17 @@ func TestList(t *testing.T) {
 		}
 	})
 
+	t.Run("FilterByRequestIDListsEveryPredictionSentWithIt", func(t *testing.T) {
+		items, next, err := store.List(ctx, prediction.ListFilter{RequestID: "l-3"})
+		require.NoError(t, err)
+		require.Empty(t, next)
+		got := make([]uuid.UUID, len(items))
+		for i, it := range items {
+			got[i] = it.ID
+		}
+		require.Equal(t, []uuid.UUID{recs[22].ID, recs[20].ID, recs[3].ID}, got, "newest first")
+	})
+
 	t.Run("FilterByTimeIsHalfOpen", func(t *testing.T) {
 		got := all(prediction.ListFilter{From: base.Add(5 * time.Millisecond), To: base.Add(9 * time.Millisecond), Limit: 2})
 		require.Equal(t, []string{"l-8", "l-7", "l-6", "l-5"}, got)
@@ -584,7 +659,8 @@ func TestList(t *testing.T) {
 	})
 
 	t.Run("ForeignCursorIsErrInvalidCursor", func(t *testing.T) {
-		for _, c := range []string{"x", "!!!", "AAAA", "AQ"} {
+		// The last: a cursor of the bigint ids before migration 00018 (version 1).
+		for _, c := range []string{"x", "!!!", "AAAA", "AQ", "AQAGRCaTvXwAAAAAAAAAAAc"} {
 			_, _, err := store.List(ctx, prediction.ListFilter{Cursor: c})
 			require.ErrorIs(t, err, prediction.ErrInvalidCursor, "cursor %q", c)
 		}
@@ -656,7 +732,7 @@ func TestDirectCopyKeepsTheConnectionInStep(t *testing.T) {
 	require.LessOrEqual(t, n, int64(26))
 	require.NotEqual(t, pid, backend(), "a new connection")
 	require.EqualValues(t, 78, countStored(t, pool))
-	requireStored(t, store, slices.Concat(first, second, third), nil)
+	requireStored(t, store, slices.Concat(first, second, third))
 }
 
 func TestDeleteOlderThan(t *testing.T) {

@@ -19,8 +19,10 @@ import (
 
 // HandlePredictionPersist returns the handler of prediction:persist. It decodes the records,
 // leaves out and logs records that cannot be stored
-// (no request id, no features…), and writes the rest with one store.Insert; request ids
-// already stored are skipped, so a replayed task writes nothing twice. A payload that does
+// (no request id, no features…), and writes the rest with one store.Insert; ids already
+// stored are skipped, so a replayed task writes nothing twice (each record carries the id the
+// api gave its prediction; a record of an older api, without one, is stored under its
+// prediction.DerivedID, the same at every replay). A payload that does
 // not decode returns an error wrapping asynq.SkipRetry (archived, never retried). When
 // Postgres refuses the batch for its data (SQLSTATE class 22 or 23), the records are written
 // one at a time so that one bad record does not hold back the others.
@@ -42,7 +44,7 @@ func HandlePredictionPersist(store prediction.Inserter, m *WorkerMetrics, logger
 		for _, r := range recs {
 			if err := checkRecord(r); err != nil {
 				m.persisted.WithLabelValues("invalid").Inc()
-				logger.ErrorContext(ctx, "prediction record left out", "request_id", r.RequestID, "error", err.Error())
+				logger.ErrorContext(ctx, "prediction record left out", "prediction_id", r.ID.String(), "request_id", r.RequestID, "error", err.Error())
 				continue
 			}
 			valid = append(valid, r)
@@ -79,7 +81,7 @@ func persistOneByOne(ctx context.Context, store prediction.Inserter, recs []pred
 			m.persisted.WithLabelValues("duplicate").Add(float64(1 - n))
 		case postgres.IsDataError(err):
 			m.persisted.WithLabelValues("invalid").Inc()
-			logger.ErrorContext(ctx, "prediction record refused by Postgres", "request_id", r.RequestID, "error", err.Error())
+			logger.ErrorContext(ctx, "prediction record refused by Postgres", "prediction_id", r.ID.String(), "request_id", r.RequestID, "error", err.Error())
 		default:
 			return fmt.Errorf("%s: one by one: %w", TypePredictionPersist, err)
 		}
@@ -122,8 +124,8 @@ type AlertWebhookBody struct {
 // it logs a structured warning (request_id, model_version, confidence, threshold) and counts
 // ml_low_confidence_total{model_version}; retries (of a failed webhook) neither log nor count
 // again. With a webhook URL it POSTs an AlertWebhookBody through cfg.Sender: signed as job
-// webhooks are (webhook-id: a UUIDv5 of the alert's task id; header Idempotency-Key: that task
-// id, so that the receiver can drop repeats) and under the same SSRF guard. A network error
+// webhooks are (webhook-id: a UUIDv5 of the alert's task id, AlertTaskID(AlertKey(payload));
+// header Idempotency-Key: that task id, so that the receiver can drop repeats) and under the same SSRF guard. A network error
 // or a non-2xx status is returned so that asynq retries; a URL the guard refuses, or a
 // payload that does not decode, wraps asynq.SkipRetry.
 func HandleAlertLowConfidence(cfg AlertConfig) asynq.HandlerFunc {
@@ -147,7 +149,7 @@ func HandleAlertLowConfidence(cfg AlertConfig) asynq.HandlerFunc {
 			} else {
 				cfg.Metrics.lowConfidence.WithLabelValues(p.ModelVersion).Inc()
 				cfg.Logger.WarnContext(ctx, "low-confidence prediction",
-					"request_id", p.RequestID, "model_version", p.ModelVersion,
+					"prediction_id", p.PredictionID.String(), "request_id", p.RequestID, "model_version", p.ModelVersion,
 					"confidence", p.Confidence, "threshold", p.Threshold, "prediction", p.Prediction)
 			}
 		}
@@ -161,7 +163,7 @@ func HandleAlertLowConfidence(cfg AlertConfig) asynq.HandlerFunc {
 		if err != nil {
 			return fmt.Errorf("%s: encode webhook: %w: %w", TypeAlertLowConfidence, err, asynq.SkipRetry)
 		}
-		key := AlertTaskID(p.RequestID)
+		key := AlertTaskID(AlertKey(p))
 		res := cfg.Sender.SendWithHeader(ctx, webhook.Delivery{
 			ID: uuid.NewSHA1(alertNamespace, []byte(key)), EventType: AlertEventType, URL: cfg.WebhookURL, Payload: body,
 		}, http.Header{"Idempotency-Key": {key}})

@@ -99,11 +99,11 @@ func record(prefix string, i int, confidence float64) prediction.Record {
 		feats[j] = float64(i*60+j)/7 - 3.25
 	}
 	p := confidence
+	id, at := prefix+"-"+strconv.Itoa(i), time.Now().UTC().Truncate(time.Microsecond)
 	return prediction.Record{
-		RequestID: prefix + "-" + strconv.Itoa(i), UserID: "alice", Features: feats,
+		ID: prediction.NewID(id, at), RequestID: id, UserID: "alice", Features: feats,
 		Prediction: p, Confidence: confidence, PredictionClass: prediction.ClassPositive, ModelVersion: "v1.0.0",
-		Preprocessing: "standard", ConfidenceThreshold: 0.7, LatencyMS: 0.5,
-		CreatedAt: time.Now().UTC().Truncate(time.Microsecond),
+		Preprocessing: "standard", ConfidenceThreshold: 0.7, LatencyMS: 0.5, CreatedAt: at,
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 
 	"github.com/predq/predq/internal/prediction"
@@ -34,13 +35,24 @@ const (
 	MaxTraceLinks = prediction.MaxTraceLinks
 )
 
-// AlertTaskID returns the TaskID of the alert:low_confidence task of a request id.
-func AlertTaskID(requestID string) string { return TypeAlertLowConfidence + ":" + requestID }
+// AlertTaskID returns the TaskID of the alert:low_confidence task whose key is key: a
+// prediction's id (AlertKey), or a job summary's "job:<id>".
+func AlertTaskID(key string) string { return TypeAlertLowConfidence + ":" + key }
+
+// AlertKey returns the key of a prediction's alert: its server id, unique to the prediction
+// (two predictions sent with the same X-Request-ID get an alert each), or its request id for a
+// record without one (an older api's) and for a job summary.
+func AlertKey(p AlertPayload) string {
+	if p.PredictionID != uuid.Nil {
+		return p.PredictionID.String()
+	}
+	return p.RequestID
+}
 
 // NewPredictionPersistTask returns the prediction:persist task of recs on the default
 // queue: its payload is the JSON array of the records (features.go), and headers carry the
 // trace context. asynq gives it a random TaskID; replays are harmless because the insert skips
-// stored request ids. It fails only when a record cannot be encoded (a NaN or infinity).
+// stored ids (each record's server id, prediction.Record.ID). It fails only when a record cannot be encoded (a NaN or infinity).
 func NewPredictionPersistTask(recs []prediction.Record, headers map[string]string) (*asynq.Task, error) {
 	b, err := marshalPersistBatch(recs)
 	if err != nil {
@@ -86,6 +98,9 @@ func checkRecord(r prediction.Record) error {
 
 // AlertPayload is the payload of alert:low_confidence, and the "data" of the alert webhook.
 type AlertPayload struct {
+	// PredictionID is the server's id of the stored prediction (GET /api/v1/predictions/{id});
+	// absent in a job summary, and in the alerts of an older api.
+	PredictionID    uuid.UUID `json:"prediction_id,omitzero"`
 	RequestID       string    `json:"request_id"`
 	UserID          string    `json:"user_id,omitempty"`
 	ModelVersion    string    `json:"model_version"`
@@ -105,20 +120,21 @@ type AlertPayload struct {
 // AlertFromRecord returns the alert payload of a record.
 func AlertFromRecord(r prediction.Record) AlertPayload {
 	return AlertPayload{
-		RequestID: r.RequestID, UserID: r.UserID, ModelVersion: r.ModelVersion, Prediction: r.Prediction,
+		PredictionID: r.ID, RequestID: r.RequestID, UserID: r.UserID, ModelVersion: r.ModelVersion, Prediction: r.Prediction,
 		PredictionClass: r.PredictionClass, Confidence: r.Confidence, Threshold: r.ConfidenceThreshold,
 		CreatedAt: r.CreatedAt,
 	}
 }
 
 // NewAlertLowConfidenceTask returns the alert:low_confidence task of a record, on the
-// critical queue, with a TaskID derived from the request id.
+// critical queue, with a TaskID derived from its AlertKey.
 func NewAlertLowConfidenceTask(rec prediction.Record, headers map[string]string) (*asynq.Task, error) {
-	b, err := json.Marshal(AlertFromRecord(rec))
+	p := AlertFromRecord(rec)
+	b, err := json.Marshal(p)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s payload: %w", TypeAlertLowConfidence, err)
 	}
 	return asynq.NewTaskWithHeaders(TypeAlertLowConfidence, b, headers,
-		asynq.Queue(QueueCritical), asynq.TaskID(AlertTaskID(rec.RequestID)),
+		asynq.Queue(QueueCritical), asynq.TaskID(AlertTaskID(AlertKey(p))),
 		asynq.MaxRetry(AlertMaxRetry), asynq.Timeout(AlertTimeout)), nil
 }

@@ -46,7 +46,7 @@ func (c *PersistClient) Close() error { return c.rdb.Close() }
 // EnqueuePersist implements prediction.Enqueuer: one prediction:persist task holding recs,
 // continuing the trace of ctx, with the traceparents of links in HeaderTraceLinks (which the
 // worker's consumer span links). asynq gives the task a random id; a replay writes nothing
-// twice (ON CONFLICT (request_id) DO NOTHING).
+// twice (each record carries its prediction's server id: ON CONFLICT (id) DO NOTHING).
 func (c *PersistClient) EnqueuePersist(ctx context.Context, recs []prediction.Record, links []trace.SpanContext) error {
 	headers := map[string]string{}
 	c.propagator.Inject(ctx, propagation.MapCarrier(headers))
@@ -61,8 +61,8 @@ func (c *PersistClient) EnqueuePersist(ctx context.Context, recs []prediction.Re
 }
 
 // EnqueueAlert implements prediction.Enqueuer: the alert:low_confidence task of rec, in the
-// trace of ctx; its TaskID is derived from the request id, so a second enqueue is a conflict,
-// which is success.
+// trace of ctx; its TaskID is derived from the prediction's id (AlertKey), so a second enqueue
+// is a conflict, which is success.
 func (c *PersistClient) EnqueueAlert(ctx context.Context, rec prediction.Record) error {
 	headers := map[string]string{}
 	c.propagator.Inject(ctx, propagation.MapCarrier(headers))

@@ -10,7 +10,8 @@
 // concurrent requests and enqueues a batch through PersistClient as one prediction:persist
 // task (its payload the JSON array of the records) when Postgres cannot take it, or always
 // with PERSIST_PATH=queue; the worker's prediction:persist handler writes a task's records
-// with one Insert (ON CONFLICT (request_id) DO NOTHING when replayed).
+// with one Insert (ON CONFLICT (id) DO NOTHING when replayed: each record carries the server
+// id that the api gave its prediction).
 package tasks
 
 import (

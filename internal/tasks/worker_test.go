@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -52,6 +53,63 @@ func TestWorker(t *testing.T) {
 		require.EqualValues(t, 300, metric(t, reg, "ml_persist_records_total", "outcome", "duplicate"))
 	})
 
+	t.Run("PredictionsSharingARequestIDAreStoredAndAlertedEachOnce", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		_, reg := startWorker(t, b, nil)
+		// A client sent one X-Request-ID with two predictions (other features, an id each),
+		// both below their threshold.
+		first, second := record("same", 0, 0.55), record("same", 1, 0.6)
+		second.RequestID = first.RequestID
+		recs := []prediction.Record{first, second}
+		enqueueRecords(t, newPersistClient(t, b), context.Background(), recs)
+		_, err := b.client.Enqueue(persistTask(t, recs)) // and the persist task again: a replay
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			return metric(t, reg, "worker_tasks_processed_total", "task_type", tasks.TypePredictionPersist, "outcome", "success") == 2 &&
+				metric(t, reg, "ml_low_confidence_total") == 2
+		}, 15*time.Second, 20*time.Millisecond, "both persist tasks run, and an alert for each prediction")
+		waitRows(t, b.pool, 2, 5*time.Second)
+		for _, r := range recs {
+			var requestID string
+			var features []float64
+			require.NoError(t, b.pool.QueryRow(context.Background(), "SELECT request_id, input_features FROM predictions WHERE id = $1", r.ID).
+				Scan(&requestID, &features))
+			require.Equal(t, first.RequestID, requestID)
+			require.Equal(t, r.Features, features)
+		}
+		require.EqualValues(t, 2, metric(t, reg, "ml_persist_records_total", "outcome", "duplicate"))
+	})
+
+	t.Run("RecordsWithoutIDOfAnOlderApiAreStoredOnceAcrossReplays", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		_, reg := startWorker(t, b, nil)
+		recs := records("old", 3)
+		var payload []map[string]any
+		raw, err := json.Marshal(recs)
+		require.NoError(t, err)
+		require.NoError(t, json.Unmarshal(raw, &payload))
+		for _, r := range payload {
+			delete(r, "id") // what an api from before server ids enqueued
+		}
+		raw, err = json.Marshal(payload)
+		require.NoError(t, err)
+		for range 2 {
+			_, err := b.client.Enqueue(asynq.NewTask(tasks.TypePredictionPersist, raw), asynq.Queue(tasks.QueueDefault))
+			require.NoError(t, err)
+		}
+		require.Eventually(t, func() bool {
+			return metric(t, reg, "worker_tasks_processed_total", "task_type", tasks.TypePredictionPersist, "outcome", "success") == 2
+		}, 15*time.Second, 20*time.Millisecond)
+		require.EqualValues(t, 3, countRows(t, b.pool))
+		for _, r := range recs {
+			var id uuid.UUID
+			require.NoError(t, b.pool.QueryRow(context.Background(), "SELECT id FROM predictions WHERE request_id = $1", r.RequestID).Scan(&id))
+			require.Equal(t, prediction.DerivedID(r.RequestID, r.CreatedAt), id)
+		}
+	})
+
 	t.Run("LowConfidenceAlertIsLoggedCountedAndPosted", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
@@ -87,7 +145,9 @@ func TestWorker(t *testing.T) {
 		require.Equal(t, 0.55, byID["w-1"].Data.Confidence)
 		require.Equal(t, 0.7, byID["w-1"].Data.Threshold)
 		require.Equal(t, "v1.0.0", byID["w-3"].Data.ModelVersion)
-		require.ElementsMatch(t, []string{"alert:low_confidence:w-1", "alert:low_confidence:w-3"}, keys)
+		require.Equal(t, recs[1].ID, byID["w-1"].Data.PredictionID)
+		require.ElementsMatch(t, []string{"alert:low_confidence:" + recs[1].ID.String(), "alert:low_confidence:" + recs[3].ID.String()}, keys,
+			"keyed by the prediction's id")
 		waitRows(t, b.pool, 4, 10*time.Second)
 	})
 

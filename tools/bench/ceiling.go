@@ -27,7 +27,8 @@ type ceilingRequest struct {
 
 // ceilingAnswer is the constant answer of the ceiling server: a predict answer's shape.
 var ceilingAnswer = []byte(`{"prediction":0.5,"confidence":0.5,"model_version":"v0.0.0","latency_ms":0,` +
-	`"timestamp":"2026-01-01T00:00:00Z","prediction_class":"negative","cached":false,"request_id":"ceiling"}` + "\n")
+	`"timestamp":"2026-01-01T00:00:00Z","prediction_class":"negative","cached":false,` +
+	`"id":"019b6b2e-6c00-7000-8000-000000000000","request_id":"ceiling"}` + "\n")
 
 // newCeilingHandler is the bare Echo server of the HTTP ceiling: POST /api/v1/predict reads
 // the body, decodes it with the api's own strict options (internal/strictjson) into the

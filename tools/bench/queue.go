@@ -41,7 +41,7 @@ type produceResult struct {
 // sonar row of 60 numbers and the answer's fields.
 func noopPayload(rows [][]float64) ([]byte, error) {
 	return json.Marshal(map[string]any{
-		"request_id": "bench-queue-0", "user_id": "bench", "features": rows[0],
+		"id": "019b6b2e-6c00-7000-8000-000000000000", "request_id": "bench-queue-0", "user_id": "bench", "features": rows[0],
 		"prediction": 0.25, "confidence": 0.75, "prediction_class": "negative", "model_version": "v2.0.0",
 		"preprocessing": "standard", "confidence_threshold": 0.5, "cached": false, "latency_ms": 0.2, "created_at": time.Now().UTC(),
 	})

@@ -46,7 +46,7 @@ func testConcurrentPredictsArePersistedOnce(t *testing.T, path string) {
 	const n = 500
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
-	ids := make([]string, n)
+	ids, serverIDs := make([]string, n), make([]string, n)
 	var mu sync.Mutex
 	low := 0
 	for i := range n {
@@ -63,6 +63,7 @@ func testConcurrentPredictsArePersistedOnce(t *testing.T, path string) {
 			r := s.call("POST", "/api/v1/predict", body, map[string]string{"X-Request-ID": "e2e-" + strconv.Itoa(i)})
 			require.Equal(t, http.StatusOK, r.status, string(r.body))
 			var out struct {
+				ID         string  `json:"id"`
 				RequestID  string  `json:"request_id"`
 				Confidence float64 `json:"confidence"`
 			}
@@ -73,7 +74,7 @@ func testConcurrentPredictsArePersistedOnce(t *testing.T, path string) {
 				}
 			}
 			mu.Lock()
-			ids[i] = out.RequestID
+			ids[i], serverIDs[i] = out.RequestID, out.ID
 			if i%3 == 0 && out.Confidence < 0.99 {
 				low++
 			}
@@ -89,6 +90,8 @@ func testConcurrentPredictsArePersistedOnce(t *testing.T, path string) {
 	t.Logf("%s: 500 predictions stored %.1fs after the last answer", path, time.Since(answered).Seconds())
 	require.Equal(t, n, countRows(t, s.dbURL, `SELECT count(DISTINCT request_id) FROM predictions`))
 	require.Equal(t, n, countRows(t, s.dbURL, `SELECT count(*) FROM predictions WHERE request_id = ANY($1)`, ids))
+	require.Equal(t, n, countRows(t, s.dbURL, `SELECT count(*) FROM predictions WHERE id::text = ANY($1)`, serverIDs),
+		"each stored under the id its answer carries")
 	require.Equal(t, n/3+1, countRows(t, s.dbURL, `SELECT count(*) FROM predictions WHERE confidence_threshold = 0.99`))
 
 	// The read API serves them, newest first, by id or request id.
@@ -96,7 +99,7 @@ func testConcurrentPredictsArePersistedOnce(t *testing.T, path string) {
 	require.Equal(t, http.StatusOK, r.status, string(r.body))
 	var page struct {
 		Predictions []struct {
-			ID        int64  `json:"id"`
+			ID        string `json:"id"`
 			RequestID string `json:"request_id"`
 		} `json:"predictions"`
 		NextCursor string `json:"next_cursor"`
@@ -106,7 +109,7 @@ func testConcurrentPredictsArePersistedOnce(t *testing.T, path string) {
 	require.NotEmpty(t, page.NextCursor)
 	r = s.call("GET", "/api/v1/predictions/e2e-7", nil, nil)
 	require.Equal(t, http.StatusOK, r.status, string(r.body))
-	r = s.call("GET", "/api/v1/predictions/"+strconv.FormatInt(page.Predictions[0].ID, 10), nil, nil)
+	r = s.call("GET", "/api/v1/predictions/"+page.Predictions[0].ID, nil, nil)
 	require.Equal(t, http.StatusOK, r.status, string(r.body))
 	require.Equal(t, http.StatusNotFound, s.call("GET", "/api/v1/predictions/nope", nil, nil).status)
 
