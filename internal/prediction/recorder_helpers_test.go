@@ -143,6 +143,16 @@ func persistQueued(t testing.TB, b bundle) []string {
 }
 
 // alertsQueued returns the TaskIDs of the pending alert tasks.
+// alertTaskIDs returns the sorted alert TaskIDs of recs (keyed by each prediction's id).
+func alertTaskIDs(recs ...prediction.Record) []string {
+	var ids []string
+	for _, r := range recs {
+		ids = append(ids, tasks.AlertTaskID(r.ID.String()))
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 func alertsQueued(t testing.TB, b bundle) []string {
 	t.Helper()
 	infos, err := b.inspector.ListPendingTasks(tasks.QueueCritical, asynq.PageSize(1000))
