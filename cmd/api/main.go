@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -175,11 +176,20 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 	if err != nil {
 		return err
 	}
+	// DATABASE_READ_URL: a streaming replica for the reads that tolerate lag.
+	var readPool *pgxpool.Pool
+	if cfg.DatabaseReadURL != "" {
+		if readPool, err = postgres.Open(ctx, cfg.DatabaseReadURL, cfg.DBPoolSize); err != nil {
+			return fmt.Errorf("DATABASE_READ_URL: %w", err)
+		}
+		defer readPool.Close()
+	}
 	deliveries := webhook.NewStore(pool, nil)
 	jobClient := tasks.NewJobClient(tasks.RedisConnOpt(redisOpts, 2*time.Second), logger)
 	defer jobClient.Close()
 	jobs, err := job.NewService(job.Config{
 		Pool:     pool,
+		ReadPool: readPool,
 		Models:   registry,
 		Enqueuer: jobClient,
 		Notifier: deliveries,
@@ -263,7 +273,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		Auth:        keyring,
 		Readiness:   checker,
 		Promoter:    promoter{registry, queueRedis},
-		Predictions: prediction.NewStore(pool),
+		Predictions: predictionReads(pool, readPool, logger),
 		Jobs:        jobs,
 		Idempotency: idempotency.NewStore(pool, cfg.IdempotencyLease),
 		OIP:         oipSvc,
@@ -479,4 +489,30 @@ func promote(ctx context.Context, cfg config.Config, args []string, stdout, stde
 	}
 	fmt.Fprintf(stdout, "%s now points at %s\n", *alias, version)
 	return nil
+}
+
+// predictionReads is the reader of GET /api/v1/predictions and /api/v1/predictions/{id}: the
+// list reads the replica (DATABASE_READ_URL) when there is one, lag included, and gives way
+// to the primary when the replica cannot be reached; a lookup by id reads the primary (an
+// answer a client just had is found once stored, whatever the replica's lag).
+func predictionReads(primary, replica *pgxpool.Pool, logger *slog.Logger) httpapi.PredictionReader {
+	if replica == nil {
+		return prediction.NewStore(primary)
+	}
+	return replicaPredictions{Store: prediction.NewStore(primary), replica: prediction.NewStore(replica), logger: logger}
+}
+
+type replicaPredictions struct {
+	*prediction.Store // the primary: Get
+	replica           *prediction.Store
+	logger            *slog.Logger
+}
+
+func (r replicaPredictions) List(ctx context.Context, f prediction.ListFilter) ([]prediction.Stored, string, error) {
+	items, next, err := r.replica.List(ctx, f)
+	if err != nil && postgres.IsUnavailable(err) {
+		r.logger.WarnContext(ctx, "read replica unavailable; listing predictions on the primary", "error", err)
+		return r.Store.List(ctx, f)
+	}
+	return items, next, err
 }

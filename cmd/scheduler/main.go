@@ -1,6 +1,7 @@
 // Command scheduler enqueues the periodic maintenance tasks on the low queue:
-// maintenance:reconcile (RECONCILE_INTERVAL), maintenance:retention (RETENTION_INTERVAL) and
-// maintenance:model-sync (MODEL_SYNC_INTERVAL). Each task's id is derived from its type and
+// maintenance:reconcile (RECONCILE_INTERVAL), maintenance:retention (RETENTION_INTERVAL),
+// maintenance:model-sync (MODEL_SYNC_INTERVAL) and maintenance:partitions
+// (PARTITION_INTERVAL). Each task's id is derived from its type and
 // time slot, so that two schedulers running at once (for availability) enqueue each slot's
 // task once. It also watches the queue Redis for lost data (tasks.LossWatcher) and then
 // enqueues a reconcile at once. It serves /health and /metrics on SCHEDULER_METRICS_PORT.
@@ -72,6 +73,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		{Type: tasks.TypeMaintenanceReconcile, Every: cfg.ReconcileInterval, Timeout: 5 * time.Minute},
 		{Type: tasks.TypeMaintenanceRetention, Every: cfg.RetentionInterval, Timeout: 30 * time.Minute},
 		{Type: tasks.TypeMaintenanceModelSync, Every: cfg.ModelSyncInterval, Timeout: time.Minute},
+		{Type: tasks.TypeMaintenancePartitions, Every: cfg.PartitionInterval, Timeout: 10 * time.Minute},
 	}, proc.Registry, logger)
 	defer sched.Close()
 	// Redis that lost its data (restarted empty, flushed, failed over) is reconciled at once,

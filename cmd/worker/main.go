@@ -158,6 +158,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	w.Handle(tasks.TypeMaintenanceRetention, tasks.HandleRetention(maintenance.Stores{
 		Predictions: prediction.NewStore(pool), Jobs: jobStore, Idempotency: idempotency.NewStore(pool, 0), Deliveries: deliveries,
 	}, maintenance.Retention{Predictions: cfg.PredictionRetention, Jobs: cfg.JobRetention}, logger))
+	w.Handle(tasks.TypeMaintenancePartitions, tasks.HandlePartitions(func(ctx context.Context) (int, error) {
+		return maintenance.EnsurePartitions(ctx, pool, time.Now(), cfg.PartitionDaysAhead)
+	}, logger))
 	w.Handle(tasks.TypeMaintenanceModelSync, tasks.HandleModelSync(registry.Refresh, func(ctx context.Context) error {
 		return modelreg.Announce(ctx, rdb, "model-sync")
 	}))

@@ -36,12 +36,13 @@ type Config struct {
 	Port     int    `env:"PORT" envDefault:"8080" range:"1,65535" doc:"HTTP port of the api"`
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info" oneof:"debug info warn error" doc:"debug, info, warn or error"`
 
-	DatabaseURL   string        `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/predq?sslmode=disable" scheme:"postgres postgresql" redact:"url" doc:"Postgres connection URL"`
-	DBPoolSize    int           `env:"DB_POOL_SIZE" envDefault:"20" range:"1,100" doc:"Postgres pool size per process (1..100; at least WORKER_CONCURRENCY for a worker)"`
-	RedisURL      string        `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0" scheme:"redis rediss redis-sentinel redis-cluster" redact:"url" doc:"queue Redis: redis://, rediss://, redis-sentinel://[:pw@]h1:p,h2:p/db?master=NAME, redis-cluster://h1:p,h2:p"`
-	CacheRedisURL string        `env:"CACHE_REDIS_URL" scheme:"redis rediss redis-sentinel redis-cluster" redact:"url" doc:"cache Redis (REDIS_URL when empty)"`
-	RedisTTL      time.Duration `env:"REDIS_TTL" envDefault:"3600" unit:"s" range:"60,2592000" doc:"seconds a cached prediction lives (>= 60)"`
-	RedisTimeout  time.Duration `env:"REDIS_TIMEOUT" envDefault:"100ms" range:"1ms,1m" doc:"timeout of one cache call; past it predict answers by inference"`
+	DatabaseURL     string        `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/predq?sslmode=disable" scheme:"postgres postgresql" redact:"url" doc:"Postgres connection URL"`
+	DatabaseReadURL string        `env:"DATABASE_READ_URL" scheme:"postgres postgresql" redact:"url" doc:"Postgres streaming replica of DATABASE_URL for the api's reads that tolerate lag: job lists, job results (when it has caught up), prediction lists (empty: the primary serves all)"`
+	DBPoolSize      int           `env:"DB_POOL_SIZE" envDefault:"20" range:"1,100" doc:"Postgres pool size per process (1..100; at least WORKER_CONCURRENCY for a worker)"`
+	RedisURL        string        `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0" scheme:"redis rediss redis-sentinel redis-cluster" redact:"url" doc:"queue Redis: redis://, rediss://, redis-sentinel://[:pw@]h1:p,h2:p/db?master=NAME, redis-cluster://h1:p,h2:p"`
+	CacheRedisURL   string        `env:"CACHE_REDIS_URL" scheme:"redis rediss redis-sentinel redis-cluster" redact:"url" doc:"cache Redis (REDIS_URL when empty)"`
+	RedisTTL        time.Duration `env:"REDIS_TTL" envDefault:"3600" unit:"s" range:"60,2592000" doc:"seconds a cached prediction lives (>= 60)"`
+	RedisTimeout    time.Duration `env:"REDIS_TIMEOUT" envDefault:"100ms" range:"1ms,1m" doc:"timeout of one cache call; past it predict answers by inference"`
 
 	PersistPath      string `env:"PERSIST_PATH" envDefault:"postgres" oneof:"postgres queue" doc:"how the api persists answered predictions: postgres (written before the answer; enqueued for the worker only when Postgres fails) or queue (enqueued for the worker; written by the api only when Redis fails)"`
 	PersistCacheHits bool   `env:"PERSIST_CACHE_HITS" envDefault:"false" doc:"store predictions answered from the cache too (by default only computed ones, and low-confidence hits, are stored)"`
@@ -93,6 +94,8 @@ type Config struct {
 	ReconcileInterval   time.Duration `env:"RECONCILE_INTERVAL" envDefault:"30s" range:"1s,24h" doc:"how often the scheduler enqueues maintenance:reconcile"`
 	ReconcileGrace      time.Duration `env:"RECONCILE_GRACE" envDefault:"30s" range:"1s,24h" doc:"how long unfinished work may sit untouched before the reconciler enqueues it again"`
 	RetentionInterval   time.Duration `env:"RETENTION_INTERVAL" envDefault:"1h" range:"1s,168h" doc:"how often the scheduler enqueues maintenance:retention"`
+	PartitionInterval   time.Duration `env:"PARTITION_INTERVAL" envDefault:"1h" range:"1s,24h" doc:"how often the scheduler enqueues maintenance:partitions, which creates the day partitions of predictions and job_results ahead"`
+	PartitionDaysAhead  int           `env:"PARTITION_DAYS_AHEAD" envDefault:"7" range:"1,366" doc:"days ahead of today that maintenance:partitions keeps a partition of predictions and job_results for"`
 	ModelSyncInterval   time.Duration `env:"MODEL_SYNC_INTERVAL" envDefault:"1m" range:"1s,24h" doc:"how often maintenance:model-sync registers new artifacts and every process refreshes its models"`
 	PredictionRetention time.Duration `env:"PREDICTION_RETENTION" envDefault:"720h" range:"1m,876000h" doc:"age past which persisted predictions are deleted"`
 	JobRetention        time.Duration `env:"JOB_RETENTION" envDefault:"168h" range:"1m,876000h" doc:"age past which finished jobs, with their inputs and results, are deleted"`

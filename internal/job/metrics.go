@@ -7,6 +7,7 @@ type metrics struct {
 	finished  *prometheus.CounterVec
 	items     *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
+	reads     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -24,7 +25,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "ml_job_duration_seconds", Help: "Time from submission to terminal status, by status.",
 			Buckets: prometheus.ExponentialBuckets(0.1, 2, 16),
 		}, []string{"status"}),
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ml_job_reads_total", Help: "Job lists and result reads by the database that served them (primary, replica: DATABASE_READ_URL).",
+		}, []string{"db"}),
 	}
+	m.reads.WithLabelValues("primary")
+	m.reads.WithLabelValues("replica")
 	// Every known series exists from the start, at 0, so that a dashboard or an alert rule
 	// reads 0 rather than no data before the first job ends.
 	for _, s := range []string{StatusSucceeded, StatusFailed, StatusCancelled} {
@@ -35,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.items.WithLabelValues(stage)
 	}
 	if reg != nil {
-		reg.MustRegister(m.submitted, m.finished, m.items, m.duration)
+		reg.MustRegister(m.submitted, m.finished, m.items, m.duration, m.reads)
 	}
 	return m
 }

@@ -110,24 +110,31 @@ func (s *Service) List(ctx context.Context, owner Owner, f ListFilter) ([]Job, s
 			return nil, "", err
 		}
 	}
-	rows, err := s.cfg.Pool.Query(ctx, `SELECT `+jobColumns+` `+jobFrom+`
+	const listSQL = `SELECT ` + jobColumns + ` ` + jobFrom + `
 		WHERE j.owner = $1 AND ($2 = '' OR j.status = $2)
 		  AND ($3::timestamptz IS NULL OR (j.created_at, j.id) < ($3, $4))
-		ORDER BY j.created_at DESC, j.id DESC LIMIT $5`,
-		owner.ID, f.Status, nullTime(after), afterID, limit+1)
-	if err != nil {
-		return nil, "", classify(err)
-	}
-	defer rows.Close()
-	var out []Job
-	for rows.Next() {
-		j, err := scanJob(rows)
+		ORDER BY j.created_at DESC, j.id DESC LIMIT $5`
+	list := func(db postgres.DBTX) ([]Job, error) {
+		rows, err := db.Query(ctx, listSQL, owner.ID, f.Status, nullTime(after), afterID, limit+1)
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
-		out = append(out, j)
+		return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Job, error) { return scanJob(row) })
 	}
-	if err := rows.Err(); err != nil {
+	// A list tolerates the replica's lag (a job submitted a moment ago may be missing from
+	// it); an unreachable replica gives way to the primary.
+	db, label := s.cfg.Pool, "primary"
+	if s.cfg.ReadPool != nil {
+		db, label = s.cfg.ReadPool, "replica"
+	}
+	out, err := list(db)
+	if err != nil && db != s.cfg.Pool && postgres.IsUnavailable(err) {
+		s.logger.WarnContext(ctx, "read replica unavailable; listing on the primary", "error", err)
+		label = "primary"
+		out, err = list(s.cfg.Pool)
+	}
+	s.metrics.reads.WithLabelValues(label).Inc()
+	if err != nil {
 		return nil, "", classify(err)
 	}
 	next := ""
@@ -168,12 +175,12 @@ func decodeCursor(c string) (time.Time, uuid.UUID, error) {
 // the first page), in item order, with the index to pass for the next page (-1 at the end of
 // what exists now). Results of a running job are the ones finished so far.
 func (s *Service) Results(ctx context.Context, owner Owner, id uuid.UUID, after, limit int) ([]Result, int, error) {
-	j, err := s.Get(ctx, owner, id)
+	j, db, err := s.getForResults(ctx, owner, id)
 	if err != nil {
 		return nil, -1, err
 	}
 	var out []Result
-	err = s.eachResult(ctx, j, after, limit+1, func(r Result) error {
+	err = s.eachResult(ctx, db, j, after, limit+1, func(r Result) error {
 		out = append(out, r)
 		return nil
 	})
@@ -191,7 +198,7 @@ func (s *Service) Results(ctx context.Context, owner Owner, id uuid.UUID, after,
 // StreamResults calls fn for every result of the job in item order, reading them in
 // batches so that a job of millions of results is streamed with bounded memory.
 func (s *Service) StreamResults(ctx context.Context, owner Owner, id uuid.UUID, fn func(Result) error) error {
-	j, err := s.Get(ctx, owner, id)
+	j, db, err := s.getForResults(ctx, owner, id)
 	if err != nil {
 		return err
 	}
@@ -199,7 +206,7 @@ func (s *Service) StreamResults(ctx context.Context, owner Owner, id uuid.UUID, 
 	after := -1
 	for {
 		n := 0
-		err := s.eachResult(ctx, j, after, batch, func(r Result) error {
+		err := s.eachResult(ctx, db, j, after, batch, func(r Result) error {
 			n++
 			after = r.Index
 			return fn(r)
@@ -213,8 +220,48 @@ func (s *Service) StreamResults(ctx context.Context, owner Owner, id uuid.UUID, 
 	}
 }
 
-func (s *Service) eachResult(ctx context.Context, j Job, after, limit int, fn func(Result) error) error {
-	rows, err := s.cfg.Pool.Query(ctx, `SELECT item_index, prediction, confidence, low_confidence, error FROM job_results
+// getForResults reads the job on the primary (a job submitted a moment ago is found, whatever
+// the replica's lag) and returns the database to read its results from: the replica when it
+// has replayed the primary's WAL up to where it was after that read, so that the results it
+// returns are at least those of the job as read (all of them for a finished job), else the
+// primary. The check costs a round trip to each. Without a ReadPool, the primary.
+func (s *Service) getForResults(ctx context.Context, owner Owner, id uuid.UUID) (Job, postgres.DBTX, error) {
+	j, err := s.Get(ctx, owner, id)
+	if err != nil {
+		return Job{}, nil, err
+	}
+	if s.cfg.ReadPool == nil {
+		s.metrics.reads.WithLabelValues("primary").Inc()
+		return j, s.cfg.Pool, nil
+	}
+	if s.replicaCaughtUp(ctx) {
+		s.metrics.reads.WithLabelValues("replica").Inc()
+		return j, s.cfg.ReadPool, nil
+	}
+	s.metrics.reads.WithLabelValues("primary").Inc()
+	return j, s.cfg.Pool, nil
+}
+
+// replicaCaughtUp reports whether the ReadPool's server has replayed the WAL up to the
+// primary's current insert position (which is past every commit visible on the primary; the
+// write position can be behind an asynchronous commit) (a server that is not a standby, a ReadPool on the primary
+// itself, always has). An error of either says no: the primary serves the read.
+func (s *Service) replicaCaughtUp(ctx context.Context) bool {
+	var lsn string
+	if err := s.cfg.Pool.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&lsn); err != nil {
+		return false
+	}
+	var ok bool
+	err := s.cfg.ReadPool.QueryRow(ctx, `SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, NOT pg_is_in_recovery())`, lsn).Scan(&ok)
+	if err != nil {
+		s.logger.WarnContext(ctx, "read replica unavailable; reading results on the primary", "error", err)
+		return false
+	}
+	return ok
+}
+
+func (s *Service) eachResult(ctx context.Context, db postgres.DBTX, j Job, after, limit int, fn func(Result) error) error {
+	rows, err := db.Query(ctx, `SELECT item_index, prediction, confidence, low_confidence, error FROM job_results
 		WHERE job_id = $1 AND item_index > $2 ORDER BY item_index LIMIT $3`, j.ID, after, limit)
 	if err != nil {
 		return classify(err)

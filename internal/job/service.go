@@ -51,7 +51,12 @@ type URLChecker func(ctx context.Context, raw string) error
 
 // Config holds the Service's collaborators and limits.
 type Config struct {
-	Pool       *pgxpool.Pool
+	Pool *pgxpool.Pool
+	// ReadPool, when set, is a streaming replica of Pool (DATABASE_READ_URL) for the reads
+	// that tolerate lag: List reads it, and Results and StreamResults read it when it has
+	// replayed everything Pool had when the job was read (else Pool; see readerFor). Get and
+	// every write use Pool. nil: Pool serves everything.
+	ReadPool   *pgxpool.Pool
 	Models     Models
 	Enqueuer   Enqueuer // nil: nothing is enqueued (the reconciler will)
 	Notifier   Notifier // nil: webhooks are not recorded

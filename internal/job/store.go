@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/predq/predq/internal/postgres"
 )
@@ -75,8 +76,24 @@ func (s *Store) Unfinished(ctx context.Context, grace time.Duration) ([]uuid.UUI
 
 // DeleteOlderThan deletes the terminal jobs that finished before before, with their chunks,
 // results and webhook deliveries (ON DELETE CASCADE), and returns how many jobs went. A job's
-// results can be large, so jobs go a few at a time; active jobs are never deleted.
+// results can be large: on a pool, the day partitions of job_results wholly before before
+// whose jobs all go now (every job of the day's ids terminal and finished before before) are
+// dropped first, each with one DROP TABLE (postgres.DropPartitionsBefore), so that the
+// cascade finds no rows there; then jobs go a few at a time, the cascade deleting the results
+// of the partitions that stay by rows. Active jobs are never deleted, nor their results.
 func (s *Store) DeleteOlderThan(ctx context.Context, before time.Time) (int64, error) {
+	if pool, ok := s.db.(*pgxpool.Pool); ok {
+		_, err := postgres.DropPartitionsBefore(ctx, pool, "job_results", before, func(ctx context.Context, tx pgx.Tx, p postgres.Partition) (bool, error) {
+			var kept bool
+			err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM jobs WHERE id >= $1 AND id < $2
+				AND NOT (status IN ('succeeded', 'failed', 'cancelled') AND finished_at < $3))`,
+				postgres.DayBound(p.Day), postgres.DayBound(p.Day.AddDate(0, 0, 1)), before).Scan(&kept)
+			return !kept, err
+		})
+		if err != nil {
+			return 0, fmt.Errorf("job: delete older than %s: %w", before.Format(time.RFC3339), err)
+		}
+	}
 	n, err := postgres.DeleteInBatches(ctx, s.db, `DELETE FROM jobs WHERE id IN (
 		SELECT id FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < $1
 		ORDER BY finished_at LIMIT $2)`, before, 5)

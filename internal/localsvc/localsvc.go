@@ -205,6 +205,12 @@ func versionOf(binDir string) int {
 // loopback port with trust authentication for the user postgres. Durability is traded for
 // speed (fsync off): it is for tests and local development only.
 func StartPostgres(ctx context.Context) (*Server, error) {
+	return StartPostgresWith(ctx)
+}
+
+// StartPostgresWith is StartPostgres with more server settings ("name=value", each passed as
+// -c after the defaults, which they override: "full_page_writes=on", "wal_level=replica").
+func StartPostgresWith(ctx context.Context, settings ...string) (*Server, error) {
 	binDir, err := PostgresBinDir()
 	if err != nil {
 		return nil, err
@@ -237,6 +243,9 @@ func StartPostgres(ctx context.Context) (*Server, error) {
 		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + dir,
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 		"-c", "max_connections=300"}
+	for _, kv := range settings {
+		argv = append(argv, "-c", kv)
+	}
 	if os.Geteuid() == 0 {
 		argv = append([]string{"runuser", "-u", "postgres", "--"}, argv...)
 	}
@@ -281,4 +290,72 @@ func lastLines(b []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, " | ")
+}
+
+// StartPostgresReplica makes a streaming replica of primary (started by StartPostgresWith
+// with wal_level=replica or logical): a pg_basebackup -R of it into a temporary directory,
+// started as a hot standby on a free loopback port. Stop it before its primary.
+func StartPostgresReplica(ctx context.Context, primary *Server) (*Server, error) {
+	binDir, err := PostgresBinDir()
+	if err != nil {
+		return nil, err
+	}
+	// initdb on PATH may be a link into the release's directory, which has pg_basebackup.
+	if real, err := filepath.EvalSymlinks(filepath.Join(binDir, "initdb")); err == nil {
+		binDir = filepath.Dir(real)
+	}
+	dir, err := os.MkdirTemp("", "predq-pg-replica-")
+	if err != nil {
+		return nil, err
+	}
+	data := filepath.Join(dir, "data")
+	asPostgres := func(argv ...string) []string {
+		if os.Geteuid() == 0 {
+			return append([]string{"runuser", "-u", "postgres", "--"}, argv...)
+		}
+		return argv
+	}
+	if os.Geteuid() == 0 {
+		if err := chownToPostgres(dir); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+	bb := asPostgres(filepath.Join(binDir, "pg_basebackup"), "-h", "127.0.0.1", "-p", strconv.Itoa(primary.Port), "-U", "postgres",
+		"-D", data, "-R", "-X", "stream", "--checkpoint=fast", "--no-sync")
+	if out, err := exec.CommandContext(ctx, bb[0], bb[1:]...).CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("pg_basebackup: %w: %s", err, lastLines(out, 5))
+	}
+	port, err := FreePort()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	// The settings of the primary's command line are not in the copy: give them again, and
+	// the standby's own port and socket directory after them.
+	argv := []string{filepath.Join(binDir, "postgres"), "-D", data}
+	for i := 3; i+1 < len(primary.argv); i++ {
+		if primary.argv[i] == "-c" && !strings.HasPrefix(primary.argv[i+1], "unix_socket_directories=") {
+			argv = append(argv, "-c", primary.argv[i+1])
+		}
+	}
+	argv = append(argv, "-p", strconv.Itoa(port), "-c", "unix_socket_directories="+dir, "-c", "hot_standby=on")
+	argv = asPostgres(argv...)
+	logFile := filepath.Join(dir, "postgres.log")
+	cmd, guard, err := startGuarded(dir, logFile, argv...)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{URL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), Port: port, Dir: dir,
+		cmd: cmd, guard: guard, argv: argv, logFile: logFile,
+		halt: asPostgres(filepath.Join(binDir, "pg_ctl"), "stop", "-D", data, "-m", "fast", "-w")}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := waitTCP(wctx, fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
+		log, _ := os.ReadFile(logFile)
+		_ = s.Stop()
+		return nil, fmt.Errorf("replica did not start: %w: %s", err, lastLines(log, 5))
+	}
+	return s, nil
 }

@@ -428,15 +428,32 @@ func (s *Store) Count(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// DeleteOlderThan deletes the predictions created before before and returns how many went,
-// oldest first, a bounded batch per statement.
+// DeleteOlderThan deletes the predictions created before before and returns how many went.
+// On a pool, the day partitions wholly before before whose rows are all older than before go
+// first, each with one DROP TABLE (postgres.DropPartitionsBefore); the rest, in the
+// partition that straddles before, in the default partition, or in a partition whose drop
+// gave way to a lock, are deleted by rows, oldest first, a bounded batch per statement.
+// (The partition of a day holds the ids of that day, and created_at is set with the id, so
+// the check of created_at keeps only a row made at the edge of a day from dropping early.)
 func (s *Store) DeleteOlderThan(ctx context.Context, before time.Time) (int64, error) {
+	var dropped int64
+	if s.pool != nil {
+		n, err := postgres.DropPartitionsBefore(ctx, s.pool, "predictions", before, func(ctx context.Context, tx pgx.Tx, p postgres.Partition) (bool, error) {
+			var younger bool
+			err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+pgx.Identifier{p.Name}.Sanitize()+` WHERE created_at >= $1)`, before).Scan(&younger)
+			return !younger, err
+		})
+		if err != nil {
+			return n, fmt.Errorf("prediction: delete older than %s: %w", before.Format(time.RFC3339), err)
+		}
+		dropped = n
+	}
 	n, err := postgres.DeleteInBatches(ctx, s.db, `DELETE FROM predictions WHERE id IN (
 		SELECT id FROM predictions WHERE created_at < $1 ORDER BY created_at LIMIT $2)`, before, 5000)
 	if err != nil {
-		return n, fmt.Errorf("prediction: delete older than %s: %w", before.Format(time.RFC3339), err)
+		return dropped + n, fmt.Errorf("prediction: delete older than %s: %w", before.Format(time.RFC3339), err)
 	}
-	return n, nil
+	return dropped + n, nil
 }
 
 func scanPrediction(row pgx.CollectableRow) (Stored, error) {

@@ -18,9 +18,10 @@ import (
 
 // Periodic maintenance task types, enqueued by the scheduler on the low queue.
 const (
-	TypeMaintenanceReconcile = "maintenance:reconcile"
-	TypeMaintenanceRetention = "maintenance:retention"
-	TypeMaintenanceModelSync = "maintenance:model-sync"
+	TypeMaintenanceReconcile  = "maintenance:reconcile"
+	TypeMaintenanceRetention  = "maintenance:retention"
+	TypeMaintenanceModelSync  = "maintenance:model-sync"
+	TypeMaintenancePartitions = "maintenance:partitions"
 )
 
 // SlotTaskID is the TaskID of a periodic task for the time slot that contains at: the task
@@ -286,6 +287,24 @@ func HandleRetention(stores maintenance.Stores, r maintenance.Retention, logger 
 		}
 		logger.InfoContext(ctx, "retention", "predictions", d.Predictions, "jobs", d.Jobs,
 			"idempotency_keys", d.IdempotencyKeys, "webhook_deliveries", d.Deliveries)
+		return nil
+	}
+}
+
+// HandlePartitions returns the maintenance:partitions handler: ensure creates the day
+// partitions ahead (maintenance.EnsurePartitions) and reports how many it created.
+func HandlePartitions(ensure func(context.Context) (int, error), logger *slog.Logger) asynq.HandlerFunc {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return func(ctx context.Context, t *asynq.Task) error {
+		n, err := ensure(ctx)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			logger.InfoContext(ctx, "partitions created", "partitions", n)
+		}
 		return nil
 	}
 }

@@ -118,8 +118,9 @@ func TestTwoSchedulersEnqueueEachSlotOnce(t *testing.T) {
 		}
 	}
 	require.Equal(t, len(keys), reconciles, "one pending task per slot, however many schedulers")
-	// Each scheduler enqueued the start-up slot of retention and model sync too: once each.
-	for _, typ := range []string{"maintenance:retention:", "maintenance:model-sync:"} {
+	// Each scheduler enqueued the start-up slot of retention, model sync and partitions too:
+	// once each.
+	for _, typ := range []string{"maintenance:retention:", "maintenance:model-sync:", "maintenance:partitions:"} {
 		n := 0
 		for _, id := range pending {
 			if strings.HasPrefix(id, typ) {
