@@ -27,6 +27,8 @@ const (
 	// WebhookMaxRetry gives a receiver about a day of exponential back-off (capped at 10 min).
 	WebhookMaxRetry = 20
 	WebhookTimeout  = 30 * time.Second
+	// LeaseExpiredRetryDelay is how long a task recovered from a dead worker waits.
+	LeaseExpiredRetryDelay = time.Second
 )
 
 // JobRunTaskID is the TaskID of a job's job:run task: the job id, so that a second enqueue
@@ -250,8 +252,13 @@ func HandleWebhookDeliver(d Deliverer) asynq.HandlerFunc {
 }
 
 // RetryDelay is the worker's RetryDelayFunc: webhook deliveries back off exponentially with
-// full jitter (honouring a receiver's Retry-After); other tasks use asynq's default.
+// full jitter (honouring a receiver's Retry-After); a task whose worker died (asynq's recoverer
+// found its lease expired) is run again after LeaseExpiredRetryDelay, since nothing about the
+// task failed; other tasks use asynq's default.
 func RetryDelay(n int, err error, t *asynq.Task) time.Duration {
+	if errors.Is(err, asynq.ErrLeaseExpired) {
+		return LeaseExpiredRetryDelay
+	}
 	if t.Type() == TypeWebhookDeliver {
 		return webhook.RetryDelay(n, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"math"
 	"testing"
 	"time"
@@ -158,4 +159,11 @@ func TestParsePersistPayload(t *testing.T) {
 func nan() float64 {
 	var z float64
 	return z / z
+}
+
+// A task recovered from a dead worker runs again at once; other failures keep asynq's back-off.
+func TestRetryDelayOfARecoveredTask(t *testing.T) {
+	chunk := asynq.NewTask(tasks.TypeJobChunk, nil)
+	require.Equal(t, tasks.LeaseExpiredRetryDelay, tasks.RetryDelay(0, asynq.ErrLeaseExpired, chunk))
+	require.GreaterOrEqual(t, tasks.RetryDelay(0, errors.New("boom"), chunk), 15*time.Second, "asynq's default back-off")
 }
