@@ -56,7 +56,6 @@ func TestRedisConnOpt(t *testing.T) {
 	}{
 		{"redis://:pw@h1:6380/2", asynq.RedisClientOpt{Addr: "h1:6380", Password: "pw", DB: 2, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond}},
 		{"redis-sentinel://:pw@s1:26379,s2:26379/1?master=mymaster", asynq.RedisFailoverClientOpt{MasterName: "mymaster", SentinelAddrs: []string{"s1:26379", "s2:26379"}, SentinelPassword: "pw", Password: "pw", DB: 1, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond}},
-		{"redis-cluster://c1:7000,c2:7001", asynq.RedisClusterClientOpt{Addrs: []string{"c1:7000", "c2:7001"}, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond}},
 	}
 	for _, tt := range tests {
 		o, err := redisdb.ParseURL(tt.url)
@@ -65,7 +64,13 @@ func TestRedisConnOpt(t *testing.T) {
 			t.Errorf("RedisConnOpt(%q) (-want +got):\n%s", tt.url, diff)
 		}
 	}
-	o, err := redisdb.ParseURL("rediss://h:1/0")
+	o, err := redisdb.ParseURL("redis-cluster://c1:7000,c2:7001")
+	require.NoError(t, err)
+	co := tasks.RedisConnOpt(o, 500*time.Millisecond).(tasks.ClusterConnOpt).Options
+	require.Equal(t, []string{"c1:7000", "c2:7001"}, co.Addrs)
+	require.Equal(t, 500*time.Millisecond, co.ReadTimeout)
+	require.Equal(t, redisdb.ClusterReloadInterval, co.ClusterStateReloadInterval)
+	o, err = redisdb.ParseURL("rediss://h:1/0")
 	require.NoError(t, err)
 	require.NotNil(t, tasks.RedisConnOpt(o, 0).(asynq.RedisClientOpt).TLSConfig)
 }
