@@ -324,14 +324,21 @@ func TestReplicas(t *testing.T) {
 		var j jobObject
 		resp.decode(t, &j)
 		require.Eventually(t, func() bool { return r.job(j.ID).Processed >= 2000 }, 60*time.Second, 10*time.Millisecond)
+		// The chunks the worker holds when it dies: asynq lists a task as active until it
+		// is acknowledged or recovered.
+		rdb := r.redis.Client(t)
 		r.kill9("worker")
 		killed := time.Now()
+		orphans, err := rdb.LRange(context.Background(), "asynq:{batch}:active", 0, -1).Result()
+		require.NoError(t, err)
 		mid := r.job(j.ID)
 		require.Less(t, mid.Processed, n, "work is left for the survivor")
+		t.Logf("at the kill: %d tasks active in the batch queue (the dead worker's and the survivor's)", len(orphans))
 		// The killed worker's active chunks come back through asynq's recoverer once their
 		// lease lapsed (about a minute; README, "Scaling out").
 		j = r.waitJob(j.ID, 3*time.Minute)
-		t.Logf("worker killed at %d/%d rows; job finished %.1f s later", mid.Processed, n, time.Since(killed).Seconds())
+		t.Logf("worker killed at %d/%d rows; job finished %.1f s later; the survivor ran %.0f chunk tasks", mid.Processed, n, time.Since(killed).Seconds(),
+			metricWith(scrape(t, "http://127.0.0.1:"+r.env["worker2_WORKER_METRICS_PORT"]+"/metrics"), "worker_tasks_processed_total", `task_type="job:chunk"`))
 		require.Equal(t, "succeeded", j.Status, "%+v", j)
 		require.Equal(t, n, j.Processed)
 		require.Zero(t, j.Failed)
