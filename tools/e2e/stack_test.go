@@ -60,7 +60,7 @@ func TestMain(m *testing.M) {
 type stack struct {
 	t     *testing.T
 	env   map[string]string
-	base  string // the api's URL
+	base  string            // the api's URL
 	redis *redistest.Server // nil when the test brought its own (stackOpts.redisURL)
 	dbURL string
 	procs map[string]*proc.Proc
