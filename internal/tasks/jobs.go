@@ -61,6 +61,7 @@ type JobClient struct {
 	inspector  *asynq.Inspector
 	propagator propagation.TextMapPropagator
 	logger     *slog.Logger
+	shards     int // of the batch queue (BatchQueues)
 }
 
 var _ job.Enqueuer = (*JobClient)(nil)
@@ -72,6 +73,13 @@ func NewJobClient(opt asynq.RedisConnOpt, logger *slog.Logger) *JobClient {
 	}
 	return &JobClient{client: asynq.NewClient(opt), inspector: asynq.NewInspector(opt),
 		propagator: propagation.TraceContext{}, logger: logger}
+}
+
+// WithBatchShards spreads the job tasks over n shards of the batch queue (BatchQueue); 1, the
+// default, keeps the one queue "batch". It returns c.
+func (c *JobClient) WithBatchShards(n int) *JobClient {
+	c.shards = n
+	return c
 }
 
 // Close closes the Redis connections.
@@ -110,9 +118,10 @@ func (c *JobClient) enqueue(ctx context.Context, t *asynq.Task, queue, id string
 func (c *JobClient) EnqueueJobRun(ctx context.Context, id uuid.UUID) error {
 	b, _ := json.Marshal(JobPayload{JobID: id})
 	tid := JobRunTaskID(id)
-	t := asynq.NewTaskWithHeaders(TypeJobRun, b, c.headers(ctx), asynq.Queue(QueueBatch), asynq.TaskID(tid),
+	q := BatchQueue(c.shards, id, -1)
+	t := asynq.NewTaskWithHeaders(TypeJobRun, b, c.headers(ctx), asynq.Queue(q), asynq.TaskID(tid),
 		asynq.MaxRetry(JobRunMaxRetry), asynq.Timeout(JobRunTimeout))
-	return c.enqueue(ctx, t, QueueBatch, tid)
+	return c.enqueue(ctx, t, q, tid)
 }
 
 // EnqueueChunks enqueues one job:chunk task per chunk, a few at a time.
@@ -124,9 +133,10 @@ func (c *JobClient) EnqueueChunks(ctx context.Context, id uuid.UUID, chunks []in
 		g.Go(func() error {
 			b, _ := json.Marshal(JobPayload{JobID: id, Chunk: chunk})
 			tid := JobChunkTaskID(id, chunk)
-			t := asynq.NewTaskWithHeaders(TypeJobChunk, b, headers, asynq.Queue(QueueBatch), asynq.TaskID(tid),
+			q := BatchQueue(c.shards, id, chunk)
+			t := asynq.NewTaskWithHeaders(TypeJobChunk, b, headers, asynq.Queue(q), asynq.TaskID(tid),
 				asynq.MaxRetry(JobChunkMaxRetry), asynq.Timeout(JobChunkTimeout))
-			return c.enqueue(ctx, t, QueueBatch, tid)
+			return c.enqueue(ctx, t, q, tid)
 		})
 	}
 	return g.Wait()
