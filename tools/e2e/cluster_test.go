@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/predq/predq/internal/redistest"
@@ -147,12 +149,15 @@ func TestClusterFeatures(t *testing.T) {
 	})
 }
 
-// Issue 22, item 3: the master holding the batch queue dies mid-job; its replica takes over
-// and the job succeeds exactly, predictions keep answering; the outage is reported.
+// Issue 22, item 3: the batch queue in three shards, one per master; the master holding
+// shard 0 dies mid-job; its replica takes over and the job succeeds exactly, predictions keep
+// answering; the outage is reported, and every shard ran chunks.
 func TestClusterMasterFailover(t *testing.T) {
 	t.Parallel()
 	c := redistest.NewCluster(t, 3, 1)
+	shards := tasks.BatchQueues(3)
 	s := startStack(t, stackOpts{redisURL: c.URL, scheduler: true, env: map[string]string{
+		"BATCH_SHARDS":       "3",
 		"JOB_CHUNK_SIZE":     "1000",
 		"WORKER_CONCURRENCY": "4",
 		"RECONCILE_INTERVAL": "2s",
@@ -160,9 +165,17 @@ func TestClusterMasterFailover(t *testing.T) {
 		"REDIS_TIMEOUT":      "100ms",
 	}})
 	checkFailover(t, s, func() {
-		m, err := c.MasterOf(context.Background(), "asynq:{batch}:pending")
+		m, err := c.MasterOf(context.Background(), "asynq:{"+shards[0]+"}:pending")
 		require.NoError(t, err)
-		t.Logf("stopping %s, the master of the batch queue", m)
+		t.Logf("stopping %s, the master of %s", m, shards[0])
 		c.StopNode(t, m)
 	}, c.Client(t))
+	insp := asynq.NewInspector(tasks.ClusterConnOpt{Options: &redis.ClusterOptions{Addrs: c.Live()}})
+	defer insp.Close()
+	for _, q := range shards {
+		info, err := insp.GetQueueInfo(q)
+		require.NoError(t, err, q)
+		t.Logf("%s: %d tasks processed", q, info.ProcessedTotal)
+		require.Positive(t, info.ProcessedTotal, "every shard ran chunks")
+	}
 }
