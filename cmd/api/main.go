@@ -185,7 +185,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		defer readPool.Close()
 	}
 	deliveries := webhook.NewStore(pool, nil)
-	jobClient := tasks.NewJobClient(tasks.RedisConnOpt(redisOpts, 2*time.Second), logger)
+	jobClient := tasks.NewJobClient(tasks.RedisConnOpt(redisOpts, 2*time.Second), logger).WithBatchShards(cfg.BatchShards)
 	defer jobClient.Close()
 	jobs, err := job.NewService(job.Config{
 		Pool:     pool,

@@ -78,7 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer sched.Close()
 	// Redis that lost its data (restarted empty, flushed, failed over) is reconciled at once,
 	// not at the next RECONCILE_INTERVAL slot plus RECONCILE_GRACE.
-	watcher := tasks.NewLossWatcher(rdb, tasks.RedisConnOpt(proc.RedisOpts, 2*time.Second), tasks.DefaultLossCheckInterval, proc.Registry, logger)
+	watcher := tasks.NewLossWatcher(rdb, tasks.RedisConnOpt(proc.RedisOpts, 2*time.Second), tasks.DefaultLossCheckInterval, proc.Registry, logger).WithBatchShards(cfg.BatchShards)
 	defer watcher.Close()
 
 	// Ordered shutdown: scheduling stops (the loops return), then the ops server; the deferred

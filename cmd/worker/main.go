@@ -92,7 +92,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logger.WarnContext(ctx, "model registry not synced with Postgres; using the local artifacts", "error", err)
 	}
 	deliveries := webhook.NewStore(pool, nil)
-	jobClient := tasks.NewJobClient(tasks.RedisConnOpt(redisOpts, 0), logger)
+	jobClient := tasks.NewJobClient(tasks.RedisConnOpt(redisOpts, 0), logger).WithBatchShards(cfg.BatchShards)
 	defer jobClient.Close()
 	jobs, err := job.NewService(job.Config{
 		Pool: pool, Models: registry, Enqueuer: jobClient, Notifier: deliveries,
@@ -131,7 +131,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	w, err := tasks.NewWorker(tasks.WorkerConfig{
 		Redis:           redisOpts,
 		Store:           prediction.NewStore(pool),
-		Queues:          queues,
+		Queues:          tasks.ShardQueues(queues, cfg.BatchShards),
 		Concurrency:     cfg.WorkerConcurrency,
 		ShutdownTimeout: cfg.WorkerShutdownTimeout,
 		Alert:           alert,

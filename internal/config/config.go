@@ -69,6 +69,7 @@ type Config struct {
 	MaxJobSamples   int           `env:"MAX_JOB_SAMPLES" envDefault:"100000" range:"1,10000000" doc:"samples of a JSON job submission"`
 	MaxJobRows      int           `env:"MAX_JOB_ROWS" envDefault:"5000000" range:"1,100000000" doc:"rows of an NDJSON or CSV job submission"`
 	JobChunkSize    int           `env:"JOB_CHUNK_SIZE" envDefault:"5000" range:"10,100000" doc:"rows per job:chunk task"`
+	BatchShards     int           `env:"BATCH_SHARDS" envDefault:"1" range:"1,64" doc:"shards of the batch queue, each named to land on its own master of a Redis Cluster of as many masters (README, Scaling out); 1 keeps the one queue batch; every api, worker and scheduler must agree"`
 	JobChunkWriters int           `env:"JOB_CHUNK_WRITERS" envDefault:"2" range:"1,64" doc:"job chunks a worker commits at once (their result COPYs; more only queue inside Postgres)"`
 	JobTimeout      time.Duration `env:"JOB_TIMEOUT" envDefault:"1h" range:"1s,168h" doc:"a job not finished this long after submission fails"`
 

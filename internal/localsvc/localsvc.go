@@ -155,6 +155,27 @@ func StartRedis(ctx context.Context) (*Server, error) {
 // StartRedisOnPort starts redis-server on 127.0.0.1:port with nothing kept on disk: an
 // empty Redis, also where one was stopped a moment ago (a restart that lost its data).
 func StartRedisOnPort(ctx context.Context, port int) (*Server, error) {
+	return startRedis(ctx, port, "")
+}
+
+// StartRedisConfigured starts redis-server on a free loopback port as StartRedis does, with
+// extra arguments after the defaults (so that they win: "--replicaof", "--sentinel",
+// "--cluster-enabled"). conf, when not empty, is written to redis.conf in the server's data
+// directory and given as its config file: Sentinel needs one that it can rewrite.
+func StartRedisConfigured(ctx context.Context, conf string, extra ...string) (*Server, error) {
+	for attempt := 0; ; attempt++ {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		s, err := startRedis(ctx, port, conf, extra...)
+		if err == nil || attempt == 2 {
+			return s, err
+		}
+	}
+}
+
+func startRedis(ctx context.Context, port int, conf string, extra ...string) (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("redis-server not installed: %w", err)
@@ -163,9 +184,19 @@ func StartRedisOnPort(ctx context.Context, port int) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd, guard, err := startGuarded(dir, filepath.Join(dir, "redis.log"), bin,
-		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+	argv := []string{bin}
+	if conf != "" {
+		file := filepath.Join(dir, "redis.conf")
+		if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		argv = append(argv, file)
+	}
+	argv = append(argv, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", dir, "--maxmemory-policy", "noeviction", "--protected-mode", "yes")
+	argv = append(argv, extra...)
+	cmd, guard, err := startGuarded(dir, filepath.Join(dir, "redis.log"), argv...)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

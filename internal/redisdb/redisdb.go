@@ -126,6 +126,20 @@ func (o Options) Universal(timeout time.Duration) *redis.UniversalOptions {
 	return uo
 }
 
+// ClusterReloadInterval is how often a Cluster client asks for the slot map while it is in
+// use. go-redis reloads it on a MOVED answer, but not when a master stops answering: with
+// its default (a minute) a client would keep dialling a dead master that long after its
+// replica took over. Two seconds is one CLUSTER SLOTS per client every two seconds.
+const ClusterReloadInterval = 2 * time.Second
+
+// ClusterOptions returns go-redis Cluster options for the URL (see Universal), with the slot
+// map reloaded every ClusterReloadInterval.
+func (o Options) ClusterOptions(timeout time.Duration) *redis.ClusterOptions {
+	co := o.Universal(timeout).Cluster()
+	co.ClusterStateReloadInterval = ClusterReloadInterval
+	return co
+}
+
 // Open returns a client for raw (see ParseURL), traced by the process's tracer provider
 // (otel's global, set by telemetry.SetGlobal). It does not contact the server.
 //
@@ -143,7 +157,12 @@ func open(raw string, timeout time.Duration, tp trace.TracerProvider) (redis.Uni
 	if err != nil {
 		return nil, err
 	}
-	c := redis.NewUniversalClient(o.Universal(timeout))
+	var c redis.UniversalClient
+	if o.Mode == ModeCluster {
+		c = redis.NewClusterClient(o.ClusterOptions(timeout))
+	} else {
+		c = redis.NewUniversalClient(o.Universal(timeout))
+	}
 	if telemetry.RecordsNothing(tp) {
 		return c, nil
 	}

@@ -27,6 +27,8 @@ const (
 	// WebhookMaxRetry gives a receiver about a day of exponential back-off (capped at 10 min).
 	WebhookMaxRetry = 20
 	WebhookTimeout  = 30 * time.Second
+	// LeaseExpiredRetryDelay is how long a task recovered from a dead worker waits.
+	LeaseExpiredRetryDelay = time.Second
 )
 
 // JobRunTaskID is the TaskID of a job's job:run task: the job id, so that a second enqueue
@@ -59,6 +61,7 @@ type JobClient struct {
 	inspector  *asynq.Inspector
 	propagator propagation.TextMapPropagator
 	logger     *slog.Logger
+	shards     int // of the batch queue (BatchQueues)
 }
 
 var _ job.Enqueuer = (*JobClient)(nil)
@@ -70,6 +73,13 @@ func NewJobClient(opt asynq.RedisConnOpt, logger *slog.Logger) *JobClient {
 	}
 	return &JobClient{client: asynq.NewClient(opt), inspector: asynq.NewInspector(opt),
 		propagator: propagation.TraceContext{}, logger: logger}
+}
+
+// WithBatchShards spreads the job tasks over n shards of the batch queue (BatchQueue); 1, the
+// default, keeps the one queue "batch". It returns c.
+func (c *JobClient) WithBatchShards(n int) *JobClient {
+	c.shards = n
+	return c
 }
 
 // Close closes the Redis connections.
@@ -108,9 +118,10 @@ func (c *JobClient) enqueue(ctx context.Context, t *asynq.Task, queue, id string
 func (c *JobClient) EnqueueJobRun(ctx context.Context, id uuid.UUID) error {
 	b, _ := json.Marshal(JobPayload{JobID: id})
 	tid := JobRunTaskID(id)
-	t := asynq.NewTaskWithHeaders(TypeJobRun, b, c.headers(ctx), asynq.Queue(QueueBatch), asynq.TaskID(tid),
+	q := BatchQueue(c.shards, id, -1)
+	t := asynq.NewTaskWithHeaders(TypeJobRun, b, c.headers(ctx), asynq.Queue(q), asynq.TaskID(tid),
 		asynq.MaxRetry(JobRunMaxRetry), asynq.Timeout(JobRunTimeout))
-	return c.enqueue(ctx, t, QueueBatch, tid)
+	return c.enqueue(ctx, t, q, tid)
 }
 
 // EnqueueChunks enqueues one job:chunk task per chunk, a few at a time.
@@ -122,9 +133,10 @@ func (c *JobClient) EnqueueChunks(ctx context.Context, id uuid.UUID, chunks []in
 		g.Go(func() error {
 			b, _ := json.Marshal(JobPayload{JobID: id, Chunk: chunk})
 			tid := JobChunkTaskID(id, chunk)
-			t := asynq.NewTaskWithHeaders(TypeJobChunk, b, headers, asynq.Queue(QueueBatch), asynq.TaskID(tid),
+			q := BatchQueue(c.shards, id, chunk)
+			t := asynq.NewTaskWithHeaders(TypeJobChunk, b, headers, asynq.Queue(q), asynq.TaskID(tid),
 				asynq.MaxRetry(JobChunkMaxRetry), asynq.Timeout(JobChunkTimeout))
-			return c.enqueue(ctx, t, QueueBatch, tid)
+			return c.enqueue(ctx, t, q, tid)
 		})
 	}
 	return g.Wait()
@@ -250,8 +262,13 @@ func HandleWebhookDeliver(d Deliverer) asynq.HandlerFunc {
 }
 
 // RetryDelay is the worker's RetryDelayFunc: webhook deliveries back off exponentially with
-// full jitter (honouring a receiver's Retry-After); other tasks use asynq's default.
+// full jitter (honouring a receiver's Retry-After); a task whose worker died (asynq's recoverer
+// found its lease expired) is run again after LeaseExpiredRetryDelay, since nothing about the
+// task failed; other tasks use asynq's default.
 func RetryDelay(n int, err error, t *asynq.Task) time.Duration {
+	if errors.Is(err, asynq.ErrLeaseExpired) {
+		return LeaseExpiredRetryDelay
+	}
 	if t.Type() == TypeWebhookDeliver {
 		return webhook.RetryDelay(n, err)
 	}

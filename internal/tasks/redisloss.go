@@ -70,6 +70,13 @@ func NewLossWatcher(rdb redis.UniversalClient, opt asynq.RedisConnOpt, every tim
 	return w
 }
 
+// WithBatchShards watches the markers of the batch queue's n shards (BatchQueues) in place
+// of the one batch queue's. It returns w.
+func (w *LossWatcher) WithBatchShards(n int) *LossWatcher {
+	w.queues = append([]string{QueueCritical, QueueDefault, QueueLow}, BatchQueues(n)...)
+	return w
+}
+
 // Close closes the enqueue connection (rdb is the caller's).
 func (w *LossWatcher) Close() error { return w.client.Close() }
 

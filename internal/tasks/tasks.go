@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/predq/predq/internal/redisdb"
 )
@@ -90,8 +91,20 @@ func ParseQueues(s string) (map[string]int, error) {
 	return out, nil
 }
 
+// ClusterConnOpt is asynq's connection to a Redis Cluster: asynq's own RedisClusterClientOpt
+// keeps go-redis's default slot-map reload (a minute), so that after a master failover its
+// clients would dial the dead master for up to a minute; this one reloads the map every
+// redisdb.ClusterReloadInterval.
+type ClusterConnOpt struct{ Options *redis.ClusterOptions }
+
+// MakeRedisClient returns a *redis.ClusterClient (asynq.RedisConnOpt).
+func (c ClusterConnOpt) MakeRedisClient() any {
+	o := *c.Options // NewClusterClient fills in defaults: each client gets its own copy
+	return redis.NewClusterClient(&o)
+}
+
 // RedisConnOpt returns asynq's connection options for o: RedisClientOpt for a single server,
-// RedisFailoverClientOpt for Sentinel, RedisClusterClientOpt for Cluster. timeout, when > 0,
+// RedisFailoverClientOpt for Sentinel, ClusterConnOpt for Cluster. timeout, when > 0,
 // bounds dialling, reads and writes (asynq's defaults otherwise).
 func RedisConnOpt(o redisdb.Options, timeout time.Duration) asynq.RedisConnOpt {
 	var tlsCfg *tls.Config
@@ -110,10 +123,7 @@ func RedisConnOpt(o redisdb.Options, timeout time.Duration) asynq.RedisConnOpt {
 			DialTimeout: dial, ReadTimeout: timeout, WriteTimeout: timeout, TLSConfig: tlsCfg,
 		}
 	case redisdb.ModeCluster:
-		return asynq.RedisClusterClientOpt{
-			Addrs: o.Addrs, Username: o.Username, Password: o.Password,
-			DialTimeout: dial, ReadTimeout: timeout, WriteTimeout: timeout, TLSConfig: tlsCfg,
-		}
+		return ClusterConnOpt{Options: o.ClusterOptions(timeout)}
 	default:
 		addr := ""
 		if len(o.Addrs) > 0 {

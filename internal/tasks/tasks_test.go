@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"math"
 	"testing"
 	"time"
@@ -55,7 +56,6 @@ func TestRedisConnOpt(t *testing.T) {
 	}{
 		{"redis://:pw@h1:6380/2", asynq.RedisClientOpt{Addr: "h1:6380", Password: "pw", DB: 2, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond}},
 		{"redis-sentinel://:pw@s1:26379,s2:26379/1?master=mymaster", asynq.RedisFailoverClientOpt{MasterName: "mymaster", SentinelAddrs: []string{"s1:26379", "s2:26379"}, SentinelPassword: "pw", Password: "pw", DB: 1, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond}},
-		{"redis-cluster://c1:7000,c2:7001", asynq.RedisClusterClientOpt{Addrs: []string{"c1:7000", "c2:7001"}, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond}},
 	}
 	for _, tt := range tests {
 		o, err := redisdb.ParseURL(tt.url)
@@ -64,7 +64,13 @@ func TestRedisConnOpt(t *testing.T) {
 			t.Errorf("RedisConnOpt(%q) (-want +got):\n%s", tt.url, diff)
 		}
 	}
-	o, err := redisdb.ParseURL("rediss://h:1/0")
+	o, err := redisdb.ParseURL("redis-cluster://c1:7000,c2:7001")
+	require.NoError(t, err)
+	co := tasks.RedisConnOpt(o, 500*time.Millisecond).(tasks.ClusterConnOpt).Options
+	require.Equal(t, []string{"c1:7000", "c2:7001"}, co.Addrs)
+	require.Equal(t, 500*time.Millisecond, co.ReadTimeout)
+	require.Equal(t, redisdb.ClusterReloadInterval, co.ClusterStateReloadInterval)
+	o, err = redisdb.ParseURL("rediss://h:1/0")
 	require.NoError(t, err)
 	require.NotNil(t, tasks.RedisConnOpt(o, 0).(asynq.RedisClientOpt).TLSConfig)
 }
@@ -158,4 +164,11 @@ func TestParsePersistPayload(t *testing.T) {
 func nan() float64 {
 	var z float64
 	return z / z
+}
+
+// A task recovered from a dead worker runs again at once; other failures keep asynq's back-off.
+func TestRetryDelayOfARecoveredTask(t *testing.T) {
+	chunk := asynq.NewTask(tasks.TypeJobChunk, nil)
+	require.Equal(t, tasks.LeaseExpiredRetryDelay, tasks.RetryDelay(0, asynq.ErrLeaseExpired, chunk))
+	require.GreaterOrEqual(t, tasks.RetryDelay(0, errors.New("boom"), chunk), 15*time.Second, "asynq's default back-off")
 }

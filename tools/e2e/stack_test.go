@@ -60,14 +60,15 @@ func TestMain(m *testing.M) {
 type stack struct {
 	t     *testing.T
 	env   map[string]string
-	base  string // the api's URL
-	redis *redistest.Server
+	base  string            // the api's URL
+	redis *redistest.Server // nil when the test brought its own (stackOpts.redisURL)
 	dbURL string
 	procs map[string]*proc.Proc
 }
 
 type stackOpts struct {
 	env       map[string]string
+	redisURL  string // a Redis of the test's own (Sentinel, Cluster); a throwaway server when empty
 	noWorker  bool
 	scheduler bool
 }
@@ -76,11 +77,16 @@ func startStack(t *testing.T, o stackOpts) *stack {
 	t.Helper()
 	port, err := localsvc.FreePort()
 	require.NoError(t, err)
-	s := &stack{t: t, redis: redistest.New(t), dbURL: pgtest.NewURL(t), procs: map[string]*proc.Proc{}}
+	s := &stack{t: t, dbURL: pgtest.NewURL(t), procs: map[string]*proc.Proc{}}
+	redisURL := o.redisURL
+	if redisURL == "" {
+		s.redis = redistest.New(t)
+		redisURL = s.redis.URL
+	}
 	s.env = map[string]string{
 		"PORT":                   strconv.Itoa(port),
 		"DATABASE_URL":           s.dbURL,
-		"REDIS_URL":              s.redis.URL,
+		"REDIS_URL":              redisURL,
 		"MODEL_PATH":             mustAbs(t, "../../models"),
 		"API_KEYS":               "e2e:" + apiKey + ",other:" + otherKey,
 		"LOG_LEVEL":              "info",
