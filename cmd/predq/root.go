@@ -87,7 +87,7 @@ Exit codes: 0 ok, 1 the request or the job failed, 2 usage, 3 the server is unre
 	pf.StringVar(&a.apiKey, "api-key", "", "API key (env PREDQ_API_KEY, or the profile of 'predq login')")
 	pf.StringVarP(&a.output, "output", "o", "", "output format of read commands: table, json or ndjson (default table on a terminal, json otherwise)")
 
-	root.AddCommand(a.loginCmd(), a.predictCmd(), a.jobsCmd(), a.modelsCmd(), a.predictionsCmd(), a.healthCmd())
+	root.AddCommand(a.loginCmd(), a.predictCmd(), a.jobsCmd(), a.modelsCmd(), a.predictionsCmd(), a.healthCmd(), a.oipCheckCmd())
 	root.InitDefaultCompletionCmd()
 	for _, c := range root.Commands() {
 		if c.Name() == "completion" {
@@ -99,8 +99,6 @@ Exit codes: 0 ok, 1 the request or the job failed, 2 usage, 3 the server is unre
 			}
 		}
 	}
-	// oip-check: `predq oip-check URL` is added here at merge time, a command calling
-	// internal/oipcheck.Run(ctx, oipcheck.Config{...}, a.stdout) (written by another helper).
 	return root
 }
 

@@ -31,6 +31,16 @@ func TestOIPCheckPassesAgainstTheAPI(t *testing.T) {
 	rep, err = oipcheck.Run(context.Background(), oipcheck.Config{URL: s.base, APIKey: "wrong-key-0123456789abcdef"}, nil)
 	require.NoError(t, err)
 	require.False(t, rep.OK())
+
+	// The same checker as a command: `predq oip-check` exits 0 against the api, 1 with a
+	// wrong key, and prints its table either way.
+	run := s.predq(nil, nil, "oip-check")
+	require.Zero(t, run.code, "predq oip-check: %s%s", run.stdout, run.stderr)
+	require.Contains(t, run.stdout, "pass")
+	run = s.predq(nil, []string{"PREDQ_API_KEY=wrong-key-0123456789abcdef"}, "oip-check", s.base)
+	require.Equal(t, 1, run.code, "a failed check exits 1: %s%s", run.stdout, run.stderr)
+	require.Contains(t, run.stdout, "fail")
+	require.Contains(t, run.stderr, "checks failed")
 }
 
 // oipInfer is the part of an inference response the tests read.
