@@ -34,6 +34,7 @@ import (
 type Config struct {
 	Env      string `env:"APP_ENV" envDefault:"development" oneof:"development production" doc:"development or production; production refuses a missing SECRET_KEY"`
 	Port     int    `env:"PORT" envDefault:"8080" range:"1,65535" doc:"HTTP port of the api"`
+	GRPCPort int    `env:"GRPC_PORT" envDefault:"8081" range:"0,65535" doc:"gRPC port of the api: the Open Inference Protocol's GRPCInferenceService, gRPC health and reflection (0: a free port, logged)"`
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info" oneof:"debug info warn error" doc:"debug, info, warn or error"`
 
 	DatabaseURL   string        `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/predq?sslmode=disable" scheme:"postgres postgresql" redact:"url" doc:"Postgres connection URL"`
