@@ -42,6 +42,9 @@ const (
 	cvSeed    = 20240611
 )
 
+// modelName is the family name the artifacts carry: the Open Inference Protocol's model name.
+const modelName = "sonar"
+
 // mlpSeed seeds the MLPs' initial weights.
 const mlpSeed = 7
 
@@ -53,6 +56,7 @@ func specs(featureNames []string) []inference.TrainSpec {
 	createdBy := fmt.Sprintf("go run ./cmd/train (predq); cv: stratified %d-fold x %d repeats, seed %d",
 		cv.Folds, cv.Repeats, cv.Seed)
 	base := inference.TrainSpec{
+		Name:          modelName,
 		FeatureNames:  featureNames,
 		PositiveClass: positiveClass,
 		NegativeClass: negativeClass,

@@ -22,6 +22,15 @@ const (
 // ActivationTanh is the only hidden-layer activation of KindMLP models.
 const ActivationTanh = "tanh"
 
+// NamePattern is the form of Artifact.Name: lowercase letters, digits, '-' and '_', starting
+// with a letter, at most 64 characters (a URL path segment that needs no escaping).
+const NamePattern = `[a-z][a-z0-9_-]{0,63}`
+
+// UnnamedModel is the name of a model whose artifact carries none.
+const UnnamedModel = "model"
+
+var nameRE = regexp.MustCompile(`^` + NamePattern + `$`)
+
 // checksumPrefix starts every Artifact.Checksum.
 const checksumPrefix = "sha256:"
 
@@ -36,6 +45,10 @@ var versionRE = regexp.MustCompile(`^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9]
 // Checksum field empty ("checksum": ""). Checksum is the last field of the encoding, so
 // the hashed bytes are the file's bytes with the checksum's hex digits and prefix removed.
 type Artifact struct {
+	// Name is the model family the version belongs to ("sonar"): the model name of the Open
+	// Inference Protocol. Optional in the format (an artifact without one is served as
+	// UnnamedModel); when set, it matches NamePattern.
+	Name          string   `json:"name,omitempty"`
 	Kind          string   `json:"kind"`           // KindLogistic or KindMLP
 	Version       string   `json:"version"`        // vMAJOR.MINOR.PATCH
 	InputSize     int      `json:"input_size"`     // number of features
@@ -200,6 +213,9 @@ func truncateString(s string, n int) string {
 func (a *Artifact) validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if a.Name != "" && !nameRE.MatchString(a.Name) {
+		bad("name %q does not match %s", a.Name, NamePattern)
+	}
 	if a.Kind != KindLogistic && a.Kind != KindMLP {
 		bad("kind %q is not %q or %q", a.Kind, KindLogistic, KindMLP)
 	}

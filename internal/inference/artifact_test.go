@@ -191,6 +191,7 @@ func TestEncodeArtifactInvalid(t *testing.T) {
 		want   string
 	}{
 		{"BadVersion", func(a *Artifact) { a.Version = "1.0" }, "version"},
+		{"BadName", func(a *Artifact) { a.Name = "Sonar Model" }, "name"},
 		{"NoVariants", func(a *Artifact) { a.Variants = nil }, "no variants"},
 		{"FeatureNames", func(a *Artifact) { a.FeatureNames = a.FeatureNames[:2] }, "feature_names"},
 		{"SameClasses", func(a *Artifact) { a.NegativeClass = "M" }, "distinct"},

@@ -1,6 +1,7 @@
 package inference
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -20,6 +21,7 @@ import (
 // not modify FeatureNames, and must use the *Model that NewModel or DecodeArtifact returns
 // rather than a copy (it holds a sync.Pool of scratch buffers).
 type Model struct {
+	Name          string   // the model family (Artifact.Name, or UnnamedModel)
 	Version       string   // vMAJOR.MINOR.PATCH
 	Kind          string   // KindLogistic or KindMLP
 	InputSize     int      // number of features every input must have
@@ -84,6 +86,7 @@ func NewModel(a *Artifact) (*Model, error) {
 		return nil, fmt.Errorf("new model: %w", err)
 	}
 	m := &Model{
+		Name:          cmp.Or(a.Name, UnnamedModel),
 		Version:       a.Version,
 		Kind:          a.Kind,
 		InputSize:     a.InputSize,

@@ -73,6 +73,9 @@ func TestShippedModels(t *testing.T) {
 	}
 	models := loadShippedModels(t)
 	require.Len(t, models, len(wants))
+	for _, m := range models {
+		require.Equal(t, "sonar", m.model.Name, "%s: the artifacts carry the model's name", m.file)
+	}
 	for _, sm := range models {
 		t.Run(sm.file, func(t *testing.T) {
 			t.Parallel()

@@ -48,6 +48,7 @@ type VariantSpec struct {
 // TrainSpec describes an artifact to train: its identity (copied into the Artifact), the
 // variants and the cross-validation protocol that measures them.
 type TrainSpec struct {
+	Name          string // the model family, Artifact.Name (optional)
 	Kind          string // KindLogistic or KindMLP
 	Version       string
 	FeatureNames  []string
@@ -76,6 +77,7 @@ func Train(ctx context.Context, x *mat.Dense, y []float64, spec TrainSpec) (*Art
 	}
 	_, d := x.Dims()
 	a := &Artifact{
+		Name:          spec.Name,
 		Kind:          spec.Kind,
 		Version:       spec.Version,
 		InputSize:     d,

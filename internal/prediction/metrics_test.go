@@ -19,12 +19,13 @@ func TestMetricsCountEachAnswerUnderItsVersion(t *testing.T) {
 		version    string
 		confidence float64
 		threshold  float64
+		protocol   string
 	}{
-		{"v1.0.0", 0.9, 0.5}, {"v2.0.0", 0.6, 0.7}, {"v1.0.0", 0.55, 0.6}, {"v1.0.0", 0.8, 0.5},
-		{"v2.0.0", 0.99, 0.5},
+		{"v1.0.0", 0.9, 0.5, ""}, {"v2.0.0", 0.6, 0.7, ""}, {"v1.0.0", 0.55, 0.6, ""}, {"v1.0.0", 0.8, 0.5, ""},
+		{"v2.0.0", 0.99, 0.5, ""}, {"v2.0.0", 0.7, 0.5, ProtocolOIPREST},
 	}
 	for _, a := range answers {
-		m.observe(Output{ModelVersion: a.version, Confidence: a.confidence}, a.threshold, 2*time.Millisecond)
+		m.observe(Output{ModelVersion: a.version, Confidence: a.confidence}, a.protocol, a.threshold, 2*time.Millisecond)
 	}
 	// Every series as "name label=value,…": the counter's value, or a histogram's count and
 	// sum.
@@ -46,13 +47,15 @@ func TestMetricsCountEachAnswerUnderItsVersion(t *testing.T) {
 		}
 	}
 	require.Equal(t, map[string][2]float64{
-		"ml_predictions_total model_version=v1.0.0,status=success":        {2},
-		"ml_predictions_total model_version=v1.0.0,status=low_confidence": {1},
-		"ml_predictions_total model_version=v2.0.0,status=success":        {1},
-		"ml_predictions_total model_version=v2.0.0,status=low_confidence": {1},
-		"ml_model_confidence model_version=v1.0.0":                        {3, 2.25},
-		"ml_model_confidence model_version=v2.0.0":                        {2, 1.59},
-		"ml_prediction_duration_seconds model_version=v1.0.0":             {3, 0.006},
-		"ml_prediction_duration_seconds model_version=v2.0.0":             {2, 0.004},
+		"ml_predictions_total model_version=v1.0.0,protocol=v1,status=success":        {2},
+		"ml_predictions_total model_version=v1.0.0,protocol=v1,status=low_confidence": {1},
+		"ml_predictions_total model_version=v2.0.0,protocol=v1,status=success":        {1},
+		"ml_predictions_total model_version=v2.0.0,protocol=v1,status=low_confidence": {1},
+		"ml_predictions_total model_version=v2.0.0,protocol=oip_rest,status=success":  {1},
+		"ml_model_confidence model_version=v1.0.0":                                    {3, 2.25},
+		"ml_model_confidence model_version=v2.0.0":                                    {3, 2.29},
+		"ml_prediction_duration_seconds model_version=v1.0.0,protocol=v1":             {3, 0.006},
+		"ml_prediction_duration_seconds model_version=v2.0.0,protocol=v1":             {2, 0.004},
+		"ml_prediction_duration_seconds model_version=v2.0.0,protocol=oip_rest":       {1, 0.002},
 	}, got)
 }

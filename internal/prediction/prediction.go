@@ -221,4 +221,7 @@ const (
 type Meta struct {
 	RequestID string // unique per prediction; a batch derives one per sample
 	UserID    string // the tenant: the API key's KeyID, never its name
+	// Protocol is the front door that asked, the protocol label of the metrics: ProtocolV1
+	// (the default when empty), ProtocolOIPREST or ProtocolOIPGRPC.
+	Protocol string
 }

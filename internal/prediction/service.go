@@ -314,13 +314,13 @@ func (s *Service) finish(ctx context.Context, rs []resolved, probs []float64, ca
 	if s.recorder != nil && len(recs) > 0 {
 		if err := s.recorder.Record(ctx, recs); err != nil {
 			for _, r := range rs {
-				s.metrics.predictions.WithLabelValues(r.model.Version, "error").Inc()
+				s.metrics.predictions.WithLabelValues(r.model.Version, "error", protocolOf(meta.Protocol)).Inc()
 			}
 			return nil, err
 		}
 	}
 	for i, o := range outs {
-		s.metrics.observe(o, rs[i].in.ConfidenceThreshold, time.Since(start))
+		s.metrics.observe(o, meta.Protocol, rs[i].in.ConfidenceThreshold, time.Since(start))
 	}
 	return outs, nil
 }
