@@ -210,13 +210,13 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	}
 	b.cleanups = append(b.cleanups, func() { _ = b.redis.Stop() })
 
-	var ports [5]int
+	var ports [6]int
 	for i := range ports {
 		if ports[i], err = localsvc.FreePort(); err != nil {
 			return err
 		}
 	}
-	apiPort, workerPort, ceilPort, apiQueuePort, apiAllPort := ports[0], ports[1], ports[2], ports[3], ports[4]
+	apiPort, workerPort, ceilPort, apiQueuePort, apiAllPort, grpcPort := ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
 	b.key = "bench-" + randomHex(16)
 	b.env = map[string]string{
 		"DATABASE_URL":        b.dbURL,
@@ -226,6 +226,7 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 		"LOG_LEVEL":           "warn",
 		"RATE_LIMIT":          "0",
 		"PORT":                strconv.Itoa(apiPort),
+		"GRPC_PORT":           strconv.Itoa(grpcPort),
 		"WORKER_METRICS_PORT": strconv.Itoa(workerPort),
 	}
 	b.apiURL = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
@@ -261,13 +262,13 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	}
 	// The same api storing every cache hit, idle but for its own points.
 	cmd = b.pin.command(ctx, b.pin.Server, filepath.Join(b.binDir, "api"))
-	cmd.Dir, cmd.Env = b.binDir, append(minimalEnv(b.env), "PORT="+strconv.Itoa(apiAllPort), "PERSIST_CACHE_HITS=true")
+	cmd.Dir, cmd.Env = b.binDir, append(minimalEnv(b.env), "PORT="+strconv.Itoa(apiAllPort), "GRPC_PORT=0", "PERSIST_CACHE_HITS=true")
 	if b.apiAll, err = proc.Start("api-all-hits", cmd, 64<<10); err != nil {
 		return err
 	}
 	// And one persisting through the queue (the worker writes), for its own points.
 	cmd = b.pin.command(ctx, b.pin.Server, filepath.Join(b.binDir, "api"))
-	cmd.Dir, cmd.Env = b.binDir, append(minimalEnv(b.env), "PORT="+strconv.Itoa(apiQueuePort), "PERSIST_PATH=queue")
+	cmd.Dir, cmd.Env = b.binDir, append(minimalEnv(b.env), "PORT="+strconv.Itoa(apiQueuePort), "GRPC_PORT=0", "PERSIST_PATH=queue")
 	if b.apiQueue, err = proc.Start("api-queue", cmd, 64<<10); err != nil {
 		return err
 	}
