@@ -54,7 +54,7 @@ type Config struct {
 	RateBurst      int      `env:"RATE_BURST" envDefault:"0" range:"0,10000000" doc:"burst of the rate limit (0: 2 x RATE_LIMIT)"`
 	AuthFailRate   float64  `env:"AUTH_FAIL_RATE" envDefault:"5" range:"0,1e6" doc:"failed authentications per second allowed per client address on /api/v1 and /monitoring/; past AUTH_FAIL_BURST the address gets 429 before its key is checked (0: off)"`
 	AuthFailBurst  int      `env:"AUTH_FAIL_BURST" envDefault:"20" range:"1,10000000" doc:"burst of AUTH_FAIL_RATE"`
-	BodyLimit      int64    `env:"BODY_LIMIT" envDefault:"4194304" range:"1024,1073741824" doc:"bytes of a JSON request body"`
+	BodyLimit      int64    `env:"BODY_LIMIT" envDefault:"4194304" range:"1024,1073741824" doc:"bytes of a JSON request body, and of a gRPC request message"`
 
 	ModelPath    string `env:"MODEL_PATH" envDefault:"./models" doc:"directory of model artifacts"`
 	MaxBatchSize int    `env:"MAX_BATCH_SIZE" envDefault:"1000" range:"1,100000" doc:"samples of one inline batch predict"`
