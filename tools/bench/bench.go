@@ -83,6 +83,8 @@ type bench struct {
 	key    string
 	env    map[string]string
 	apiURL string
+	// grpcAddr is the api's gRPC host:port.
+	grpcAddr string
 	// apiAllURL is a second api with PERSIST_CACHE_HITS=true, which stores every cache hit.
 	apiAllURL string
 	// apiQueueURL is a third api with PERSIST_PATH=queue: the worker stores its predictions.
@@ -125,7 +127,7 @@ func benchmark(ctx context.Context, opts options, getenv func(string) string, st
 		return rep, err
 	}
 
-	if !opts.Phases["http"] && !opts.Phases["queue"] && !opts.Phases["job"] {
+	if !opts.Phases["http"] && !opts.Phases["queue"] && !opts.Phases["job"] && !opts.Phases["grpc"] {
 		rep.Seconds = time.Since(began).Seconds()
 		rep.Rows = buildRows(rep, opts)
 		return rep, nil
@@ -167,6 +169,11 @@ func benchmark(ctx context.Context, opts options, getenv func(string) string, st
 			return rep, err
 		}
 		b.log("api peak RSS after the job: %.1f MB", float64(mem.AfterUpload)/1e6)
+	}
+	if opts.Phases["grpc"] {
+		if rep.GRPC, err = b.grpcPhase(ctx); err != nil {
+			return rep, err
+		}
 	}
 	if mem != (memResult{}) {
 		rep.Memory = &mem
@@ -230,6 +237,7 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 		"WORKER_METRICS_PORT": strconv.Itoa(workerPort),
 	}
 	b.apiURL = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
+	b.grpcAddr = fmt.Sprintf("127.0.0.1:%d", grpcPort)
 	b.ceilURL = fmt.Sprintf("http://127.0.0.1:%d", ceilPort)
 	b.apiAllURL = fmt.Sprintf("http://127.0.0.1:%d", apiAllPort)
 	b.apiQueueURL = fmt.Sprintf("http://127.0.0.1:%d", apiQueuePort)

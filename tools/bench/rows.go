@@ -15,6 +15,10 @@ const (
 	targetConns     = 64   //
 	targetJobRatio  = 0.5  // NDJSON job rows/s / COPY rows/s
 	targetRSSMB     = 150. // api peak RSS
+
+	// Issue 19: gRPC against REST on the same load.
+	targetGRPCUnaryRatio = 1.0 // one row per call, req/s
+	targetGRPCBatchRatio = 2.0 // 1,000 rows per call, raw contents against JSON, rows/s
 )
 
 // goBenchmarks are the measurements made in-process, as Benchmark functions of the packages
@@ -209,6 +213,23 @@ func buildRows(rep report, opts options) []row {
 			withCeiling(fmt.Sprintf("one pgx CopyFrom of %s result rows", itoa(int64(j.Rows))), j.CopyRowsPS).atLeast(targetJobRatio, "", true))
 	}
 
+	if g := rep.GRPC; g != nil {
+		u, ur := g.UnaryGRPC, g.UnaryREST
+		rows = append(rows, row{Group: "grpc", Unit: "req/s", Value: u.RPS, P50MS: ptr(u.P50MS), P99MS: ptr(u.P99MS),
+			Measure: fmt.Sprintf("gRPC %d conns: ModelInfer, one row (fp64_contents), cache misses", u.Conns),
+			Note: fmt.Sprintf("REST p50 %.2f ms, p99 %.2f ms; load generator µs/req: gRPC (grpc-go client) %.0f, REST (raw HTTP/1.1) %.0f",
+				ur.P50MS, ur.P99MS, u.CPUPerRequestUS, ur.CPUPerRequestUS)}.
+			withCeiling("REST /api/v1/predict, same load", ur.RPS).atLeast(targetGRPCUnaryRatio, "", true))
+		b, br := g.BatchGRPC, g.BatchREST
+		n := float64(g.BatchRows)
+		rows = append(rows, row{Group: "grpc", Unit: "rows/s", Value: b.RPS * n, P50MS: ptr(b.P50MS), P99MS: ptr(b.P99MS),
+			Measure: fmt.Sprintf("gRPC %d conns: ModelInfer, %s rows per call in raw_input_contents, cache misses", b.Conns, itoa(int64(g.BatchRows))),
+			Note: fmt.Sprintf("REST p50 %.2f ms, p99 %.2f ms; load generator µs/call: gRPC %.0f, REST %.0f",
+				br.P50MS, br.P99MS, b.CPUPerRequestUS, br.CPUPerRequestUS)}.
+			withCeiling(fmt.Sprintf("REST /api/v1/predict/batch, the same %s rows as JSON", itoa(int64(g.BatchRows))), br.RPS*n).
+			atLeast(targetGRPCBatchRatio, "", true))
+	}
+
 	if m := rep.Memory; m != nil {
 		rss := func(measure string, b int64) row {
 			mb := float64(b) / 1e6
@@ -249,6 +270,11 @@ func notes(rep report, opts options) []string {
 			httpTiming(opts) + "; predict uses the latest model (MLP) and stores every computed answer " +
 			"(cache hits too on the api with PERSIST_CACHE_HITS=true): the api writes it to Postgres before answering (PERSIST_PATH=postgres), or the worker does (the api with PERSIST_PATH=queue), and the worker drains the persist queue between rounds. Cache misses: sonar row i mod 208 with its first feature moved by (1+i/208)·1e-9, so no input repeats. " +
 			"CPU µs/req: CPU time of each process (Postgres: the backends of the bench's database) summed over the rounds of the point, each from its start until the persist queue is empty, per answered request; the load generator measures its own (getrusage), the whole machine's busy and idle time comes from /proc/stat.",
+	}
+	if rep.GRPC != nil {
+		n = append(n, fmt.Sprintf("gRPC: closed loop like HTTP, each of the connections its own grpc-go client connection; %s per point after a %s warm-up, inputs distinct as for the HTTP misses, every computed answer stored. "+
+			"REST is /api/v1: the one-row point is POST /api/v1/predict at the same connection count; the %d-row point is POST /api/v1/predict/batch with the same rows as JSON at %d connections, against ModelInfer with raw_input_contents (little-endian FP64).",
+			opts.Duration, opts.Warmup, rep.GRPC.BatchRows, rep.GRPC.BatchConns))
 	}
 	if opts.Smoke {
 		n = append(n, "Smoke run: sizes are too small for the targets to mean anything; it checks that every measurement still works.")
