@@ -218,6 +218,18 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 	if err != nil {
 		return fmt.Errorf("API_KEYS: %w", err)
 	}
+	// The Open Inference Protocol over the same predict feature, for both of its bindings
+	// (REST on /v2, gRPC on GRPC_PORT).
+	oipSvc, err := oip.NewService(oip.Config{
+		Predictor:     svc,
+		Models:        registry,
+		ServerVersion: version,
+		MaxRows:       cfg.MaxBatchSize,
+		Ready:         func(ctx context.Context) bool { return checker.Ready(ctx).Ready },
+	})
+	if err != nil {
+		return err
+	}
 	srv, err := httpapi.New(httpapi.Config{
 		Version:            version,
 		AllowedOrigins:     cfg.AllowedOrigins,
@@ -247,22 +259,13 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		Predictions: prediction.NewStore(pool),
 		Jobs:        jobs,
 		Idempotency: idempotency.NewStore(pool, cfg.IdempotencyLease),
+		OIP:         oipSvc,
 	})
 	if err != nil {
 		return err
 	}
 
-	// The Open Inference Protocol over the same predict feature, for both of its bindings.
-	oipSvc, err := oip.NewService(oip.Config{
-		Predictor:     svc,
-		Models:        registry,
-		ServerVersion: version,
-		MaxRows:       cfg.MaxBatchSize,
-		Ready:         func(ctx context.Context) bool { return checker.Ready(ctx).Ready },
-	})
-	if err != nil {
-		return err
-	}
+	// The same oip.Service answers the protocol's gRPC binding.
 	grpcSrv, err := grpcapi.New(grpcapi.Config{
 		Inference:      oipSvc,
 		Auth:           keyring,

@@ -223,6 +223,10 @@ func retryAfter(d time.Duration) http.Header {
 // handleError is Echo's HTTPErrorHandler: it writes err as a problem+json response and logs
 // server faults once, with the request id.
 func (s *Server) handleError(err error, c echo.Context) {
+	if isOIPPath(c.Request().URL.Path) {
+		s.writeOIPError(err, c)
+		return
+	}
 	req := c.Request()
 	ctx := req.Context()
 	id := requestIDFrom(ctx)

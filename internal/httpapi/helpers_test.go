@@ -20,6 +20,7 @@ import (
 	"github.com/predq/predq/internal/auth"
 	"github.com/predq/predq/internal/health"
 	"github.com/predq/predq/internal/modelreg"
+	"github.com/predq/predq/internal/oip"
 	"github.com/predq/predq/internal/prediction"
 )
 
@@ -273,9 +274,27 @@ func setup(t testing.TB, cfgFn ...func(*Config)) (*Server, *testBundle) {
 	for _, fn := range cfgFn {
 		fn(&cfg)
 	}
-	s, err := New(cfg, Deps{Predictor: b.predictor, Models: b.models, Auth: fakeAuth{}, Readiness: b.ready, Jobs: &fakeJobs{}, Promoter: fakePromoter{}, Predictions: fakePredictions{}})
+	oipSvc, err := oip.NewService(oip.Config{Predictor: b.predictor, Models: shippedModels(t)})
+	require.NoError(t, err)
+	s, err := New(cfg, Deps{Predictor: b.predictor, Models: b.models, Auth: fakeAuth{}, Readiness: b.ready, Jobs: &fakeJobs{}, Promoter: fakePromoter{}, Predictions: fakePredictions{}, OIP: oipSvc})
 	require.NoError(t, err)
 	return s, b
+}
+
+var shipped struct {
+	once sync.Once
+	reg  *modelreg.Registry
+	err  error
+}
+
+// shippedModels is a registry of the shipped models (no Postgres), loaded once.
+func shippedModels(t testing.TB) *modelreg.Registry {
+	shipped.once.Do(func() {
+		shipped.reg = modelreg.New("../../models", nil, slog.New(slog.DiscardHandler))
+		shipped.err = shipped.reg.Load(context.Background())
+	})
+	require.NoError(t, shipped.err)
+	return shipped.reg
 }
 
 // request describes one call.

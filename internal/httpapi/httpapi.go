@@ -28,6 +28,7 @@ import (
 	"github.com/predq/predq/internal/health"
 	"github.com/predq/predq/internal/job"
 	"github.com/predq/predq/internal/modelreg"
+	"github.com/predq/predq/internal/oip"
 	"github.com/predq/predq/internal/prediction"
 )
 
@@ -87,6 +88,10 @@ type Config struct {
 	// JobBodyLimit is the largest job upload in bytes (default DefaultJobBodyLimit); the
 	// job feature bounds its rows too.
 	JobBodyLimit int64
+	// OIPAsyncBodyLimit is the largest body of an asynchronous /v2 infer (Prefer:
+	// respond-async) in bytes (default DefaultOIPAsyncBodyLimit); it is read whole, and the
+	// job feature bounds its rows (MAX_JOB_SAMPLES).
+	OIPAsyncBodyLimit int64
 	// MaxBatchSize is the largest number of samples of POST /api/v1/predict/batch (default
 	// DefaultMaxBatchSize).
 	MaxBatchSize int
@@ -154,6 +159,8 @@ type Deps struct {
 	// Idempotency keeps Idempotency-Key answers of job submissions (nil: the header is
 	// ignored).
 	Idempotency IdempotencyStore
+	// OIP answers the Open Inference Protocol's /v2 routes (nil: they are not served).
+	OIP *oip.Service
 }
 
 // Server is the api process's HTTP handler: routes, middleware and error mapping.
@@ -196,6 +203,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.MaxBatchSize < 0 {
 		errs = append(errs, fmt.Errorf("httpapi: MaxBatchSize must not be negative, got %d", cfg.MaxBatchSize))
 	}
+	if cfg.OIPAsyncBodyLimit < 0 {
+		errs = append(errs, fmt.Errorf("httpapi: OIPAsyncBodyLimit must not be negative, got %d", cfg.OIPAsyncBodyLimit))
+	}
 	if cfg.MaxJobSamples < 0 {
 		errs = append(errs, fmt.Errorf("httpapi: MaxJobSamples must not be negative, got %d", cfg.MaxJobSamples))
 	}
@@ -224,6 +234,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	cfg.MaxBatchSize = cmp.Or(cfg.MaxBatchSize, DefaultMaxBatchSize)
 	cfg.MaxJobSamples = cmp.Or(cfg.MaxJobSamples, job.DefaultMaxSamples)
 	cfg.JobBodyLimit = cmp.Or(cfg.JobBodyLimit, DefaultJobBodyLimit)
+	cfg.OIPAsyncBodyLimit = cmp.Or(cfg.OIPAsyncBodyLimit, DefaultOIPAsyncBodyLimit)
 	if cfg.RateLimit > 0 {
 		cfg.RateBurst = cmp.Or(cfg.RateBurst, max(1, int(math.Ceil(cfg.RateLimit))))
 	}

@@ -41,7 +41,13 @@ func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 			return next(c)
 		}
 		ctx := req.Context()
-		hasher := idempotency.NewHasher(req.Method, req.URL.Path, req.URL.RawQuery, req.Header.Get(echo.HeaderContentType))
+		query := req.URL.RawQuery
+		if isOIPAsyncInfer(c) {
+			// The same body asked for asynchronously is another request than asked for
+			// synchronously: a key used for one is refused for the other.
+			query += "\x00Prefer: respond-async"
+		}
+		hasher := idempotency.NewHasher(req.Method, req.URL.Path, query, req.Header.Get(echo.HeaderContentType))
 		claim, stored, err := s.deps.Idempotency.Claim(ctx, tenantOf(c), key)
 		if err != nil {
 			return err
@@ -104,6 +110,9 @@ func replay(c echo.Context, stored *idempotency.Stored, hasher *idempotency.Hash
 	c.Response().Header().Set("Idempotent-Replayed", "true")
 	if resp.Location != "" {
 		c.Response().Header().Set(echo.HeaderLocation, resp.Location)
+	}
+	if resp.Status == http.StatusAccepted && isOIPAsyncInfer(c) {
+		c.Response().Header().Set("Preference-Applied", "respond-async")
 	}
 	return c.Blob(resp.Status, echo.MIMEApplicationJSON, resp.Body)
 }

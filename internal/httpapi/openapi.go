@@ -448,6 +448,9 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 	for p, ops := range s.jobPaths() {
 		paths[p] = ops
 	}
+	for p, ops := range s.oipPaths() {
+		paths[p] = ops
+	}
 	if s.cfg.MetricsHandler != nil {
 		paths["/metrics"] = map[string]operation{"get": {
 			OperationID: "getMetrics", Summary: "Prometheus metrics", Tags: []string{"service"},
@@ -476,6 +479,7 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 			{Name: "health", Description: "Liveness and readiness."},
 			{Name: "service", Description: "Service status and metrics."},
 			{Name: "docs", Description: "This document and its interactive page."},
+			{Name: "oip", Description: "The Open Inference Protocol v2 (KServe V2) REST binding; errors are {\"error\": \"...\"}."},
 		},
 		Paths:      paths,
 		Components: s.openAPIComponents(),
@@ -700,6 +704,11 @@ func (s *Server) openAPIComponents() components {
 	}
 	for k, v := range jobResponses() {
 		c.Responses[k] = v
+	}
+	if s.deps.OIP != nil {
+		for k, v := range oipSchemas() {
+			c.Schemas[k] = v
+		}
 	}
 	return c
 }

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -23,7 +24,9 @@ func (s *Server) routes() {
 	if tr := s.trace(); tr != nil {
 		chain = append(chain, tr)
 	}
-	chain = append(chain, s.observe, s.recoverPanics, bodyLimit(s.cfg.BodyLimit, isJobUpload))
+	chain = append(chain, s.observe, s.recoverPanics, bodyLimit(s.cfg.BodyLimit, func(c echo.Context) bool {
+		return isJobUpload(c) || isOIPAsyncInfer(c)
+	}))
 	if cors := s.cors(); cors != nil {
 		chain = append(chain, cors)
 	}
@@ -90,6 +93,30 @@ func (s *Server) routes() {
 	v1.GET("/jobs/:id/results", keyed(auth.ScopeJobs, s.handleJobResults()))
 	v1.GET("/jobs/:id/events", keyed(auth.ScopeJobs, s.handleJobEvents()))
 	v1.POST("/jobs/:id/cancel", keyed(auth.ScopeJobs, s.handleCancelJob()))
+
+	// /v2: the Open Inference Protocol's REST binding (oip.go), its errors in the protocol's
+	// {"error"} shape. Health is open; the rest needs a key with the predict scope, and the
+	// asynchronous jobs the jobs scope.
+	if svc := s.deps.OIP; svc != nil {
+		e.GET("/v2/health/live", handleOIPLive(svc))
+		e.GET("/v2/health/ready", handleOIPReady(svc))
+		e.GET("/v2", keyed(auth.ScopePredict, handleOIPServerMetadata(svc)))
+		e.GET("/v2/", keyed(auth.ScopePredict, handleOIPServerMetadata(svc)))
+		for _, base := range []string{"/v2/models/:name", "/v2/models/:name/versions/:version"} {
+			e.GET(base, keyed(auth.ScopePredict, handleOIPModelMetadata(svc)))
+			e.GET(base+"/ready", keyed(auth.ScopePredict, handleOIPModelReady(svc)))
+			e.POST(base+"/infer", keyed(auth.ScopePredict, s.handleOIPInfer(), s.oipAsyncUpload, s.idempotent))
+		}
+		e.GET("/v2/jobs/:id", keyed(auth.ScopeJobs, s.handleOIPGetJob()))
+		e.GET("/v2/jobs/:id/result", keyed(auth.ScopeJobs, s.handleOIPJobResult()))
+	}
+}
+
+// isOIPAsyncInfer names an asynchronous /v2 infer (Prefer: respond-async): its body may hold
+// up to a job's rows, so it has its own limit (Config.OIPAsyncBodyLimit, oipAsyncUpload).
+func isOIPAsyncInfer(c echo.Context) bool {
+	return c.Request().Method == http.MethodPost && strings.HasPrefix(c.Path(), "/v2/models/") &&
+		strings.HasSuffix(c.Path(), "/infer") && prefersAsync(c.Request().Header)
 }
 
 // wrap returns h inside mw, the first outermost: what Echo does for a route's middleware on

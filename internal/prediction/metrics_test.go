@@ -47,15 +47,16 @@ func TestMetricsCountEachAnswerUnderItsVersion(t *testing.T) {
 		}
 	}
 	require.Equal(t, map[string][2]float64{
-		"ml_predictions_total model_version=v1.0.0,protocol=v1,status=success":        {2},
-		"ml_predictions_total model_version=v1.0.0,protocol=v1,status=low_confidence": {1},
-		"ml_predictions_total model_version=v2.0.0,protocol=v1,status=success":        {1},
-		"ml_predictions_total model_version=v2.0.0,protocol=v1,status=low_confidence": {1},
-		"ml_predictions_total model_version=v2.0.0,protocol=oip_rest,status=success":  {1},
-		"ml_model_confidence model_version=v1.0.0":                                    {3, 2.25},
-		"ml_model_confidence model_version=v2.0.0":                                    {3, 2.29},
-		"ml_prediction_duration_seconds model_version=v1.0.0,protocol=v1":             {3, 0.006},
-		"ml_prediction_duration_seconds model_version=v2.0.0,protocol=v1":             {2, 0.004},
-		"ml_prediction_duration_seconds model_version=v2.0.0,protocol=oip_rest":       {1, 0.002},
+		"ml_predictions_total model_version=v1.0.0,protocol=v1,status=success":              {2},
+		"ml_predictions_total model_version=v1.0.0,protocol=v1,status=low_confidence":       {1},
+		"ml_predictions_total model_version=v2.0.0,protocol=v1,status=success":              {1},
+		"ml_predictions_total model_version=v2.0.0,protocol=v1,status=low_confidence":       {1},
+		"ml_predictions_total model_version=v2.0.0,protocol=oip_rest,status=success":        {1},
+		"ml_predictions_total model_version=v2.0.0,protocol=oip_rest,status=low_confidence": {0},
+		"ml_model_confidence model_version=v1.0.0":                                          {3, 2.25},
+		"ml_model_confidence model_version=v2.0.0":                                          {3, 2.29},
+		"ml_prediction_duration_seconds model_version=v1.0.0,protocol=v1":                   {3, 0.006},
+		"ml_prediction_duration_seconds model_version=v2.0.0,protocol=v1":                   {2, 0.004},
+		"ml_prediction_duration_seconds model_version=v2.0.0,protocol=oip_rest":             {1, 0.002},
 	}, got)
 }

@@ -22,7 +22,7 @@ import (
 
 // httpPoint is one HTTP measurement.
 type httpPoint struct {
-	Target string     `json:"target"` // ceiling, predict-miss, predict-hit, predict-hit-stored, predict-miss-queue
+	Target string     `json:"target"` // ceiling, predict-miss, predict-hit, predict-hit-stored, predict-miss-queue, oip-miss
 	Result loadResult `json:"result"`
 	// DrainSeconds is how long the persist queue took to empty after the point (api only).
 	DrainSeconds float64 `json:"drain_seconds,omitempty"`
@@ -357,6 +357,9 @@ func (b *bench) load(ctx context.Context, target string, conns int, d time.Durat
 		args = append(args, "-addr", b.apiAllURL[len("http://"):], "-key", b.key, "-bodies", "same")
 	case "predict-miss-queue":
 		args = append(args, "-addr", b.apiQueueURL[len("http://"):], "-key", b.key, "-bodies", "distinct", "-start", strconv.FormatInt(b.nextStart(), 10))
+	case "oip-miss":
+		args = append(args, "-addr", b.apiURL[len("http://"):], "-key", b.key, "-path", "/v2/models/sonar/infer",
+			"-bodies", "distinct-oip", "-start", strconv.FormatInt(b.nextStart(), 10))
 	}
 	var r loadResult
 	err := b.runJSON(ctx, b.pin.Load, &r, args...)
@@ -370,7 +373,7 @@ func (b *bench) nextStart() int64 {
 }
 
 // httpTargets are the HTTP measures, in the order of a run.
-var httpTargets = []string{"ceiling", "predict-miss", "predict-hit", "predict-hit-stored", "predict-miss-queue"}
+var httpTargets = []string{"ceiling", "predict-miss", "predict-hit", "predict-hit-stored", "predict-miss-queue", "oip-miss"}
 
 // httpPhase measures the ceiling, cache misses and cache hits at each connection count, cache
 // hits again on the api that stores every hit (PERSIST_CACHE_HITS=true), and cache misses

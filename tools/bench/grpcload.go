@@ -171,12 +171,13 @@ func grpcLoadCommand(ctx context.Context, args []string, stdout, stderr io.Write
 
 // grpcResult is the gRPC phase: each gRPC point with the REST point of the same load.
 type grpcResult struct {
-	// Unary: one row per call, cache misses, gRPC ModelInfer (fp64_contents) and REST
-	// POST /api/v1/predict, at the same connection count.
+	// Unary: one row per call, cache misses, gRPC ModelInfer (fp64_contents) and the REST
+	// binding's POST /v2/models/sonar/infer, at the same connection count.
 	UnaryGRPC loadResult `json:"unary_grpc"`
 	UnaryREST loadResult `json:"unary_rest"`
 	// Batch: BatchRows distinct rows per call, gRPC ModelInfer with raw_input_contents and
-	// REST POST /api/v1/predict/batch (JSON), at BatchConns connections.
+	// the REST binding's infer with the same rows as JSON (one FP64 tensor [N, 60], data
+	// flat), at BatchConns connections.
 	BatchRows  int        `json:"batch_rows"`
 	BatchConns int        `json:"batch_conns"`
 	BatchGRPC  loadResult `json:"batch_grpc"`
@@ -191,7 +192,7 @@ const (
 	grpcBatchConns = 4
 )
 
-// grpcPhase measures gRPC against REST on the same load: one row per call at targetConns
+// grpcPhase measures gRPC against the protocol's REST binding (/v2) on the same load: one row per call at targetConns
 // connections (the smoke run's first connection count), then 1,000 rows per call. Each
 // point runs after a warm-up of its own; all inputs are distinct (cache misses).
 func (b *bench) grpcPhase(ctx context.Context) (*grpcResult, error) {
@@ -200,7 +201,7 @@ func (b *bench) grpcPhase(ctx context.Context) (*grpcResult, error) {
 		conns = b.opts.Conns[0]
 	}
 	d, warmup := b.opts.Duration, b.opts.Warmup
-	res := &grpcResult{BatchRows: grpcBatchRows, BatchConns: grpcBatchConns, RESTPath: "/api/v1/predict, /api/v1/predict/batch"}
+	res := &grpcResult{BatchRows: grpcBatchRows, BatchConns: grpcBatchConns, RESTPath: "/v2/models/sonar/infer"}
 	grpcPoint := func(conns, rows int, raw bool, dur time.Duration) (loadResult, error) {
 		args := []string{"grpc-load", "-addr", b.grpcAddr, "-key", b.key, "-conns", strconv.Itoa(conns),
 			"-duration", dur.String(), "-rows", strconv.Itoa(rows), "-data", b.sonar,
@@ -239,11 +240,11 @@ func (b *bench) grpcPhase(ctx context.Context) (*grpcResult, error) {
 		run  func(time.Duration) (loadResult, error)
 	}{
 		{"unary rest", &res.UnaryREST, func(t time.Duration) (loadResult, error) {
-			return restPoint(conns, "/api/v1/predict", "distinct", 1, t)
+			return restPoint(conns, "/v2/models/sonar/infer", "distinct-oip", 1, t)
 		}},
 		{"unary grpc", &res.UnaryGRPC, func(t time.Duration) (loadResult, error) { return grpcPoint(conns, 1, false, t) }},
 		{"batch rest", &res.BatchREST, func(t time.Duration) (loadResult, error) {
-			return restPoint(grpcBatchConns, "/api/v1/predict/batch", "distinct-batch", grpcBatchRows, t)
+			return restPoint(grpcBatchConns, "/v2/models/sonar/infer", "distinct-oip-batch", grpcBatchRows, t)
 		}},
 		{"batch grpc", &res.BatchGRPC, func(t time.Duration) (loadResult, error) {
 			return grpcPoint(grpcBatchConns, grpcBatchRows, true, t)

@@ -353,7 +353,8 @@ func (c *conn) readBody(n int) error {
 // given Start values far apart) is distinct, and all stay within the features' rules.
 type bodySource struct {
 	same  []byte // non-nil: always this body
-	batch int    // > 0: a batch predict of this many distinct rows per body
+	oip   bool   // Open Inference Protocol bodies (rows of shape [N, 60]) rather than /api/v1's
+	batch int    // > 0: this many distinct rows per body (/api/v1/predict/batch samples, or N of an OIP body)
 
 	rows  [][]float64 // the sonar rows
 	tails [][]byte    // each row's features 2..60 as JSON, with the leading comma
@@ -386,6 +387,23 @@ func (s *bodySource) next() []byte {
 	if s.same != nil {
 		return s.same
 	}
+	if s.batch > 0 && s.oip {
+		// One tensor [N, 60], its data flat.
+		first := s.start + (s.n.Add(1)-1)*int64(s.batch)
+		b := append(make([]byte, 0, s.batch*700), `{"inputs":[{"name":"features","datatype":"FP64","shape":[`...)
+		b = strconv.AppendInt(b, int64(s.batch), 10)
+		b = append(b, `,60],"data":[`...)
+		for j := range int64(s.batch) {
+			i := first + j
+			row := int(i % int64(len(s.rows)))
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendFloat(b, s.rows[row][0]+float64(1+i/int64(len(s.rows)))*1e-9, 'g', -1, 64)
+			b = append(b, s.tails[row]...)
+		}
+		return append(b, "]}]}"...)
+	}
 	if s.batch > 0 {
 		first := s.start + (s.n.Add(1)-1)*int64(s.batch)
 		b := append(make([]byte, 0, s.batch*700), `{"samples":[`...)
@@ -404,12 +422,22 @@ func (s *bodySource) next() []byte {
 func (s *bodySource) appendRow(b []byte, i int64) []byte {
 	row := int(i % int64(len(s.rows)))
 	x0 := s.rows[row][0] + float64(1+i/int64(len(s.rows)))*1e-9
-	if b == nil {
-		b = make([]byte, 0, 16+24+len(s.tails[row])+2)
+	if s.oip {
+		if b == nil {
+			b = make([]byte, 0, 96+24+len(s.tails[row])+2)
+		}
+		b = append(b, `{"inputs":[{"name":"features","datatype":"FP64","shape":[1,60],"data":[`...)
+	} else {
+		if b == nil {
+			b = make([]byte, 0, 16+24+len(s.tails[row])+2)
+		}
+		b = append(b, `{"features":[`...)
 	}
-	b = append(b, `{"features":[`...)
 	b = strconv.AppendFloat(b, x0, 'g', -1, 64)
 	b = append(b, s.tails[row]...)
+	if s.oip {
+		return append(b, "]}]}"...)
+	}
 	return append(b, "]}"...)
 }
 
@@ -435,8 +463,8 @@ func loadCommand(args []string, stdout, stderr io.Writer) error {
 	conns := fs.Int("conns", 16, "connections")
 	duration := fs.Duration("duration", 10*time.Second, "how long requests are started")
 	maxReq := fs.Int64("max", 5_000_000, "most requests in all")
-	mode := fs.String("bodies", "distinct", "distinct (a new input per request), same (one input repeated) or distinct-batch (-batch new inputs per request, for -path /api/v1/predict/batch)")
-	batch := fs.Int("batch", 1, "rows per request with -bodies distinct-batch")
+	mode := fs.String("bodies", "distinct", "distinct (a new input per request), distinct-oip (the same as Open Inference Protocol requests), same (one input repeated), distinct-batch or distinct-oip-batch (-batch new inputs per request: /api/v1/predict/batch samples, or one OIP tensor [N, 60])")
+	batch := fs.Int("batch", 1, "rows per request with -bodies distinct-batch or distinct-oip-batch")
 	start := fs.Int64("start", 0, "number of the first distinct body")
 	data := fs.String("data", "data/sonar.csv", "sonar CSV file")
 	latencies := fs.Bool("latencies", false, "print every latency too (latencies_us), to merge rounds")
@@ -451,16 +479,19 @@ func loadCommand(args []string, stdout, stderr io.Writer) error {
 	switch *mode {
 	case "distinct":
 		bodies = newDistinctBodies(rows, *start)
+	case "distinct-oip":
+		bodies = newDistinctBodies(rows, *start)
+		bodies.oip = true
 	case "same":
 		bodies = newSameBody(rows)
-	case "distinct-batch":
+	case "distinct-batch", "distinct-oip-batch":
 		if *batch < 1 {
 			return fmt.Errorf("load: -batch must be positive, got %d", *batch)
 		}
 		bodies = newDistinctBodies(rows, *start)
-		bodies.batch = *batch
+		bodies.batch, bodies.oip = *batch, *mode == "distinct-oip-batch"
 	default:
-		return fmt.Errorf("load: -bodies must be distinct, same or distinct-batch, got %q", *mode)
+		return fmt.Errorf("load: -bodies must be distinct, distinct-oip, same, distinct-batch or distinct-oip-batch, got %q", *mode)
 	}
 	r, err := runLoad(loadConfig{Addr: *addr, Path: *path, Key: *key, Conns: *conns, Duration: *duration, Max: *maxReq, Bodies: bodies, Latencies: *latencies})
 	if err != nil {

@@ -14,7 +14,8 @@
 //     generator: (a) a bare Echo server that decodes the same JSON body as strictly as the
 //     api and answers a constant (the ceiling, its own process: `bench serve-ceiling`); (b)
 //     POST /api/v1/predict with a distinct input per request (cache misses, persistence on);
-//     (c) the same input repeated (cache hits). With taskset, the servers under test run on
+//     (c) the same input repeated (cache hits); (d) POST /v2/models/sonar/infer, one row, a distinct
+//     input per request (the Open Inference Protocol, cache misses). With taskset, the servers under test run on
 //     core 0 and the load generator on core 1. Each point is measured in -rounds rounds that
 //     take turns with the other targets', so that the host's drift reaches them alike.
 //   - Queue: asynq enqueueing and processing no-op tasks.
@@ -28,7 +29,7 @@
 //
 //	bench [-smoke] [-json] [-root DIR] [-duration 10s] [-rounds 5] [-conns 16,64,256] [-job-rows 1000000]
 //	      [-queue-tasks 100000] [-no-pin] [-phases http,queue,job]
-//	      [-targets predict-miss,predict-hit,predict-hit-stored,predict-miss-queue] [-pprof]
+//	      [-targets predict-miss,predict-hit,predict-hit-stored,predict-miss-queue,oip-miss] [-pprof]
 //	bench -render report.json      print the table of a report saved with -json
 //	bench gobench [-benchtime 1x]  run the in-process measurements the table names (go test -bench)
 //

@@ -53,6 +53,32 @@ func TestDistinctBodiesNeverRepeatAndKeepTheRules(t *testing.T) {
 	require.Equal(t, same.next(), same.next())
 }
 
+// The OIP bodies carry the same features as the /api/v1 bodies of the same numbers.
+func TestDistinctOIPBodiesCarryTheSameRows(t *testing.T) {
+	t.Parallel()
+	rows := sonarRows(t)
+	plain, oip := newDistinctBodies(rows, 7), newDistinctBodies(rows, 7)
+	oip.oip = true
+	for range 500 {
+		var want ceilingRequest
+		require.NoError(t, json.Unmarshal(plain.next(), &want))
+		var got struct {
+			Inputs []struct {
+				Name, Datatype string
+				Shape          []int
+				Data           []float64
+			}
+		}
+		b := oip.next()
+		require.NoError(t, json.Unmarshal(b, &got), string(b))
+		require.Len(t, got.Inputs, 1)
+		require.Equal(t, "features", got.Inputs[0].Name)
+		require.Equal(t, "FP64", got.Inputs[0].Datatype)
+		require.Equal(t, []int{1, 60}, got.Inputs[0].Shape)
+		require.Equal(t, want.Features, got.Inputs[0].Data)
+	}
+}
+
 func TestLoadCountsAnswersOfTheCeiling(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewServer(newCeilingHandler())
@@ -319,6 +345,22 @@ func TestDistinctBatchBodiesHoldDistinctRows(t *testing.T) {
 			seen[key] = true
 		}
 	}
+	// The OIP form: one tensor [N, 60] with the rows flat, numbered the same way.
+	oipSrc := newDistinctBodies(rows, 0)
+	oipSrc.batch, oipSrc.oip = 3, true
+	var inf struct {
+		Inputs []struct {
+			Name     string    `json:"name"`
+			Datatype string    `json:"datatype"`
+			Shape    []int64   `json:"shape"`
+			Data     []float64 `json:"data"`
+		} `json:"inputs"`
+	}
+	require.NoError(t, json.Unmarshal(oipSrc.next(), &inf))
+	require.Len(t, inf.Inputs, 1)
+	require.Equal(t, []int64{3, 60}, inf.Inputs[0].Shape)
+	require.Len(t, inf.Inputs[0].Data, 180)
+	require.Equal(t, distinctRow(rows, 2), inf.Inputs[0].Data[120:])
 	// The gRPC generator numbers its rows the same way.
 	require.Equal(t, distinctRow(rows, 209)[0], rows[1][0]+2e-9)
 	req := inferRequest(grpcLoadConfig{Rows: 3, Raw: true, Sonar: rows}, 0)
