@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/stats"
 
@@ -40,6 +41,7 @@ import (
 	"github.com/predq/predq/internal/oip"
 	"github.com/predq/predq/internal/oip/inferencepb"
 	"github.com/predq/predq/internal/prediction"
+	"github.com/predq/predq/internal/telemetry"
 )
 
 // Inference is the protocol over the predict feature: *oip.Service.
@@ -136,14 +138,18 @@ func New(cfg Config) (*Server, error) {
 	if s.metrics, err = newMetrics(reg); err != nil {
 		return nil, err
 	}
-	opts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
-		grpc.ChainUnaryInterceptor(s.observeUnary, s.authenticate),
-		grpc.ChainStreamInterceptor(s.observeStream),
-	}
-	if cfg.TracerProvider != nil {
+	unary := []grpc.UnaryServerInterceptor{s.observeUnary, s.authenticate}
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize)}
+	switch tp := cfg.TracerProvider; {
+	case tp == nil:
+	case telemetry.RecordsNothing(tp):
+		// No span is recorded: each call gets its trace context and ids only, as the HTTP
+		// door does, without otelgrpc's span names and attributes that nothing keeps.
+		unary = append([]grpc.UnaryServerInterceptor{s.traceIDsOnly(tp.Tracer(traceServiceName))}, unary...)
+	default:
 		opts = append(opts, grpc.StatsHandler(s.tracing()))
 	}
+	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(s.observeStream))
 	s.grpc = grpc.NewServer(opts...)
 	inferencepb.RegisterGRPCInferenceServiceServer(s.grpc, &inferenceServer{inf: cfg.Inference})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -167,6 +173,52 @@ func (s *Server) tracing() stats.Handler {
 		opts = append(opts, otelgrpc.WithPropagators(s.cfg.Propagator))
 	}
 	return otelgrpc.NewServerHandler(opts...)
+}
+
+// traceServiceName is the instrumentation name of the spans of the ids-only path.
+const traceServiceName = "predq-api-grpc"
+
+// traceIDsOnly gives each call but the health service's a span that no sampler records,
+// continuing the caller's trace context (traceparent metadata): its ids reach the logs and
+// the tasks the call enqueues.
+func (s *Server) traceIDsOnly(tracer trace.Tracer) grpc.UnaryServerInterceptor {
+	prop := s.cfg.Propagator
+	if prop == nil {
+		prop = propagation.TraceContext{}
+	}
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if isHealth(info.FullMethod) {
+			return handler(ctx, req)
+		}
+		md, _ := metadata.FromIncomingContext(ctx)
+		ctx = prop.Extract(ctx, mdCarrier(md))
+		ctx, span := tracer.Start(ctx, info.FullMethod, serverSpan...)
+		defer span.End()
+		return handler(ctx, req)
+	}
+}
+
+// serverSpan are the options of a call's span, made once.
+var serverSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+
+// mdCarrier reads a propagator's fields from incoming metadata (whose keys are lower case).
+type mdCarrier metadata.MD
+
+func (c mdCarrier) Get(key string) string {
+	if v := metadata.MD(c).Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (c mdCarrier) Set(key, value string) { metadata.MD(c).Set(key, value) }
+
+func (c mdCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // setHealth sets the inference service's health status from readiness.

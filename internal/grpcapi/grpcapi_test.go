@@ -8,6 +8,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	oteltrace "go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -19,6 +23,7 @@ import (
 	"github.com/predq/predq/internal/oip"
 	pb "github.com/predq/predq/internal/oip/inferencepb"
 	"github.com/predq/predq/internal/prediction"
+	"github.com/predq/predq/internal/telemetry"
 )
 
 // The transport's own behaviour (panics, shutdown) with a stand-in for the core whose
@@ -138,4 +143,58 @@ func TestShutdownDrainsThenCancelsAtItsDeadline(t *testing.T) {
 	require.Error(t, ctx.Err(), "it waited for the call in flight until its deadline")
 	require.Error(t, <-callErr, "the call still in flight at the deadline is cancelled")
 	require.NoError(t, <-done, "Serve returns nil once stopped")
+}
+
+const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+func TestCallsContinueTheCallersTrace(t *testing.T) {
+	t.Parallel()
+	want := "4bf92f3577b34da6a3ce929d0e0e4736"
+	keys, err := auth.NewKeys([]string{"unit:" + key}, nil, nil)
+	require.NoError(t, err)
+
+	t.Run("recorded: an otelgrpc server span whose parent is the caller's", func(t *testing.T) {
+		rec := tracetest.NewSpanRecorder()
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+		inf := &standIn{infer: func(ctx context.Context) (oip.InferResponse, error) {
+			return oip.Response("sonar", "v2.0.0", "", oip.Outputs(), []oip.Row{{Probability: 0.5, Class: "negative", Confidence: 0.5}}), nil
+		}}
+		srv, err := New(Config{Inference: inf, Auth: keys, TracerProvider: tp, Propagator: propagation.TraceContext{}})
+		require.NoError(t, err)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		go func() { _ = srv.Serve(ln) }()
+		t.Cleanup(func() { srv.Shutdown(context.Background()) })
+		conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		require.NoError(t, err)
+		t.Cleanup(func() { conn.Close() })
+		_, err = pb.NewGRPCInferenceServiceClient(conn).ModelInfer(metadata.AppendToOutgoingContext(authed(t), "traceparent", traceparent), oneRow)
+		require.NoError(t, err)
+		var got []string
+		for _, s := range rec.Ended() {
+			if s.SpanKind() == oteltrace.SpanKindServer {
+				got = append(got, s.Name()+" "+s.SpanContext().TraceID().String())
+			}
+		}
+		require.Equal(t, []string{"inference.GRPCInferenceService/ModelInfer " + want}, got)
+	})
+
+	t.Run("not recorded: the trace context and ids only", func(t *testing.T) {
+		tp, shutdown, err := telemetry.TracerProvider(context.Background(), "api", "test", "")
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = shutdown(context.Background()) })
+		require.True(t, telemetry.RecordsNothing(tp))
+		srv, err := New(Config{Inference: &standIn{}, Auth: keys, TracerProvider: tp})
+		require.NoError(t, err)
+		ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("traceparent", traceparent))
+		var seen oteltrace.SpanContext
+		_, err = srv.traceIDsOnly(tp.Tracer("t"))(ctx, nil, &grpc.UnaryServerInfo{FullMethod: "/inference.GRPCInferenceService/ModelInfer"},
+			func(ctx context.Context, _ any) (any, error) {
+				seen = oteltrace.SpanContextFromContext(ctx)
+				return nil, nil
+			})
+		require.NoError(t, err)
+		require.Equal(t, want, seen.TraceID().String())
+		require.NotEqual(t, "00f067aa0ba902b7", seen.SpanID().String(), "a span of its own")
+	})
 }
