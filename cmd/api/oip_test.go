@@ -251,6 +251,11 @@ func TestOIPRESTConformsToTheProtocol(t *testing.T) {
 	require.NoError(t, err)
 	c = s.call(t, a, testKey, "POST", "/v2/models/sonar/infer", string(one), nil, true)
 	require.Equal(t, 200, c.status, c.String())
+	// What Triton's client sends with binary_data=False.
+	c = s.call(t, a, testKey, "POST", "/v2/models/sonar/infer", tensorBody(t, "", "FP32", xs[:2], false, map[string]any{
+		"parameters": map[string]any{"binary_data_output": false},
+		"outputs":    []any{map[string]any{"name": "probability", "parameters": map[string]any{"binary_data": false}}}}), nil, true)
+	require.Equal(t, 200, c.status, c.String())
 
 	// Failures: the protocol's error object, with the protocol's statuses.
 	badInput := func(mutate func(in map[string]any)) string {
@@ -284,7 +289,8 @@ func TestOIPRESTConformsToTheProtocol(t *testing.T) {
 		{"empty inputs", `{"inputs":[]}`, true, "got none"},
 		{"not JSON", `{"inputs":`, false, "not valid JSON"},
 		{"unknown member", `{"inputs":[],"extra":1}`, true, "extra"},
-		{"unknown parameter", tensorBody(t, "", "FP64", xs[:1], false, map[string]any{"parameters": map[string]any{"binary_data_output": true}}), true, "unknown parameter"},
+		{"unknown parameter", tensorBody(t, "", "FP64", xs[:1], false, map[string]any{"parameters": map[string]any{"priority": 1}}), true, "unknown parameter"},
+		{"binary outputs", tensorBody(t, "", "FP64", xs[:1], false, map[string]any{"parameters": map[string]any{"binary_data_output": true}}), true, "binary tensor data is not supported"},
 		{"bad threshold", tensorBody(t, "", "FP64", xs[:1], false, map[string]any{"parameters": map[string]any{"confidence_threshold": 3}}), true, "confidence_threshold"},
 		{"unknown output", tensorBody(t, "", "FP64", xs[:1], false, map[string]any{"outputs": []any{map[string]any{"name": "logits"}}}), true, "logits"},
 		{"over the sync limit", tensorBody(t, "", "FP64", repeatRows(xs, 1001), false, nil), true, "Prefer: respond-async"},

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -181,7 +180,7 @@ type oipInput struct {
 	Shape      []int64                   `json:"shape"`
 	Datatype   string                    `json:"datatype"`
 	Parameters map[string]jsontext.Value `json:"parameters"`
-	Data       jsontext.Value            `json:"data"`
+	Data       oipData                   `json:"data"`
 }
 
 type oipRequestedOutput struct {
@@ -212,7 +211,7 @@ func decodeOIPInfer(c echo.Context) (*oip.InferRequest, error) {
 		if in.Shape == nil {
 			return nil, oip.Invalid("%s.shape is required", field)
 		}
-		if in.Data == nil {
+		if !in.Data.present {
 			return nil, oip.Invalid("%s.data is required", field)
 		}
 		if t.Parameters, err = decodeOIPParameters(field+".parameters", in.Parameters); err != nil {
@@ -224,7 +223,7 @@ func decodeOIPInfer(c echo.Context) (*oip.InferRequest, error) {
 			if err := oip.CheckInputDatatype(in.Datatype); err != nil {
 				return nil, err
 			}
-			if t.Data, err = decodeOIPNumbers(field, in.Data, in.Shape); err != nil {
+			if t.Data, err = in.Data.numbers(field, in.Shape); err != nil {
 				return nil, err
 			}
 		}
@@ -269,84 +268,119 @@ func decodeOIPParameters(field string, raw map[string]jsontext.Value) (oip.Param
 	return p, nil
 }
 
-// decodeOIPNumbers decodes tensor data of numbers, flat or nested as shape says (row-major).
-// Nested data must follow the shape at every level.
-func decodeOIPNumbers(field string, data jsontext.Value, shape []int64) ([]float64, error) {
-	// Flat, the common form: one decode, with the strict number rules of every body.
-	var flat []float64
-	flatErr := json.Unmarshal(data, &flat, decodeOptions)
-	if flatErr == nil {
-		return flat, nil
+// maxDataDepth bounds the nesting of tensor data while it is decoded (the input's shape has
+// at most 8 dimensions, so 9 levels is already too deep).
+const maxDataDepth = 9
+
+// oipData is tensor data decoded in one pass: the numbers in document (row-major) order and
+// the length and depth of every array, checked against the shape once the whole request is
+// read (the shape may follow the data). A non-number element or too deep a nesting is kept
+// as problem, reported only if the datatype is one the model takes.
+type oipData struct {
+	present  bool
+	values   []float64
+	arrays   []dataArray // in the order they close
+	maxDepth int
+	// leafDepths are the depths numbers were found at (a bit per depth).
+	leafDepths uint32
+	problem    string // the first element that is not a number, e.g. "[3] must be a number"
+}
+
+type dataArray struct{ depth, n int }
+
+// UnmarshalJSONFrom implements json.UnmarshalerFrom.
+func (d *oipData) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	d.present = true
+	if dec.PeekKind() != '[' {
+		d.problem = " must be an array of numbers"
+		return dec.SkipValue()
 	}
-	if data.Kind() != '[' {
-		return nil, oip.Invalid("%s.data must be an array of numbers", field)
-	}
-	if len(shape) > 8 {
-		return nil, oip.Invalid("%s.shape: rank %d is more than the input takes", field, len(shape))
-	}
-	if rest := bytes.TrimLeft(data[1:], " \t\r\n"); len(rest) == 0 || rest[0] != '[' {
-		// Flat, with an element that is not a number.
-		if se, ok := errors.AsType[*json.SemanticError](flatErr); ok {
-			elem := "[" + strings.ReplaceAll(strings.TrimPrefix(string(se.JSONPointer), "/"), "/", "][") + "]"
-			if errors.Is(se.Err, errNumberOverflow) {
-				return nil, oip.Invalid("%s.data%s: the number overflows a 64-bit float", field, elem)
+	var counts []int // elements so far of each open array
+	var path []byte  // "[i][j]" of the open arrays, for the first problem
+	var marks []int  // len(path) before each open array's index
+	for {
+		switch dec.PeekKind() {
+		case '[':
+			if len(counts) > 0 {
+				marks = append(marks, len(path))
+				path = strconv.AppendInt(append(path, '['), int64(counts[len(counts)-1]), 10)
+				path = append(path, ']')
+				counts[len(counts)-1]++
 			}
-			return nil, oip.Invalid("%s.data%s must be a number", field, elem)
-		}
-		return nil, oip.Invalid("%s.data must be an array of numbers", field)
-	}
-	dec := jsontext.NewDecoder(bytes.NewReader(data))
-	out := make([]float64, 0, 64)
-	var walk func(depth int, path string) error
-	walk = func(depth int, path string) error {
-		if depth > len(shape) {
-			return oip.Invalid("%s.data%s: nested deeper than the shape %v", field, path, shape)
-		}
-		if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '[' {
-			return oip.Invalid("%s.data%s must be an array", field, path)
-		}
-		n := 0
-		for dec.PeekKind() != ']' {
-			elem := path + "[" + strconv.Itoa(n) + "]"
-			switch dec.PeekKind() {
-			case '[':
-				if err := walk(depth+1, elem); err != nil {
+			if len(counts) == maxDataDepth {
+				if d.problem == "" {
+					d.problem = string(path) + ": nested deeper than the shape"
+				}
+				if err := dec.SkipValue(); err != nil {
 					return err
 				}
-			case '0':
-				if depth != len(shape) {
-					return oip.Invalid("%s.data%s: a number where the shape %v nests %d levels", field, elem, shape, len(shape))
-				}
-				v, err := dec.ReadValue()
-				if err != nil {
-					return oip.Invalid("%s.data%s: %v", field, elem, err)
-				}
-				f, err := strconv.ParseFloat(string(v), 64)
-				if err != nil || math.IsInf(f, 0) {
-					return oip.Invalid("%s.data%s: the number overflows a 64-bit float", field, elem)
-				}
-				out = append(out, f)
-			default:
-				return oip.Invalid("%s.data%s must be a number", field, elem)
+				path, marks = path[:marks[len(marks)-1]], marks[:len(marks)-1]
+				continue
 			}
-			n++
-			if int64(n) > shape[depth-1] {
-				return oip.Invalid("%s.data%s: more than the %d elements of dimension %d of the shape", field, path, shape[depth-1], depth-1)
+			if _, err := dec.ReadToken(); err != nil {
+				return err
 			}
+			counts = append(counts, 0)
+			d.maxDepth = max(d.maxDepth, len(counts))
+		case ']':
+			if _, err := dec.ReadToken(); err != nil {
+				return err
+			}
+			d.arrays = append(d.arrays, dataArray{depth: len(counts), n: counts[len(counts)-1]})
+			counts = counts[:len(counts)-1]
+			if len(counts) == 0 {
+				return nil
+			}
+			path, marks = path[:marks[len(marks)-1]], marks[:len(marks)-1]
+		case '0':
+			v, err := dec.ReadValue()
+			if err != nil {
+				return err
+			}
+			f, err := strconv.ParseFloat(string(v), 64)
+			if err != nil && d.problem == "" { // the grammar is checked: only a range error is left
+				d.problem = string(path) + "[" + strconv.Itoa(counts[len(counts)-1]) + "]: the number overflows a 64-bit float"
+			}
+			d.leafDepths |= 1 << len(counts)
+			d.values = append(d.values, f)
+			counts[len(counts)-1]++
+		default:
+			if d.problem == "" {
+				d.problem = string(path) + "[" + strconv.Itoa(counts[len(counts)-1]) + "] must be a number"
+			}
+			if err := dec.SkipValue(); err != nil {
+				return err
+			}
+			counts[len(counts)-1]++
 		}
-		if int64(n) != shape[depth-1] {
-			return oip.Invalid("%s.data%s holds %d elements; dimension %d of the shape is %d", field, path, n, depth-1, shape[depth-1])
-		}
-		_, err := dec.ReadToken() // ']'
-		return err
+	}
+}
+
+// numbers returns the elements of data after checking its nesting against shape: flat, or
+// nested as the shape says at every level.
+func (d *oipData) numbers(field string, shape []int64) ([]float64, error) {
+	if d.problem != "" {
+		return nil, oip.Invalid("%s.data%s", field, d.problem)
+	}
+	if d.maxDepth <= 1 {
+		return d.values, nil
 	}
 	if len(shape) < 2 {
 		return nil, oip.Invalid("%s.data must be a flat array of numbers for the shape %v", field, shape)
 	}
-	if err := walk(1, ""); err != nil {
-		return nil, err
+	if d.maxDepth > len(shape) {
+		return nil, oip.Invalid("%s.data: nested deeper than the shape %v", field, shape)
 	}
-	return out, nil
+	if d.maxDepth < len(shape) || d.leafDepths&^(1<<d.maxDepth) != 0 {
+		return nil, oip.Invalid("%s.data must be flat, or nested %d levels as the shape %v at every element", field, len(shape), shape)
+	}
+	for _, a := range d.arrays {
+		if int64(a.n) != shape[a.depth-1] {
+			return nil, oip.Invalid("%s.data: an array at depth %d holds %d elements; dimension %d of the shape is %d",
+				field, a.depth-1, a.n, a.depth-1, shape[a.depth-1])
+		}
+	}
+	return d.values, nil
 }
 
 // oipOutput is the wire form of $response_output.

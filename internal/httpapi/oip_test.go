@@ -135,6 +135,9 @@ func TestOIPInferDecodesFlatAndNested(t *testing.T) {
 		{`{"inputs":[{"name":"features","datatype":"FP64","shape":"1","data":[1]}]}`, "shape"},
 		{`{"inputs":[{"name":"features","datatype":"FP64","shape":[1,60],"data":[1]}],"id":7}`, "id"},
 		{`{"inputs":null}`, "inputs is required"},
+		{`{"inputs":[{"name":"features","datatype":"FP64","shape":[2,1],"data":[1,[2]]}]}`, "nested 2 levels"},
+		{`{"inputs":[{"name":"features","datatype":"FP64","shape":[1,1,60],"data":[[1]]}]}`, "nested 3 levels"},
+		{`{"inputs":[{"name":"features","datatype":"FP64","shape":[1,60],"data":[[[[[[[[[[1]]]]]]]]]]}]}`, "nested deeper"},
 	} {
 		rec := do(t, s, request{method: http.MethodPost, path: "/v2/models/sonar/infer", body: tc.body})
 		require.Equal(t, http.StatusBadRequest, rec.Code, "%s: %s", tc.body, rec.Body)

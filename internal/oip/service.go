@@ -110,6 +110,17 @@ var versionRE = regexp.MustCompile(`^` + prediction.VersionPattern + `$`)
 // prediction input names: "latest" for the alias, else the concrete version. Errors:
 // KindNotFound for an unknown name or version, KindUnavailable when no model is loaded.
 func (s *Service) resolve(name, version string) (m *inference.Model, modelVersion string, err error) {
+	// The common case first, without listing the versions.
+	switch {
+	case version == "" || version == prediction.LatestAlias:
+		if m, err := s.cfg.Models.Resolve(prediction.LatestAlias); err == nil && m.Name == name {
+			return m, prediction.LatestAlias, nil
+		}
+	case versionRE.MatchString(version):
+		if m, err := s.cfg.Models.Resolve(version); err == nil && m.Name == name {
+			return m, m.Version, nil
+		}
+	}
 	versions := s.cfg.Models.Versions()
 	if len(versions) == 0 {
 		return nil, "", Unavailable(prediction.ErrNoModels, "no model is loaded")
@@ -344,6 +355,10 @@ func parameters(p Parameters) (prep string, threshold float64, err error) {
 			default:
 				return "", 0, Invalid("parameters.%s must be a number in (0, 1]", k)
 			}
+		case paramBinaryDataOutput:
+			if v != false {
+				return "", 0, Invalid("parameters.%s: binary tensor data is not supported; only false is accepted", k)
+			}
 		default:
 			return "", 0, Invalid("parameters: unknown parameter %q (known: %s, %s)", truncate(k, 64), ParamPreprocessing, ParamConfidenceThreshold)
 		}
@@ -365,8 +380,14 @@ func requestedOutputs(ros []RequestedOutput) ([]string, error) {
 		if want[ro.Name] {
 			return nil, Invalid("outputs[%d].name: %q is requested twice", i, ro.Name)
 		}
-		for k := range ro.Parameters {
-			return nil, Invalid("outputs[%d].parameters: unknown parameter %q (outputs take none)", i, truncate(k, 64))
+		for k, v := range ro.Parameters {
+			if k == paramBinaryData && v == false {
+				continue
+			}
+			if k == paramBinaryData {
+				return nil, Invalid("outputs[%d].parameters.%s: binary tensor data is not supported; only false is accepted", i, k)
+			}
+			return nil, Invalid("outputs[%d].parameters: unknown parameter %q (outputs take only %s: false)", i, truncate(k, 64), paramBinaryData)
 		}
 		want[ro.Name] = true
 	}
@@ -492,6 +513,13 @@ func CheckValues(plan Plan) error {
 	}
 	return nil
 }
+
+// The parameters of Triton's binary tensor extension, accepted when false (what its clients
+// send with binary_data=False), refused otherwise.
+const (
+	paramBinaryDataOutput = "binary_data_output"
+	paramBinaryData       = "binary_data"
+)
 
 // maxProblems is how many field problems an invalid-argument message names.
 const maxProblems = 5

@@ -146,7 +146,11 @@ func TestInferRefusesBadRequests(t *testing.T) {
 		{"threshold", func(r *oip.InferRequest) { r.Parameters = oip.Parameters{"confidence_threshold": 2.0} }, "parameters.confidence_threshold"},
 		{"threshold type", func(r *oip.InferRequest) { r.Parameters = oip.Parameters{"confidence_threshold": "x"} }, "must be a number"},
 		{"preprocessing", func(r *oip.InferRequest) { r.Parameters = oip.Parameters{"preprocessing": "log"} }, "parameters.preprocessing"},
-		{"unknown parameter", func(r *oip.InferRequest) { r.Parameters = oip.Parameters{"binary_data_output": true} }, "unknown parameter"},
+		{"unknown parameter", func(r *oip.InferRequest) { r.Parameters = oip.Parameters{"priority": 1.0} }, "unknown parameter"},
+		{"binary output", func(r *oip.InferRequest) { r.Parameters = oip.Parameters{"binary_data_output": true} }, "binary tensor data is not supported"},
+		{"binary output tensor", func(r *oip.InferRequest) {
+			r.Outputs = []oip.RequestedOutput{{Name: "class", Parameters: oip.Parameters{"binary_data": true}}}
+		}, "binary tensor data is not supported"},
 		{"unknown output", func(r *oip.InferRequest) { r.Outputs = []oip.RequestedOutput{{Name: "logits"}} }, `unknown output "logits"`},
 		{"output twice", func(r *oip.InferRequest) {
 			r.Outputs = []oip.RequestedOutput{{Name: "class"}, {Name: "class"}}
@@ -183,7 +187,7 @@ func TestInferOneRowSelectedOutputs(t *testing.T) {
 	got, err := svc.Infer(context.Background(), prediction.Meta{RequestID: "q"}, "sonar", "", &oip.InferRequest{
 		Parameters: oip.Parameters{"preprocessing": "robust", "confidence_threshold": 0.9},
 		Inputs:     []oip.InputTensor{{Name: "features", Datatype: oip.FP64, Shape: []int64{60}, Data: x}},
-		Outputs:    []oip.RequestedOutput{{Name: "confidence"}, {Name: "probability"}},
+		Outputs:    []oip.RequestedOutput{{Name: "confidence", Parameters: oip.Parameters{"binary_data": false}}, {Name: "probability"}},
 	})
 	require.NoError(t, err)
 	require.Equal(t, []oip.OutputTensor{
