@@ -39,7 +39,7 @@ COPY data/ /app/data/
 ENV MODEL_PATH=/app/models \
     PATH=/app:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 USER 65532:65532
-EXPOSE 8080 9091 9092
+EXPOSE 8080 8081 9091 9092
 # The api's check; worker and scheduler override it with their own port (docker-compose.yml:
 # `api healthcheck --url http://127.0.0.1:9091/health/live`), migrate disables it.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \

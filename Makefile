@@ -9,7 +9,7 @@ PKGS     := ./...
 # deploy-file checks (deploy). `make test` vets and tests each.
 MODULES  := . tools deploy
 
-.PHONY: all build run test test-short lint vet fmt train bench bench-smoke deps clean
+.PHONY: all build run test test-short lint vet fmt train bench bench-smoke deps proto clean
 
 all: build
 
@@ -62,6 +62,17 @@ $(GOLANGCI_LINT):
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
+
+## proto: regenerate the Go code of the vendored Open Inference Protocol gRPC service
+## (internal/oip/inferencepb) with Debian's protobuf-compiler, protoc-gen-go and
+## protoc-gen-go-grpc (apt-get install protobuf-compiler protoc-gen-go protoc-gen-go-grpc)
+PROTO_DIR := internal/oip/inferencepb
+PROTO_PKG := Mopen_inference_grpc.proto=github.com/predq/predq/$(PROTO_DIR);inferencepb
+proto:
+	cd $(PROTO_DIR) && protoc -I. \
+		--go_out=. --go_opt=paths=source_relative --go_opt='$(PROTO_PKG)' \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative --go-grpc_opt='$(PROTO_PKG)' \
+		open_inference_grpc.proto
 
 ## train: retrain the shipped models from data/sonar.csv (deterministic)
 train:

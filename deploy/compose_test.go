@@ -49,10 +49,11 @@ type composeFile struct {
 
 // composeApp is one of our services in the compose file, as the checks see it.
 type composeApp struct {
-	name string
-	role role
-	env  map[string]string
-	port int
+	name     string
+	role     role
+	env      map[string]string
+	port     int
+	grpcPort int // the api's GRPC_PORT; 0 for the other roles
 }
 
 // stringList reads a compose value that is a string (split on spaces) or a list of strings.
@@ -298,6 +299,11 @@ func checkCompose(src string, img image, repo string) (map[string]composeApp, co
 			fail("%s: %v", where, err)
 		}
 		app := composeApp{name: name, role: r, env: env, port: port}
+		if r == roleAPI {
+			if app.grpcPort, err = strconv.Atoi(cmpOr(env["GRPC_PORT"], varDefault("GRPC_PORT"))); err != nil {
+				fail("%s: GRPC_PORT=%q is not a port", where, env["GRPC_PORT"])
+			}
+		}
 		apps[name] = app
 
 		// URLs in the environment name services of this file.
@@ -357,6 +363,23 @@ func checkCompose(src string, img image, repo string) (map[string]composeApp, co
 				fail("%s: %v", where, err)
 			case hp != port:
 				fail("%s (%s) listens on %d, but its health check asks port %d", where, r, port, hp)
+			}
+		}
+		if r == roleAPI {
+			// Its gRPC server is exposed and checked too: `api healthcheck --grpc HOST:PORT`.
+			if !slices.Contains(containerPorts(s), app.grpcPort) {
+				fail("%s (%s) serves gRPC on %d, which it neither exposes nor publishes", where, r, app.grpcPort)
+			}
+			gp := ""
+			for i, a := range hc {
+				if v, ok := strings.CutPrefix(a, "--grpc="); ok {
+					gp = v
+				} else if a == "--grpc" && i+1 < len(hc) {
+					gp = hc[i+1]
+				}
+			}
+			if _, p, _ := splitHostPort(gp); p != strconv.Itoa(app.grpcPort) {
+				fail("%s (%s) serves gRPC on %d, but its health check asks %q: want --grpc 127.0.0.1:%d", where, r, app.grpcPort, gp, app.grpcPort)
 			}
 		}
 		if r == roleAPI || r == roleWorker {
@@ -468,6 +491,8 @@ func TestComposeProblems(t *testing.T) {
 	src := readFile(t, "docker-compose.yml")
 	for _, tc := range []struct{ name, old, new, want string }{
 		{"unknown binary", `command: ["/app/worker"]`, `command: ["/app/wrker"]`, "not one of our services"},
+		{"gRPC not exposed", "      - \"8081\"   # gRPC", "      # gRPC", "serves gRPC on 8081, which it neither exposes"},
+		{"gRPC not health-checked", `, "--grpc", "127.0.0.1:8081"]`, `]`, "want --grpc 127.0.0.1:8081"},
 		{"subcommand", `command: ["/app/api", "migrate"]`, `command: ["/app/api", "migrations"]`, "serve (or nothing) or migrate"},
 		{"unknown variable", "  WORKER_CONCURRENCY: \"16\"", "  WORKER_CONCURENCY: \"16\"", "WORKER_CONCURENCY is not in internal/config Vars"},
 		{"unknown shared variable", "  LOG_LEVEL: info", "  LOGLEVEL: info", "LOGLEVEL is not in internal/config Vars"},

@@ -334,6 +334,9 @@ func checkDockerfile(src, goVersion string, mains []string) (dockerFacts, []erro
 			fail("EXPOSE lacks %d (%s)", p, r)
 		}
 	}
+	if p, _ := strconv.Atoi(varDefault("GRPC_PORT")); !slices.Contains(facts.exposed, p) {
+		fail("EXPOSE lacks %d (the api's gRPC)", p)
+	}
 	return facts, errs
 }
 
@@ -375,7 +378,8 @@ func TestDockerfileProblems(t *testing.T) {
 		{name: "model path elsewhere", old: "MODEL_PATH=/app/models", new: "MODEL_PATH=/models", want: "MODEL_PATH"},
 		{name: "entrypoint", old: `CMD ["/app/api", "serve"]`, new: `ENTRYPOINT ["/app/api"]`, want: "ENTRYPOINT"},
 		{name: "default command not a service", old: `CMD ["/app/api", "serve"]`, new: `CMD ["/app/train"]`, want: "CMD"},
-		{name: "port not exposed", old: "EXPOSE 8080 9091 9092", new: "EXPOSE 8080 9091", want: "EXPOSE lacks 9092"},
+		{name: "port not exposed", old: "EXPOSE 8080 8081 9091 9092", new: "EXPOSE 8080 8081 9091", want: "EXPOSE lacks 9092"},
+		{name: "gRPC port not exposed", old: "EXPOSE 8080 8081 9091 9092", new: "EXPOSE 8080 9091 9092", want: "EXPOSE lacks 8081"},
 		{name: "binaries elsewhere", old: "COPY --from=build /out/ /app/", new: "COPY --from=build /out/ /usr/local/bin/", want: "HEALTHCHECK CMD"},
 		{name: "binaries not copied", old: "COPY --from=build /out/ /app/", new: "", want: "does not COPY --from=build /out"},
 		{name: "no workdir", old: "WORKDIR /app\n", new: "", want: "WORKDIR"},

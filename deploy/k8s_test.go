@@ -61,6 +61,10 @@ type probe struct {
 		Path string      `json:"path"`
 		Port intOrString `json:"port"`
 	} `json:"httpGet"`
+	GRPC *struct {
+		Port    int     `json:"port"`
+		Service *string `json:"service"`
+	} `json:"grpc"`
 	Exec      *struct{} `json:"exec"`
 	TCPSocket *struct{} `json:"tcpSocket"`
 }
@@ -171,7 +175,9 @@ type podWorkload struct {
 	tmpl podTemplate
 	role role
 	port int
-	env  map[string]string // resolved values where known
+	// grpcPort is the api's gRPC port (GRPC_PORT), 0 for the other roles.
+	grpcPort int
+	env      map[string]string // resolved values where known
 }
 
 // renderMu serializes render: kustomize initializes and reads a global OpenAPI schema
@@ -426,6 +432,22 @@ func checkRendered(objs []object, img image, queues []string) []error {
 				}) {
 					fail("%s (%s) listens on %d, which is not among its ports", where, r, port)
 				}
+				// The api serves gRPC too (GRPC_PORT): among its ports, and probed by one
+				// grpc probe (grpc.health.v1), as the HTTP port is by the others.
+				grpcPort, grpcProbes := 0, 0
+				if r == roleAPI {
+					if grpcPort, err = strconv.Atoi(cmpOr(env["GRPC_PORT"], varDefault("GRPC_PORT"))); err != nil {
+						fail("%s: GRPC_PORT=%q is not a port", where, env["GRPC_PORT"])
+					}
+					if !slices.ContainsFunc(c.Ports, func(p struct {
+						Name          string `json:"name"`
+						ContainerPort int    `json:"containerPort"`
+					}) bool {
+						return p.ContainerPort == grpcPort
+					}) {
+						fail("%s (%s) serves gRPC on %d, which is not among its ports", where, r, grpcPort)
+					}
+				}
 				probes := map[string]*probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe, "startup": c.StartupProbe}
 				for _, kind := range []string{"liveness", "readiness", "startup"} {
 					p := probes[kind]
@@ -435,8 +457,18 @@ func checkRendered(objs []object, img image, queues []string) []error {
 						}
 						continue
 					}
+					if p.GRPC != nil && r == roleAPI && kind != "readiness" {
+						grpcProbes++
+						if p.GRPC.Port != grpcPort {
+							fail("%s: %s probe asks gRPC port %d, but the api serves gRPC on %d", where, kind, p.GRPC.Port, grpcPort)
+						}
+						if p.GRPC.Service != nil && *p.GRPC.Service != "" {
+							fail("%s: %s probe asks the health of %q: want the server as a whole (no service), which is SERVING while it runs", where, kind, *p.GRPC.Service)
+						}
+						continue
+					}
 					if p.HTTPGet == nil {
-						fail("%s: %s probe: want httpGet (the image has no shell)", where, kind)
+						fail("%s: %s probe: want httpGet (the image has no shell; a grpc probe only on the api's liveness or startup)", where, kind)
 						continue
 					}
 					if !slices.Contains(healthPaths, p.HTTPGet.Path) {
@@ -448,6 +480,9 @@ func checkRendered(objs []object, img image, queues []string) []error {
 					if got := portOf(p.HTTPGet.Port); got != port {
 						fail("%s: %s probe asks port %v, but the %s listens on %d", where, kind, p.HTTPGet.Port, r, port)
 					}
+				}
+				if r == roleAPI && grpcProbes == 0 {
+					fail("%s (%s) has no grpc probe: its gRPC server (port %d) goes unchecked", where, r, grpcPort)
 				}
 				if a := tmpl.Metadata.Annotations; a["prometheus.io/scrape"] != "true" || a["prometheus.io/port"] != strconv.Itoa(port) || a["prometheus.io/path"] != "/metrics" {
 					fail("%s: want pod annotations prometheus.io/scrape \"true\", port %q, path /metrics", where, strconv.Itoa(port))
@@ -514,7 +549,11 @@ func checkRendered(objs []object, img image, queues []string) []error {
 					fail("%s: terminationGracePeriodSeconds %s must exceed WORKER_SHUTDOWN_TIMEOUT %s", where, grace, d)
 				}
 			}
-			pods = append(pods, podWorkload{workload: w, tmpl: tmpl, role: r, port: port, env: env})
+			pw := podWorkload{workload: w, tmpl: tmpl, role: r, port: port, env: env}
+			if r == roleAPI {
+				pw.grpcPort, _ = strconv.Atoi(cmpOr(env["GRPC_PORT"], varDefault("GRPC_PORT")))
+			}
+			pods = append(pods, pw)
 		}
 	}
 	if len(images) > 1 {
@@ -656,7 +695,7 @@ func checkRendered(objs []object, img image, queues []string) []error {
 			} else if tp == 0 {
 				tp = sp.Port
 			}
-			if tp != target.port {
+			if tp != target.port && (target.role != roleAPI || tp != target.grpcPort) {
 				fail("%s port %d goes to %v, but the %s listens on %d", o, sp.Port, sp.TargetPort, target.role, target.port)
 			}
 			svcPorts[o.Metadata.Name][sp.Name] = sp.Port
@@ -1122,7 +1161,23 @@ func TestRenderedProblems(t *testing.T) {
 			get(ctr(m), "envFrom", 0, "configMapRef").(map[string]any)["name"] = "predq-settings"
 		}},
 		{"probe path", "Deployment", "predq-api", "asks /healthz", func(m map[string]any) {
-			get(ctr(m), "livenessProbe", "httpGet").(map[string]any)["path"] = "/healthz"
+			get(ctr(m), "startupProbe", "httpGet").(map[string]any)["path"] = "/healthz"
+		}},
+		{"grpc probe port", "Deployment", "predq-api", "asks gRPC port 9000", func(m map[string]any) {
+			get(ctr(m), "livenessProbe", "grpc").(map[string]any)["port"] = 9000
+		}},
+		{"no grpc probe", "Deployment", "predq-api", "has no grpc probe", func(m map[string]any) {
+			ctr(m)["livenessProbe"] = map[string]any{"httpGet": map[string]any{"path": "/health/live", "port": "http"}}
+		}},
+		{"grpc port not among the ports", "Deployment", "predq-api", "serves gRPC on 9081", func(m map[string]any) {
+			for _, e := range ctr(m)["env"].([]any) {
+				if e := e.(map[string]any); e["name"] == "GRPC_PORT" {
+					e["value"] = "9081"
+				}
+			}
+		}},
+		{"grpc readiness", "Deployment", "predq-api", "want httpGet", func(m map[string]any) {
+			ctr(m)["readinessProbe"] = map[string]any{"grpc": map[string]any{"port": 8081}}
 		}},
 		{"readiness on liveness", "Deployment", "predq-worker", "readiness probe asks /health/live", func(m map[string]any) {
 			get(ctr(m), "readinessProbe", "httpGet").(map[string]any)["path"] = "/health/live"

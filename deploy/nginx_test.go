@@ -227,9 +227,105 @@ func nginxSize(s string) (int64, error) {
 
 // checkNginx checks nginx.conf: the proxied paths reach an upstream of api replicas, the
 // event stream is not buffered and may stay open, job uploads may be large and are streamed,
-// every proxied request carries X-Request-ID. apiHosts maps the compose services that run the
-// api to their port. It returns the port nginx listens on.
-func checkNginx(src string, apiHosts map[string]int, bodyLimit int64) (int, []error) {
+// every proxied request carries X-Request-ID; the gRPC server (if any) speaks HTTP/2 and
+// passes every call to an upstream of the api replicas' gRPC port with its request id.
+// apiHosts maps the compose services that run the api to their port, grpcHosts to their gRPC
+// port. It returns the ports nginx listens on for HTTP and for gRPC (0: none).
+func checkNginx(src string, apiHosts, grpcHosts map[string]int, bodyLimit int64) (int, int, []error) {
+	listen, errs := checkNginxHTTP(src, apiHosts, grpcHosts, bodyLimit)
+	grpcListen, grpcErrs := checkNginxGRPC(src)
+	return listen, grpcListen, append(errs, grpcErrs...)
+}
+
+// grpcServers splits the server blocks of http into those that pass gRPC (a location with
+// grpc_pass) and the others, and returns the upstreams that grpc_pass names.
+func grpcServers(http *ngx) (grpcs, others []*ngx, upstreams map[string]bool) {
+	upstreams = map[string]bool{}
+	for _, srv := range http.children("server") {
+		isGRPC := false
+		for _, l := range srv.children("location") {
+			for _, gp := range l.children("grpc_pass") {
+				isGRPC = true
+				if len(gp.args) == 1 {
+					u := strings.TrimPrefix(strings.TrimPrefix(gp.args[0], "grpc://"), "grpcs://")
+					upstreams[u] = true
+				}
+			}
+		}
+		if isGRPC {
+			grpcs = append(grpcs, srv)
+		} else {
+			others = append(others, srv)
+		}
+	}
+	return grpcs, others, upstreams
+}
+
+// checkNginxGRPC checks the gRPC server of nginx.conf, when it has one: one listen port,
+// HTTP/2 (gRPC needs it, and without TLS nginx speaks it only when told), every location a
+// grpc_pass to an upstream, the request id passed.
+func checkNginxGRPC(src string) (int, []error) {
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("nginx.conf: gRPC server: "+format, args...))
+	}
+	top, err := parseNginx(src)
+	if err != nil || len(top.children("http")) != 1 {
+		return 0, nil // reported by checkNginxHTTP
+	}
+	http := top.children("http")[0]
+	grpcs, _, _ := grpcServers(http)
+	if len(grpcs) == 0 {
+		return 0, nil
+	}
+	if len(grpcs) > 1 {
+		return 0, []error{fmt.Errorf("nginx.conf: want at most one gRPC server block, got %d", len(grpcs))}
+	}
+	srv := grpcs[0]
+	listen := 0
+	if l := srv.children("listen"); len(l) == 1 && len(l[0].args) > 0 {
+		if listen, err = strconv.Atoi(l[0].args[0]); err != nil {
+			fail("listen %q: want a port", l[0].args[0])
+		}
+	} else {
+		fail("want one listen directive")
+	}
+	if srv.effectiveArg("http2", "off") != "on" {
+		fail("want `http2 on` (gRPC is HTTP/2; without TLS nginx speaks it only when told)")
+	}
+	ups := map[string]bool{}
+	for _, u := range http.children("upstream") {
+		if len(u.args) == 1 {
+			ups[u.args[0]] = true
+		}
+	}
+	for _, l := range srv.children("location") {
+		where := "location " + strings.Join(l.args, " ")
+		gp := l.children("grpc_pass")
+		if len(gp) != 1 || len(gp[0].args) != 1 {
+			fail("%s: want one grpc_pass", where)
+			continue
+		}
+		u := strings.TrimPrefix(gp[0].args[0], "grpc://")
+		if !ups[u] {
+			fail("%s: grpc_pass to %s, which is not an upstream", where, gp[0].args[0])
+		}
+		rid := false
+		for _, h := range l.effective("grpc_set_header") {
+			rid = rid || len(h.args) == 2 && strings.EqualFold(h.args[0], "x-request-id")
+		}
+		if !rid {
+			fail("%s does not pass the x-request-id metadata (grpc_set_header)", where)
+		}
+	}
+	if _, err := matchLocation(srv, "/inference.GRPCInferenceService/ModelInfer"); err != nil {
+		fail("%v", err)
+	}
+	return listen, errs
+}
+
+// checkNginxHTTP checks the HTTP server of nginx.conf and every upstream.
+func checkNginxHTTP(src string, apiHosts, grpcHosts map[string]int, bodyLimit int64) (int, []error) {
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf("nginx.conf: "+format, args...)) }
 	top, err := parseNginx(src)
@@ -241,9 +337,9 @@ func checkNginx(src string, apiHosts map[string]int, bodyLimit int64) (int, []er
 		return 0, []error{fmt.Errorf("nginx.conf: want one http block, got %d", len(https))}
 	}
 	http := https[0]
-	servers := http.children("server")
+	_, servers, grpcUpstreams := grpcServers(http)
 	if len(servers) != 1 {
-		return 0, []error{fmt.Errorf("nginx.conf: want one server block, got %d", len(servers))}
+		return 0, []error{fmt.Errorf("nginx.conf: want one HTTP server block (and at most one gRPC one), got %d", len(servers))}
 	}
 	server := servers[0]
 	listen := 0
@@ -268,11 +364,15 @@ func checkNginx(src string, apiHosts map[string]int, bodyLimit int64) (int, []er
 				continue
 			}
 			host, port, _ := splitHostPort(s.args[0])
-			want, ok := apiHosts[host]
+			hosts, what := apiHosts, "the api listens on"
+			if grpcUpstreams[u.args[0]] {
+				hosts, what = grpcHosts, "the api serves gRPC on"
+			}
+			want, ok := hosts[host]
 			if !ok {
 				fail("upstream %s: server %s is not a compose service running the api", u.args[0], s.args[0])
 			} else if port != strconv.Itoa(want) {
-				fail("upstream %s: server %s, but the api listens on %d", u.args[0], s.args[0], want)
+				fail("upstream %s: server %s, but %s %d", u.args[0], s.args[0], what, want)
 			}
 			if slices.Contains(s.args, "resolve") {
 				if len(u.children("zone")) == 0 {
@@ -360,10 +460,12 @@ func TestNginx(t *testing.T) {
 	t.Parallel()
 	img := dockerImage(t)
 	apps, cf := composeApps(t, img)
-	listen, errs := checkNginx(readFile(t, "deploy/nginx/nginx.conf"), apiHosts(apps), bodyLimit(t))
+	listen, grpcListen, errs := checkNginx(readFile(t, "deploy/nginx/nginx.conf"), apiHosts(apps), grpcHosts(apps), bodyLimit(t))
 	requireNoProblems(t, errs)
 	nginx := cf.Services["nginx"]
 	require.Contains(t, containerPorts(nginx), listen, "compose publishes nginx's listen port")
+	require.NotZero(t, grpcListen, "nginx proxies gRPC")
+	require.Contains(t, containerPorts(nginx), grpcListen, "compose publishes nginx's gRPC port")
 	require.Equal(t, "./deploy/nginx/nginx.conf", bindMounts(nginx)["/etc/nginx/nginx.conf"])
 }
 
@@ -372,6 +474,16 @@ func apiHosts(apps map[string]composeApp) map[string]int {
 	for _, a := range apps {
 		if a.role == roleAPI {
 			hosts[a.name] = a.port
+		}
+	}
+	return hosts
+}
+
+func grpcHosts(apps map[string]composeApp) map[string]int {
+	hosts := map[string]int{}
+	for _, a := range apps {
+		if a.role == roleAPI {
+			hosts[a.name] = a.grpcPort
 		}
 	}
 	return hosts
@@ -387,7 +499,7 @@ func bodyLimit(t *testing.T) int64 {
 func TestNginxProblems(t *testing.T) {
 	t.Parallel()
 	src := readFile(t, "deploy/nginx/nginx.conf")
-	hosts := map[string]int{"api": 8080}
+	hosts, grpcPorts := map[string]int{"api": 8080}, map[string]int{"api": 8081}
 	for _, tc := range []struct{ name, old, new, want string }{
 		{"buffered events", "            proxy_buffering off;", "            proxy_buffering on;", "want proxy_buffering off"},
 		{"short event timeout", "            proxy_read_timeout 1h;", "            proxy_read_timeout 60s;", "proxy_read_timeout 60s"},
@@ -404,9 +516,13 @@ func TestNginxProblems(t *testing.T) {
 		{"proxy to nowhere", "        location / {\n            proxy_pass http://api;", "        location / {\n            proxy_pass http://apii;", "not an upstream"},
 		{"event location too wide", `location ~ ^/api/v1/jobs/[^/]+/events$`, `location ~ ^/api/v1/jobs/`, "also serves"},
 		{"syntax", "worker_connections 4096;\n}", "worker_connections 4096;\n", "unclosed"},
+		{"gRPC without HTTP/2", "        http2 on;\n", "", "want `http2 on`"},
+		{"gRPC upstream on the HTTP port", "server api:8081 resolve", "server api:8080 resolve", "the api serves gRPC on 8081"},
+		{"gRPC to nowhere", "grpc_pass grpc://api_grpc;", "grpc_pass grpc://api_grcp;", "not an upstream"},
+		{"gRPC without request id", "        grpc_set_header x-request-id $req_id;\n", "", "x-request-id metadata"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, errs := checkNginx(mustReplace(t, src, tc.old, tc.new), hosts, 4<<20)
+			_, _, errs := checkNginx(mustReplace(t, src, tc.old, tc.new), hosts, grpcPorts, 4<<20)
 			requireProblem(t, errs, tc.want)
 		})
 	}

@@ -1,12 +1,14 @@
-// Command api is the HTTP front door: synchronous predictions, batch job submission and the
-// read API. Subcommands:
+// Command api is the HTTP and gRPC front door: synchronous predictions, batch job
+// submission and the read API on HTTP; the Open Inference Protocol's gRPC service on
+// GRPC_PORT. Subcommands:
 //
-//	api [serve]                      serve HTTP on PORT
+//	api [serve]                      serve HTTP on PORT and gRPC on GRPC_PORT
 //	api migrate                      apply the database migrations (creating the database if missing)
 //	api keys create --name NAME [--scope S]...  store a new API key and print it once (also
 //	                                 --class, --weight, --max-pending-rows, --max-queued-jobs)
 //	api promote VERSION [--alias NAME]   point an alias (default latest) at a version, in every process
-//	api healthcheck [--url URL]      exit 0 when the api answers /health/live (container health check)
+//	api healthcheck [--url URL] [--grpc HOST:PORT]  exit 0 when the api answers /health/live
+//	                                 (and its gRPC health service SERVING): the container health check
 //	api version                      print the version
 package main
 
@@ -37,6 +39,7 @@ import (
 	"github.com/predq/predq/internal/admission"
 	"github.com/predq/predq/internal/auth"
 	"github.com/predq/predq/internal/config"
+	"github.com/predq/predq/internal/grpcapi"
 	"github.com/predq/predq/internal/health"
 	"github.com/predq/predq/internal/httpapi"
 	"github.com/predq/predq/internal/idempotency"
@@ -110,16 +113,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, version)
 		return nil
 	case "-h", "--help", "help":
-		fmt.Fprintln(stdout, "usage: api [serve | migrate | keys create --name NAME [--scope S]... | promote VERSION [--alias NAME] | healthcheck [--url URL] | version]")
+		fmt.Fprintln(stdout, "usage: api [serve | migrate | keys create --name NAME [--scope S]... | promote VERSION [--alias NAME] | healthcheck [--url URL] [--grpc HOST:PORT] | version]")
 		return nil
 	default:
 		return fmt.Errorf("unknown command %q (want serve, migrate, keys, promote, healthcheck or version)", cmd)
 	}
 }
 
-// serve runs the HTTP API until ctx is done; logArgs are added to the "starting" log line.
-// Shutdown is ordered: the listener stops taking connections and the requests in flight are
-// drained (20 s at most), then the model watcher stops, then the deferred closes run: the
+// serve runs the HTTP API and the gRPC server until ctx is done; logArgs are added to the
+// "starting" log line. Shutdown is ordered: both listeners stop taking connections and the
+// requests and calls in flight are drained (20 s at most; gRPC's health says NOT_SERVING
+// at once), then the model watcher stops, then the deferred closes run: the
 // group commit's last batches, the queue clients, Redis, Postgres, tracing.
 func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...any) error {
 	proc, err := startup.Open(ctx, startup.Options{
@@ -226,7 +230,8 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 	if err != nil {
 		return fmt.Errorf("API_KEYS: %w", err)
 	}
-	// The Open Inference Protocol (/v2) over the same predict feature.
+	// The Open Inference Protocol over the same predict feature, for both of its bindings
+	// (REST on /v2, gRPC on GRPC_PORT).
 	oipSvc, err := oip.NewService(oip.Config{
 		Predictor:     svc,
 		Models:        registry,
@@ -282,9 +287,29 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		return err
 	}
 
+	// The same oip.Service answers the protocol's gRPC binding.
+	grpcSrv, err := grpcapi.New(grpcapi.Config{
+		Inference:      oipSvc,
+		Auth:           keyring,
+		Limits:         srv, // one rate limit per key, one failed-authentication allowance per address, whichever door
+		MaxRecvMsgSize: int(cfg.BodyLimit),
+		Logger:         logger,
+		Registerer:     reg,
+		TracerProvider: tp,
+		Propagator:     otel.GetTextMapPropagator(),
+	})
+	if err != nil {
+		return err
+	}
+
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
+	}
+	grpcLn, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.GRPCPort)))
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("grpc listen: %w", err)
 	}
 	httpSrv := httpapi.NewHTTPServer(ln.Addr().String(), srv.Handler())
 	// The watcher outlives the drain: it stops once the requests in flight are answered.
@@ -304,17 +329,33 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		return nil
 	})
 	g.Go(func() error {
+		if err := grpcSrv.Serve(grpcLn); err != nil {
+			return fmt.Errorf("grpc: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
 		<-gctx.Done()
-		logger.Info("shutting down: draining HTTP requests")
+		logger.Info("shutting down: draining HTTP requests and gRPC calls")
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
 		defer cancel()
-		if err := httpSrv.Shutdown(sctx); err != nil {
-			logger.Error("http shutdown", "error", err)
-		}
+		// Both doors stop taking work and drain at once, within the same bound.
+		var drain errgroup.Group
+		drain.Go(func() error {
+			if err := httpSrv.Shutdown(sctx); err != nil {
+				logger.Error("http shutdown", "error", err)
+			}
+			return nil
+		})
+		drain.Go(func() error {
+			grpcSrv.Shutdown(sctx)
+			return nil
+		})
+		_ = drain.Wait()
 		stopWatch()
 		return nil
 	})
-	logger.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "models", registry.Versions())
+	logger.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "grpc_addr", grpcLn.Addr().String(), "models", registry.Versions())
 	if err := g.Wait(); err != nil {
 		return err
 	}
@@ -420,11 +461,17 @@ func healthcheck(ctx context.Context, getenv func(string) string, args []string,
 		port = "8080"
 	}
 	url := fs.String("url", "http://127.0.0.1:"+port+"/health/live", "URL to check")
+	grpcAddr := fs.String("grpc", "", "host:port of the gRPC server whose health service (grpc.health.v1, the server as a whole) must answer SERVING too")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
+	if *grpcAddr != "" {
+		if err := grpcapi.CheckHealth(ctx, *grpcAddr, ""); err != nil {
+			return fmt.Errorf("healthcheck: %w", err)
+		}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
 	if err != nil {
 		return err

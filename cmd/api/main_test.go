@@ -29,8 +29,9 @@ const testKey = "test-key-0123456789abcdef"
 
 // api is a running api process (run() in this test process) and its client.
 type api struct {
-	base string
-	t    *testing.T
+	base     string
+	grpcAddr string // host:port of the gRPC server
+	t        *testing.T
 }
 
 type testWriter struct {
@@ -46,7 +47,7 @@ func (w *testWriter) Write(p []byte) (int, error) {
 }
 
 // startAPI runs the api with env on top of a fresh database, a throwaway Redis and the
-// shipped models, and waits until it answers. A port picked free can be taken before the api
+// shipped models, and waits until it answers (HTTP and gRPC on free ports). A port picked free can be taken before the api
 // binds it (the tests run in parallel); the api then exits saying so, and starts again on
 // another.
 func startAPI(t *testing.T, env map[string]string) *api {
@@ -70,11 +71,16 @@ func startAPI(t *testing.T, env map[string]string) *api {
 		require.NoError(t, err)
 		these := maps.Clone(vars)
 		these["PORT"] = strconv.Itoa(port)
+		grpcPort, err := localsvc.FreePort()
+		require.NoError(t, err)
+		if env["GRPC_PORT"] == "" {
+			these["GRPC_PORT"] = strconv.Itoa(grpcPort)
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		w := &testWriter{t: t}
 		go func() { done <- run(ctx, []string{"api"}, func(k string) string { return these[k] }, w, w) }()
-		a := &api{base: fmt.Sprintf("http://127.0.0.1:%d", port), t: t}
+		a := &api{base: fmt.Sprintf("http://127.0.0.1:%d", port), grpcAddr: "127.0.0.1:" + these["GRPC_PORT"], t: t}
 		up, exited, exitErr := waitLive(a.base+"/health/live", done, 20*time.Second)
 		if up {
 			t.Cleanup(func() {

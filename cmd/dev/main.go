@@ -150,6 +150,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
   API          %[1]s/api/v1/predict        (Authorization: Bearer %[2]s)
   API docs     %[1]s/api/docs
+  gRPC         127.0.0.1:%[9]d   (grpcurl -plaintext -H 'authorization: Bearer %[2]s' 127.0.0.1:%[9]d list)
   Readiness    %[1]s/health/ready
   Metrics      %[1]s/metrics   worker :%[3]d/metrics   scheduler :%[4]d/metrics
   Dashboard    %[1]s/monitoring/        (user %[7]s, password %[8]s)
@@ -159,7 +160,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
   curl -s -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' \
        -d "{\"features\": [$(head -1 data/sonar.csv | cut -d, -f1-60)]}" %[1]s/api/v1/predict`,
 		base, apiKey, cfg.WorkerMetricsPort, cfg.SchedulerMetricsPort, config.RedactURL(env["DATABASE_URL"]), config.RedactURL(firstNonEmpty(env["REDIS_URL"], cfg.RedisURL)),
-		monUser, monPassword)
+		monUser, monPassword, cfg.GRPCPort)
 
 	select {
 	case <-ctx.Done():

@@ -34,6 +34,7 @@ import (
 type Config struct {
 	Env      string `env:"APP_ENV" envDefault:"development" oneof:"development production" doc:"development or production; production refuses a missing SECRET_KEY"`
 	Port     int    `env:"PORT" envDefault:"8080" range:"1,65535" doc:"HTTP port of the api"`
+	GRPCPort int    `env:"GRPC_PORT" envDefault:"8081" range:"0,65535" doc:"gRPC port of the api: the Open Inference Protocol's GRPCInferenceService, gRPC health and reflection (0: a free port, logged)"`
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info" oneof:"debug info warn error" doc:"debug, info, warn or error"`
 
 	DatabaseURL     string        `env:"DATABASE_URL" envDefault:"postgres://postgres@127.0.0.1:5432/predq?sslmode=disable" scheme:"postgres postgresql" redact:"url" doc:"Postgres connection URL"`
@@ -54,7 +55,7 @@ type Config struct {
 	RateBurst      int      `env:"RATE_BURST" envDefault:"0" range:"0,10000000" doc:"burst of the rate limit (0: 2 x RATE_LIMIT)"`
 	AuthFailRate   float64  `env:"AUTH_FAIL_RATE" envDefault:"5" range:"0,1e6" doc:"failed authentications per second allowed per client address on /api/v1 and /monitoring/; past AUTH_FAIL_BURST the address gets 429 before its key is checked (0: off)"`
 	AuthFailBurst  int      `env:"AUTH_FAIL_BURST" envDefault:"20" range:"1,10000000" doc:"burst of AUTH_FAIL_RATE"`
-	BodyLimit      int64    `env:"BODY_LIMIT" envDefault:"4194304" range:"1024,1073741824" doc:"bytes of a JSON request body"`
+	BodyLimit      int64    `env:"BODY_LIMIT" envDefault:"4194304" range:"1024,1073741824" doc:"bytes of a JSON request body, and of a gRPC request message"`
 
 	AdmissionControl      bool          `env:"ADMISSION_CONTROL" envDefault:"true" doc:"adaptive admission control of predict and batch predict: a concurrency limit that follows latency, a short priority queue, 503 past it (see Overload)"`
 	AdmissionMinLimit     int           `env:"ADMISSION_MIN_LIMIT" envDefault:"4" range:"1,10000" doc:"least concurrency the admission limit shrinks to"`

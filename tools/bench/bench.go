@@ -85,6 +85,8 @@ type bench struct {
 	bulkKey string
 	env     map[string]string
 	apiURL  string
+	// grpcAddr is the api's gRPC host:port.
+	grpcAddr string
 	// apiAllURL is a second api with PERSIST_CACHE_HITS=true, which stores every cache hit.
 	apiAllURL string
 	// apiQueueURL is a third api with PERSIST_PATH=queue: the worker stores its predictions.
@@ -127,7 +129,7 @@ func benchmark(ctx context.Context, opts options, getenv func(string) string, st
 		return rep, err
 	}
 
-	if !opts.Phases["http"] && !opts.Phases["queue"] && !opts.Phases["job"] && !opts.Phases["overload"] {
+	if !opts.Phases["http"] && !opts.Phases["queue"] && !opts.Phases["job"] && !opts.Phases["overload"] && !opts.Phases["grpc"] {
 		rep.Seconds = time.Since(began).Seconds()
 		rep.Rows = buildRows(rep, opts)
 		return rep, nil
@@ -175,6 +177,11 @@ func benchmark(ctx context.Context, opts options, getenv func(string) string, st
 			return rep, err
 		}
 	}
+	if opts.Phases["grpc"] {
+		if rep.GRPC, err = b.grpcPhase(ctx); err != nil {
+			return rep, err
+		}
+	}
 	if mem != (memResult{}) {
 		rep.Memory = &mem
 	}
@@ -217,13 +224,13 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	}
 	b.cleanups = append(b.cleanups, func() { _ = b.redis.Stop() })
 
-	var ports [5]int
+	var ports [6]int
 	for i := range ports {
 		if ports[i], err = localsvc.FreePort(); err != nil {
 			return err
 		}
 	}
-	apiPort, workerPort, ceilPort, apiQueuePort, apiAllPort := ports[0], ports[1], ports[2], ports[3], ports[4]
+	apiPort, workerPort, ceilPort, apiQueuePort, apiAllPort, grpcPort := ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
 	b.key = "bench-" + randomHex(16)
 	b.bulkKey = "bench-bulk-" + randomHex(16)
 	b.env = map[string]string{
@@ -236,9 +243,11 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 		"LOG_LEVEL":           "warn",
 		"RATE_LIMIT":          "0",
 		"PORT":                strconv.Itoa(apiPort),
+		"GRPC_PORT":           strconv.Itoa(grpcPort),
 		"WORKER_METRICS_PORT": strconv.Itoa(workerPort),
 	}
 	b.apiURL = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
+	b.grpcAddr = fmt.Sprintf("127.0.0.1:%d", grpcPort)
 	b.ceilURL = fmt.Sprintf("http://127.0.0.1:%d", ceilPort)
 	b.apiAllURL = fmt.Sprintf("http://127.0.0.1:%d", apiAllPort)
 	b.apiQueueURL = fmt.Sprintf("http://127.0.0.1:%d", apiQueuePort)
@@ -271,13 +280,13 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	}
 	// The same api storing every cache hit, idle but for its own points.
 	cmd = b.pin.command(ctx, b.pin.Server, filepath.Join(b.binDir, "api"))
-	cmd.Dir, cmd.Env = b.binDir, append(minimalEnv(b.env), "PORT="+strconv.Itoa(apiAllPort), "PERSIST_CACHE_HITS=true")
+	cmd.Dir, cmd.Env = b.binDir, append(minimalEnv(b.env), "PORT="+strconv.Itoa(apiAllPort), "GRPC_PORT=0", "PERSIST_CACHE_HITS=true")
 	if b.apiAll, err = proc.Start("api-all-hits", cmd, 64<<10); err != nil {
 		return err
 	}
 	// And one persisting through the queue (the worker writes), for its own points.
 	cmd = b.pin.command(ctx, b.pin.Server, filepath.Join(b.binDir, "api"))
-	cmd.Dir, cmd.Env = b.binDir, append(minimalEnv(b.env), "PORT="+strconv.Itoa(apiQueuePort), "PERSIST_PATH=queue")
+	cmd.Dir, cmd.Env = b.binDir, append(minimalEnv(b.env), "PORT="+strconv.Itoa(apiQueuePort), "GRPC_PORT=0", "PERSIST_PATH=queue")
 	if b.apiQueue, err = proc.Start("api-queue", cmd, 64<<10); err != nil {
 		return err
 	}

@@ -352,8 +352,9 @@ func (c *conn) readBody(n int) error {
 // is moved by (1 + i/208)·1e-9, i counting up from Start: every body of a run (and of runs
 // given Start values far apart) is distinct, and all stay within the features' rules.
 type bodySource struct {
-	same []byte // non-nil: always this body
-	oip  bool   // Open Inference Protocol bodies (one row of shape [1, 60]) rather than /api/v1's
+	same  []byte // non-nil: always this body
+	oip   bool   // Open Inference Protocol bodies (rows of shape [N, 60]) rather than /api/v1's
+	batch int    // > 0: this many distinct rows per body (/api/v1/predict/batch samples, or N of an OIP body)
 
 	rows  [][]float64 // the sonar rows
 	tails [][]byte    // each row's features 2..60 as JSON, with the leading comma
@@ -386,13 +387,50 @@ func (s *bodySource) next() []byte {
 	if s.same != nil {
 		return s.same
 	}
-	i := s.start + s.n.Add(1) - 1
+	if s.batch > 0 && s.oip {
+		// One tensor [N, 60], its data flat.
+		first := s.start + (s.n.Add(1)-1)*int64(s.batch)
+		b := append(make([]byte, 0, s.batch*700), `{"inputs":[{"name":"features","datatype":"FP64","shape":[`...)
+		b = strconv.AppendInt(b, int64(s.batch), 10)
+		b = append(b, `,60],"data":[`...)
+		for j := range int64(s.batch) {
+			i := first + j
+			row := int(i % int64(len(s.rows)))
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendFloat(b, s.rows[row][0]+float64(1+i/int64(len(s.rows)))*1e-9, 'g', -1, 64)
+			b = append(b, s.tails[row]...)
+		}
+		return append(b, "]}]}"...)
+	}
+	if s.batch > 0 {
+		first := s.start + (s.n.Add(1)-1)*int64(s.batch)
+		b := append(make([]byte, 0, s.batch*700), `{"samples":[`...)
+		for j := range int64(s.batch) {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = s.appendRow(b, first+j)
+		}
+		return append(b, "]}"...)
+	}
+	return s.appendRow(nil, s.start+s.n.Add(1)-1)
+}
+
+// appendRow appends the predict body of distinct row i.
+func (s *bodySource) appendRow(b []byte, i int64) []byte {
 	row := int(i % int64(len(s.rows)))
 	x0 := s.rows[row][0] + float64(1+i/int64(len(s.rows)))*1e-9
-	b := make([]byte, 0, 96+24+len(s.tails[row])+2)
 	if s.oip {
+		if b == nil {
+			b = make([]byte, 0, 96+24+len(s.tails[row])+2)
+		}
 		b = append(b, `{"inputs":[{"name":"features","datatype":"FP64","shape":[1,60],"data":[`...)
 	} else {
+		if b == nil {
+			b = make([]byte, 0, 16+24+len(s.tails[row])+2)
+		}
 		b = append(b, `{"features":[`...)
 	}
 	b = strconv.AppendFloat(b, x0, 'g', -1, 64)
@@ -425,7 +463,8 @@ func loadCommand(args []string, stdout, stderr io.Writer) error {
 	conns := fs.Int("conns", 16, "connections")
 	duration := fs.Duration("duration", 10*time.Second, "how long requests are started")
 	maxReq := fs.Int64("max", 5_000_000, "most requests in all")
-	mode := fs.String("bodies", "distinct", "distinct (a new input per request), distinct-oip (the same as Open Inference Protocol requests) or same (one input repeated)")
+	mode := fs.String("bodies", "distinct", "distinct (a new input per request), distinct-oip (the same as Open Inference Protocol requests), same (one input repeated), distinct-batch or distinct-oip-batch (-batch new inputs per request: /api/v1/predict/batch samples, or one OIP tensor [N, 60])")
+	batch := fs.Int("batch", 1, "rows per request with -bodies distinct-batch or distinct-oip-batch")
 	start := fs.Int64("start", 0, "number of the first distinct body")
 	data := fs.String("data", "data/sonar.csv", "sonar CSV file")
 	latencies := fs.Bool("latencies", false, "print every latency too (latencies_us), to merge rounds")
@@ -445,8 +484,14 @@ func loadCommand(args []string, stdout, stderr io.Writer) error {
 		bodies.oip = true
 	case "same":
 		bodies = newSameBody(rows)
+	case "distinct-batch", "distinct-oip-batch":
+		if *batch < 1 {
+			return fmt.Errorf("load: -batch must be positive, got %d", *batch)
+		}
+		bodies = newDistinctBodies(rows, *start)
+		bodies.batch, bodies.oip = *batch, *mode == "distinct-oip-batch"
 	default:
-		return fmt.Errorf("load: -bodies must be distinct, distinct-oip or same, got %q", *mode)
+		return fmt.Errorf("load: -bodies must be distinct, distinct-oip, same, distinct-batch or distinct-oip-batch, got %q", *mode)
 	}
 	r, err := runLoad(loadConfig{Addr: *addr, Path: *path, Key: *key, Conns: *conns, Duration: *duration, Max: *maxReq, Bodies: bodies, Latencies: *latencies})
 	if err != nil {

@@ -31,7 +31,7 @@
 // Usage (from tools/, or with -root):
 //
 //	bench [-smoke] [-json] [-root DIR] [-duration 10s] [-rounds 5] [-conns 16,64,256] [-job-rows 1000000]
-//	      [-queue-tasks 100000] [-no-pin] [-phases http,queue,job,overload]
+//	      [-queue-tasks 100000] [-no-pin] [-phases http,queue,job,overload,grpc]
 //	      [-targets predict-miss,predict-hit,predict-hit-stored,predict-miss-queue,oip-miss] [-pprof]
 //	bench -render report.json      print the table of a report saved with -json
 //	bench gobench [-benchtime 1x]  run the in-process measurements the table names (go test -bench)
@@ -76,6 +76,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return serveCeilingCommand(ctx, args[2:], stderr)
 		case "load":
 			return loadCommand(args[2:], stdout, stderr)
+		case "grpc-load":
+			return grpcLoadCommand(ctx, args[2:], stdout, stderr)
 		case "upload":
 			return uploadCommand(ctx, args[2:], stdout, stderr)
 		case "queue-produce":
@@ -123,7 +125,7 @@ type options struct {
 	QueueTasks int
 	NoPin      bool
 	Pprof      bool            // api and worker serve net/http/pprof (PPROF_ADDR), addresses logged
-	Phases     map[string]bool // http, queue, job
+	Phases     map[string]bool // http, queue, job, grpc
 	Targets    []string        // the HTTP targets measured, in order; the ceiling is always first
 	Render     string          // a -json report to print again, instead of measuring
 	Command    string
@@ -143,7 +145,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	noPin := fs.Bool("no-pin", false, "do not pin processes to cores even when taskset works")
 	pprof := fs.Bool("pprof", false, "let the api and the worker serve net/http/pprof on free loopback ports (logged), to profile a run")
 	render := fs.String("render", "", "print the table of a report saved with -json, without measuring")
-	phases := fs.String("phases", "http,queue,job,overload", "the measurements to run (a subset, for profiling)")
+	phases := fs.String("phases", "http,queue,job,overload,grpc", "the measurements to run (a subset, for profiling)")
 	targets := fs.String("targets", strings.Join(httpTargets, ","), "the HTTP targets to measure (a subset, for quicker comparisons); the ceiling is measured always")
 	if err := fs.Parse(args[1:]); err != nil {
 		return options{}, err
@@ -177,10 +179,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	o.Phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "http", "queue", "job", "overload":
+		case "http", "queue", "job", "overload", "grpc":
 			o.Phases[p] = true
 		default:
-			return options{}, fmt.Errorf("-phases: unknown phase %q (want http, queue, job, overload)", p)
+			return options{}, fmt.Errorf("-phases: unknown phase %q (want http, queue, job, overload, grpc)", p)
 		}
 	}
 	o.Targets = []string{"ceiling"}

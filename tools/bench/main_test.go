@@ -325,3 +325,62 @@ func TestRenderMakesTheRowsAgain(t *testing.T) {
 	require.Contains(t, out.String(), "mean latency at 0.5× of the ceiling (Little's law) | 8.00 ms")
 	require.Contains(t, out.String(), "serves at most 7,143 req/s (0.45× of the ceiling)")
 }
+
+func TestDistinctBatchBodiesHoldDistinctRows(t *testing.T) {
+	t.Parallel()
+	rows := sonarRows(t)
+	src := newDistinctBodies(rows, 0)
+	src.batch = 300
+	seen := map[float64]bool{}
+	for range 4 {
+		var req struct {
+			Samples []ceilingRequest `json:"samples"`
+		}
+		require.NoError(t, json.Unmarshal(src.next(), &req))
+		require.Len(t, req.Samples, 300)
+		for _, s := range req.Samples {
+			require.Len(t, s.Features, 60)
+			key := s.Features[0]*1e6 + s.Features[1] // the first feature is what moves
+			require.False(t, seen[key], "a row repeats")
+			seen[key] = true
+		}
+	}
+	// The OIP form: one tensor [N, 60] with the rows flat, numbered the same way.
+	oipSrc := newDistinctBodies(rows, 0)
+	oipSrc.batch, oipSrc.oip = 3, true
+	var inf struct {
+		Inputs []struct {
+			Name     string    `json:"name"`
+			Datatype string    `json:"datatype"`
+			Shape    []int64   `json:"shape"`
+			Data     []float64 `json:"data"`
+		} `json:"inputs"`
+	}
+	require.NoError(t, json.Unmarshal(oipSrc.next(), &inf))
+	require.Len(t, inf.Inputs, 1)
+	require.Equal(t, []int64{3, 60}, inf.Inputs[0].Shape)
+	require.Len(t, inf.Inputs[0].Data, 180)
+	require.Equal(t, distinctRow(rows, 2), inf.Inputs[0].Data[120:])
+	// The gRPC generator numbers its rows the same way.
+	require.Equal(t, distinctRow(rows, 209)[0], rows[1][0]+2e-9)
+	req := inferRequest(grpcLoadConfig{Rows: 3, Raw: true, Sonar: rows}, 0)
+	require.Len(t, req.GetRawInputContents()[0], 3*60*8)
+	require.Equal(t, []int64{3, 60}, req.GetInputs()[0].GetShape())
+}
+
+func TestGRPCRowsAreJudgedOnRatios(t *testing.T) {
+	t.Parallel()
+	rep := report{GRPC: &grpcResult{
+		UnaryGRPC: loadResult{Conns: 64, RPS: 10500}, UnaryREST: loadResult{Conns: 64, RPS: 10000},
+		BatchRows: 1000, BatchConns: 4,
+		BatchGRPC: loadResult{Conns: 4, RPS: 15}, BatchREST: loadResult{Conns: 4, RPS: 10},
+	}}
+	met := map[string]bool{}
+	for _, r := range buildRows(rep, options{}) {
+		if r.Met != nil {
+			met[r.Measure] = *r.Met
+		}
+	}
+	require.True(t, met["gRPC 64 conns: ModelInfer, one row (fp64_contents), cache misses"], "1.05×")
+	require.False(t, met["gRPC 4 conns: ModelInfer, 1,000 rows per call in raw_input_contents, cache misses"], "1.5× < 2×")
+}

@@ -41,7 +41,7 @@ func (b *bench) overloadPhase(ctx context.Context) (*overloadResult, error) {
 	}
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 	cmd := b.pin.command(ctx, b.pin.Server, filepath.Join(b.binDir, "api"))
-	cmd.Dir, cmd.Env = b.binDir, append(append(minimalEnv(b.env), "PORT="+strconv.Itoa(port)), overloadEnv...)
+	cmd.Dir, cmd.Env = b.binDir, append(append(minimalEnv(b.env), "PORT="+strconv.Itoa(port), "GRPC_PORT=0"), overloadEnv...)
 	api, err := proc.Start("api-admission", cmd, 64<<10)
 	if err != nil {
 		return nil, err

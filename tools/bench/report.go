@@ -76,6 +76,7 @@ type report struct {
 	HTTP    []httpPoint  `json:"http"`
 	Queue   *queueResult `json:"queue,omitempty"`
 	Job     *jobResult   `json:"job,omitempty"`
+	GRPC    *grpcResult  `json:"grpc,omitempty"`
 	Memory  *memResult   `json:"memory,omitempty"`
 	// Overload is the overload phase (admission control).
 	Overload *overloadResult `json:"overload,omitempty"`

@@ -17,6 +17,10 @@ const (
 	targetJobRatio  = 0.5  // NDJSON job rows/s / COPY rows/s
 	targetRSSMB     = 150. // api peak RSS
 	targetOIPRatio  = 0.9  // /v2 OIP REST infer (one row, misses) / /api/v1/predict misses, at targetConns (issue 19)
+
+	// Issue 19: gRPC against REST (/v2) on the same load.
+	targetGRPCUnaryRatio = 1.0 // one row per call, req/s
+	targetGRPCBatchRatio = 2.0 // 1,000 rows per call, raw contents against JSON, rows/s
 )
 
 // Targets of issue 21.
@@ -233,6 +237,22 @@ func buildRows(rep report, opts options) []row {
 	if o := rep.Overload; o != nil {
 		rows = append(rows, overloadRows(o)...)
 	}
+	if g := rep.GRPC; g != nil {
+		u, ur := g.UnaryGRPC, g.UnaryREST
+		rows = append(rows, row{Group: "grpc", Unit: "req/s", Value: u.RPS, P50MS: ptr(u.P50MS), P99MS: ptr(u.P99MS),
+			Measure: fmt.Sprintf("gRPC %d conns: ModelInfer, one row (fp64_contents), cache misses", u.Conns),
+			Note: fmt.Sprintf("REST p50 %.2f ms, p99 %.2f ms; load generator µs/req: gRPC (grpc-go client) %.0f, REST (raw HTTP/1.1) %.0f",
+				ur.P50MS, ur.P99MS, u.CPUPerRequestUS, ur.CPUPerRequestUS)}.
+			withCeiling("REST /v2 infer, same load", ur.RPS).atLeast(targetGRPCUnaryRatio, "", true))
+		b, br := g.BatchGRPC, g.BatchREST
+		n := float64(g.BatchRows)
+		rows = append(rows, row{Group: "grpc", Unit: "rows/s", Value: b.RPS * n, P50MS: ptr(b.P50MS), P99MS: ptr(b.P99MS),
+			Measure: fmt.Sprintf("gRPC %d conns: ModelInfer, %s rows per call in raw_input_contents, cache misses", b.Conns, itoa(int64(g.BatchRows))),
+			Note: fmt.Sprintf("REST p50 %.2f ms, p99 %.2f ms; load generator µs/call: gRPC %.0f, REST %.0f",
+				br.P50MS, br.P99MS, b.CPUPerRequestUS, br.CPUPerRequestUS)}.
+			withCeiling(fmt.Sprintf("REST /v2 infer, the same %s rows as JSON", itoa(int64(g.BatchRows))), br.RPS*n).
+			atLeast(targetGRPCBatchRatio, "", true))
+	}
 
 	if m := rep.Memory; m != nil {
 		rss := func(measure string, b int64) row {
@@ -279,6 +299,11 @@ func notes(rep report, opts options) []string {
 		n = append(n, "Overload: a fourth api with admission control on ("+strings.Join(overloadEnv, " ")+"; the other apis run with ADMISSION_CONTROL=false): "+
 			"one connection (unloaded), 8 (peak), then 32 clients paced together to 4× the peak's goodput, every second one on a key of class bulk, ignoring Retry-After; "+
 			"distinct inputs; p99 of the 200s only. tools/e2e TestOverloadShedsBulkFirstAndLosesNothing runs the same load and asserts the answers' contract, bulk shed first, nothing lost.")
+	}
+	if rep.GRPC != nil {
+		n = append(n, fmt.Sprintf("gRPC: closed loop like HTTP, each of the connections its own grpc-go client connection; %s per point after a %s warm-up, inputs distinct as for the HTTP misses, every computed answer stored. "+
+			"REST is the protocol's REST binding, POST /v2/models/sonar/infer: one row at the same connection count; the %d-row point sends the same rows as JSON (one FP64 tensor [N, 60], data flat) at %d connections, against ModelInfer with raw_input_contents (little-endian FP64).",
+			opts.Duration, opts.Warmup, rep.GRPC.BatchRows, rep.GRPC.BatchConns))
 	}
 	if opts.Smoke {
 		n = append(n, "Smoke run: sizes are too small for the targets to mean anything; it checks that every measurement still works.")

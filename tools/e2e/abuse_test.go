@@ -178,7 +178,7 @@ func TestRateLimitHoldsAcrossReplicas(t *testing.T) {
 	s := startStack(t, stackOpts{noWorker: true, env: map[string]string{"RATE_LIMIT": "5", "RATE_BURST": "5", "LOG_LEVEL": "warn"}})
 	first := s.base
 	s.env["API2_PORT"] = strconv.Itoa(freePort(t))
-	s.start("api2", "PORT="+s.env["API2_PORT"])
+	s.start("api2", "PORT="+s.env["API2_PORT"], "GRPC_PORT=0")
 	s.awaitUp("api2", "API2_PORT", "/health/live")
 	second := "http://127.0.0.1:" + s.env["API2_PORT"]
 

@@ -95,7 +95,11 @@ func (s *stack) startReplica(name, portKey string) string {
 	s.t.Helper()
 	for attempt := 1; ; attempt++ {
 		port := strconv.Itoa(freePort(s.t))
-		p := s.start(name, portKey+"="+port)
+		env := []string{portKey + "=" + port}
+		if portKey == "PORT" {
+			env = append(env, "GRPC_PORT=0") // a free port: the first api holds the stack's
+		}
+		p := s.start(name, env...)
 		err := p.WaitHTTP(context.Background(), "http://127.0.0.1:"+port+"/health/live", 30*time.Second)
 		if err == nil {
 			s.env[name+"_"+portKey] = port

@@ -85,6 +85,7 @@ func startStack(t *testing.T, o stackOpts) *stack {
 	}
 	s.env = map[string]string{
 		"PORT":                   strconv.Itoa(port),
+		"GRPC_PORT":              strconv.Itoa(freePort(t)),
 		"DATABASE_URL":           s.dbURL,
 		"REDIS_URL":              redisURL,
 		"MODEL_PATH":             mustAbs(t, "../../models"),
@@ -151,6 +152,9 @@ func (s *stack) awaitUp(name, portKey, path string) {
 		if errors.Is(err, proc.ErrExited) && attempt < 5 && strings.Contains(p.Log(), "address already in use") {
 			s.t.Logf("%s: port %s was taken before it could bind it; trying another", name, s.env[portKey])
 			s.env[portKey] = strconv.Itoa(freePort(s.t))
+			if name == "api" { // the taken port may have been its gRPC one
+				s.env["GRPC_PORT"] = strconv.Itoa(freePort(s.t))
+			}
 			s.start(name)
 			continue
 		}
