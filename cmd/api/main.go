@@ -187,8 +187,11 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		MaxRows:    cfg.MaxJobRows,
 		ChunkSize:  cfg.JobChunkSize,
 		Timeout:    cfg.JobTimeout,
-		Registerer: reg,
-		Logger:     logger,
+		// The quotas are checked where jobs are submitted.
+		MaxPendingRows: cfg.JobMaxPendingRows,
+		MaxQueuedJobs:  cfg.JobMaxQueuedJobs,
+		Registerer:     reg,
+		Logger:         logger,
 	})
 	if err != nil {
 		return err

@@ -147,11 +147,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer w.Close()
 	w.Handle(tasks.TypeJobRun, tasks.HandleJobRun(jobs))
-	w.Handle(tasks.TypeJobChunk, tasks.HandleJobChunk(jobs, logger))
+	w.Handle(tasks.TypeJobChunk, tasks.HandleJobChunk(jobs))
 	if deliverer != nil {
 		w.Handle(tasks.TypeWebhookDeliver, tasks.HandleWebhookDeliver(deliverer))
 	}
 	jobStore := job.NewStore(pool)
+	// What each key is owed in the fair share, read from Postgres at each scrape (only the
+	// worker exports it, since every process would report the same).
+	reg.MustRegister(job.NewShareCollector(jobStore))
 	w.Handle(tasks.TypeMaintenanceReconcile, tasks.HandleReconcile(tasks.ReconcileConfig{
 		Jobs: jobStore, Deliveries: deliveries, Enqueuer: jobClient, Runner: jobs, Grace: cfg.ReconcileGrace, Logger: logger,
 	}))

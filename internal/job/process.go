@@ -195,21 +195,23 @@ func (s *Service) commitChunk(ctx context.Context, id uuid.UUID, chunk int, writ
 		return fmt.Errorf("chunk %s/%d: %w", id, chunk, ctx.Err())
 	}
 	committed := false
+	var owner string
 	err := postgres.WithTx(ctx, s.cfg.Pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1, $2)`, jobLockClass, jobLockKey(id)); err != nil {
 			return err
 		}
 		// A statement of its own, so that it reads the job after the lock is granted.
-		tag, err := tx.Exec(ctx, `UPDATE job_chunks c SET status = 'done', done_at = now(), features = ''::bytea,
-				processed = $3, failed = $4, low_confidence = $5
+		err := tx.QueryRow(ctx, `UPDATE job_chunks c SET status = 'done', done_at = now(), features = ''::bytea,
+				processed = $3, failed = $4, low_confidence = $5, lease_until = NULL
 			FROM jobs j
 			WHERE c.job_id = $1 AND c.chunk_index = $2 AND c.status = 'pending'
-			  AND j.id = c.job_id AND j.status IN ('queued', 'running')`, id, chunk, ok, failed, low)
+			  AND j.id = c.job_id AND j.status IN ('queued', 'running')
+			RETURNING j.owner`, id, chunk, ok, failed, low).Scan(&owner)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // done by an earlier delivery of this chunk, or the job is over
+		}
 		if err != nil {
 			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return nil // done by an earlier delivery of this chunk, or the job is over
 		}
 		if err := write(tx); err != nil {
 			return err
@@ -224,6 +226,7 @@ func (s *Service) commitChunk(ctx context.Context, id uuid.UUID, chunk int, writ
 	if committed {
 		s.metrics.items.WithLabelValues("processed").Add(float64(ok))
 		s.metrics.items.WithLabelValues("failed").Add(float64(failed))
+		s.metrics.rowsDone.WithLabelValues(owner).Add(float64(ok + failed))
 	}
 	return s.finishIfDone(ctx, id)
 }

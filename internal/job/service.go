@@ -1,6 +1,7 @@
 package job
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -63,6 +64,18 @@ type Config struct {
 	// 2. Inference and reads are not bounded by it, only by the worker's concurrency.
 	ChunkWriters int
 	Timeout      time.Duration // deadline after submission; default 1h
+	// ChunkLease is how long a claimed chunk is a worker's before another may claim it
+	// (a worker that died); default 1 min. A chunk still running past it may run twice,
+	// which writes and counts nothing twice.
+	ChunkLease time.Duration
+	// ChunkAttempts is how many claims a chunk gets before its items are recorded as
+	// failed; default 6.
+	ChunkAttempts int
+	// MaxPendingRows and MaxQueuedJobs are the default quotas of a key (an Owner's own
+	// override them): rows pending across its active jobs, and its active (queued or running)
+	// jobs; defaults 20,000,000 and 100. Negative: no limit.
+	MaxPendingRows int64
+	MaxQueuedJobs  int
 	Registerer   prometheus.Registerer
 	Logger       *slog.Logger
 }
@@ -71,6 +84,12 @@ type Config struct {
 const (
 	DefaultMaxSamples = 100_000   // rows of a JSON body
 	DefaultMaxRows    = 5_000_000 // rows of an NDJSON or CSV body
+)
+
+// Default quotas of a key (Config.MaxPendingRows, Config.MaxQueuedJobs).
+const (
+	DefaultMaxPendingRows = 20_000_000
+	DefaultMaxQueuedJobs  = 100
 )
 
 // Service runs the job feature.
@@ -100,6 +119,18 @@ func NewService(cfg Config) (*Service, error) {
 	}
 	if cfg.ChunkWriters <= 0 {
 		cfg.ChunkWriters = 2
+	}
+	if cfg.ChunkLease <= 0 {
+		cfg.ChunkLease = time.Minute
+	}
+	if cfg.ChunkAttempts <= 0 {
+		cfg.ChunkAttempts = 6
+	}
+	if cfg.MaxPendingRows == 0 {
+		cfg.MaxPendingRows = DefaultMaxPendingRows
+	}
+	if cfg.MaxQueuedJobs == 0 {
+		cfg.MaxQueuedJobs = DefaultMaxQueuedJobs
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -135,6 +166,11 @@ func (s *Service) ValidateOptions(ctx context.Context, o *Options) (*inference.M
 		if len(val) > 512 {
 			v.Add("metadata."+k, "must be at most 512 characters")
 		}
+	}
+	if o.Priority == "" {
+		o.Priority = PriorityNormal
+	} else if !ValidPriority(o.Priority) {
+		v.Add("priority", "must be high, normal or low, got %q", truncate(o.Priority, 32))
 	}
 	if o.WebhookURL != "" && s.cfg.CheckURL != nil {
 		if err := s.cfg.CheckURL(ctx, o.WebhookURL); err != nil {
@@ -180,14 +216,19 @@ func (s *Service) Submit(ctx context.Context, owner Owner, opts Options, format 
 		return Job{}, err
 	}
 	start := time.Now()
+	// Quotas, before the body is read: a key already at a quota is refused at once. The
+	// check that counts this job's rows comes after them, under the key's lock.
+	if err := s.checkQuota(ctx, s.cfg.Pool, owner, id, 0, false); err != nil {
+		return Job{}, err
+	}
 	var total int
 	err = postgres.WithTx(ctx, s.cfg.Pool, func(tx pgx.Tx) error {
 		// The job row first (status queued, no rows yet), so that the chunks can refer to it.
 		meta, _ := json.Marshal(orEmpty(opts.Metadata))
 		if _, err := tx.Exec(ctx, `INSERT INTO jobs (id, owner, owner_name, model_version, preprocessing, confidence_threshold,
-				chunk_size, metadata, webhook_url, input_format, deadline_at)
-			VALUES ($1, $2, $3, '', '', 0.5, $4, $5, NULLIF($6, ''), $7, now() + $8::interval)`,
-			id, owner.ID, owner.Name, s.cfg.ChunkSize, meta, opts.WebhookURL, format, s.cfg.Timeout.String()); err != nil {
+				chunk_size, metadata, webhook_url, input_format, deadline_at, priority)
+			VALUES ($1, $2, $3, '', '', 0.5, $4, $5, NULLIF($6, ''), $7, now() + $8::interval, $9)`,
+			id, owner.ID, owner.Name, s.cfg.ChunkSize, meta, opts.WebhookURL, format, s.cfg.Timeout.String(), cmp.Or(opts.Priority, PriorityNormal)); err != nil {
 			return classify(err)
 		}
 		inputSize := 0
@@ -220,7 +261,8 @@ func (s *Service) Submit(ctx context.Context, owner Owner, opts Options, format 
 				return validate.Field("samples[0].features", "model %s takes %d features, got %d", model.Version, model.InputSize, packer.inputSize)
 			}
 			meta, _ := json.Marshal(orEmpty(opts.Metadata))
-			if _, err := tx.Exec(ctx, `UPDATE jobs SET metadata = $2, webhook_url = NULLIF($3, '') WHERE id = $1`, id, meta, opts.WebhookURL); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE jobs SET metadata = $2, webhook_url = NULLIF($3, ''), priority = $4 WHERE id = $1`,
+				id, meta, opts.WebhookURL, opts.Priority); err != nil {
 				return classify(err)
 			}
 		}
@@ -232,6 +274,12 @@ func (s *Service) Submit(ctx context.Context, owner Owner, opts Options, format 
 			return validate.Field(field, "must hold at least 1 sample")
 		}
 		total = packer.rows
+		if err := s.checkQuota(ctx, tx, owner, id, int64(packer.rows), true); err != nil {
+			return err
+		}
+		if err := liftTenant(ctx, tx, owner.ID, owner.Weight, id); err != nil {
+			return classify(err)
+		}
 		_, err := tx.Exec(ctx, `UPDATE jobs SET total = $2, chunks_total = $3, model_version = $4, preprocessing = $5,
 				confidence_threshold = $6 WHERE id = $1`,
 			id, packer.rows, packer.chunks, model.Version, opts.Preprocessing, opts.ConfidenceThreshold)
