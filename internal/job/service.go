@@ -76,8 +76,8 @@ type Config struct {
 	// jobs; defaults 20,000,000 and 100. Negative: no limit.
 	MaxPendingRows int64
 	MaxQueuedJobs  int
-	Registerer   prometheus.Registerer
-	Logger       *slog.Logger
+	Registerer     prometheus.Registerer
+	Logger         *slog.Logger
 }
 
 // Default limits of a submission's rows.

@@ -19,8 +19,8 @@ import (
 
 // Limits of the job and webhook tasks.
 const (
-	JobRunMaxRetry   = 10
-	JobRunTimeout    = 5 * time.Minute
+	JobRunMaxRetry = 10
+	JobRunTimeout  = 5 * time.Minute
 	// JobChunkMaxRetry: a token is retried while the chunk it claimed fails (the chunk's
 	// own attempts are bounded by job.Config.ChunkAttempts); one archived is enqueued again
 	// by the reconciler.
