@@ -3,7 +3,8 @@
 //
 //	api [serve]                      serve HTTP on PORT
 //	api migrate                      apply the database migrations (creating the database if missing)
-//	api keys create --name NAME [--scope S]...  store a new API key and print it once
+//	api keys create --name NAME [--scope S]...  store a new API key and print it once (also
+//	                                 --class, --weight, --max-pending-rows, --max-queued-jobs)
 //	api promote VERSION [--alias NAME]   point an alias (default latest) at a version, in every process
 //	api healthcheck [--url URL]      exit 0 when the api answers /health/live (container health check)
 //	api version                      print the version
@@ -338,7 +339,7 @@ func ensureDatabase(ctx context.Context, url string) error {
 
 func keys(ctx context.Context, cfg config.Config, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "create" {
-		return errors.New("usage: api keys create --name NAME [--scope SCOPE] (--scope repeatable)")
+		return errors.New("usage: api keys create --name NAME [--scope SCOPE] [--class interactive|bulk] [--weight N] [--max-pending-rows N] [--max-queued-jobs N] (--scope repeatable)")
 	}
 	fs := flag.NewFlagSet("keys create", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -348,8 +349,17 @@ func keys(ctx context.Context, cfg config.Config, args []string, stdout, stderr 
 		scopeNames = append(scopeNames, s)
 		return nil
 	})
+	def := auth.DefaultAttributes()
+	var attrs auth.Attributes
+	fs.StringVar(&attrs.Class, "class", def.Class, "priority class of its synchronous work: interactive or bulk (shed first under overload)")
+	fs.IntVar(&attrs.Weight, "weight", def.Weight, "its weight in the fair share of batch capacity (1..1000)")
+	fs.Int64Var(&attrs.MaxPendingRows, "max-pending-rows", 0, "rows it may have pending across its jobs (0: the configured default)")
+	fs.IntVar(&attrs.MaxQueuedJobs, "max-queued-jobs", 0, "jobs it may have queued (0: the configured default)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	if err := attrs.Check(); err != nil {
+		return fmt.Errorf("keys create: %w", err)
 	}
 	var scopes []auth.Scope
 	if len(scopeNames) > 0 {
@@ -363,7 +373,7 @@ func keys(ctx context.Context, cfg config.Config, args []string, stdout, stderr 
 		return err
 	}
 	defer pool.Close()
-	key, err := auth.Create(ctx, pool, *name, scopes)
+	key, err := auth.Create(ctx, pool, *name, scopes, attrs)
 	if err != nil {
 		return err
 	}

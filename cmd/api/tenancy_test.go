@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/predq/predq/internal/auth"
 	"github.com/predq/predq/internal/pgtest"
 	"github.com/predq/predq/internal/redistest"
 )
@@ -142,6 +144,49 @@ func TestKeysCreateWithScopes(t *testing.T) {
 	out, err := create("--name", "bad", "--scope", "predict", "--scope", "root")
 	require.ErrorContains(t, err, `--scope: unknown scope "root"`)
 	require.Empty(t, out, "no key is made")
+}
+
+// api keys create --class/--weight/--max-pending-rows/--max-queued-jobs store the key's
+// attributes, which its lookup reads back; a bad one stores nothing and names the attribute.
+func TestKeysCreateWithAttributes(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"DATABASE_URL": pgtest.NewURL(t), "REDIS_URL": redistest.New(t).URL}
+	create := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), append([]string{"api", "keys", "create"}, args...),
+			func(k string) string { return env[k] }, &out, &errOut)
+		return strings.TrimSpace(out.String()), err
+	}
+	key, err := create("--name", "etl", "--class", "bulk", "--weight", "4", "--max-pending-rows", "2000000", "--max-queued-jobs", "3")
+	require.NoError(t, err)
+	plain, err := create("--name", "app")
+	require.NoError(t, err)
+
+	pool, err := pgxpool.New(context.Background(), env["DATABASE_URL"])
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	keys, err := auth.NewKeys(nil, pool, nil)
+	require.NoError(t, err)
+	p, err := keys.Authenticate(context.Background(), key)
+	require.NoError(t, err)
+	require.Equal(t, auth.Attributes{Class: auth.ClassBulk, Weight: 4, MaxPendingRows: 2_000_000, MaxQueuedJobs: 3}, p.Attributes())
+	p, err = keys.Authenticate(context.Background(), plain)
+	require.NoError(t, err)
+	require.Equal(t, auth.DefaultAttributes(), p.Attributes())
+
+	for args, want := range map[string][]string{
+		"attribute class":            {"--class", "batch"},
+		"attribute weight":           {"--weight", "0"},
+		"attribute max_queued_jobs":  {"--max-queued-jobs", "-1"},
+		"attribute max_pending_rows": {"--max-pending-rows", "-5"},
+	} {
+		out, err := create(append([]string{"--name", "bad"}, want...)...)
+		require.ErrorContains(t, err, args)
+		require.Empty(t, out, "no key is made")
+	}
+	var n int
+	require.NoError(t, pool.QueryRow(context.Background(), `SELECT count(*) FROM api_keys WHERE name = 'bad'`).Scan(&n))
+	require.Zero(t, n)
 }
 
 type problem struct {

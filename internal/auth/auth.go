@@ -3,6 +3,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -31,10 +33,28 @@ var ErrUnauthorized = errors.New("unauthorized")
 // KeyID is the tenant: every resource a key makes (predictions, jobs, idempotency keys, its
 // rate limit) is stored under it and read back only by it. Names are labels for people and
 // logs, never an owner, because two keys may share one.
+//
+// Class, Weight, MaxPendingRows and MaxQueuedJobs are the key's attributes (see Attributes):
+// a key without any has DefaultAttributes.
 type Principal struct {
 	Name   string  // the key's name, for logs; an unnamed static key's is "key-"+KeyID
 	KeyID  string  // the tenant: a stable, non-secret id of the key (a hash prefix)
 	Scopes []Scope // what the key may do
+
+	Class          string // priority class of its synchronous work: ClassInteractive or ClassBulk
+	Weight         int    // its share of batch capacity relative to other keys, ≥ 1
+	MaxPendingRows int64  // rows it may have pending across its jobs; 0: the configured default
+	MaxQueuedJobs  int    // jobs it may have queued; 0: the configured default
+}
+
+// Attributes returns the key's attributes.
+func (p Principal) Attributes() Attributes {
+	return Attributes{Class: p.Class, Weight: p.Weight, MaxPendingRows: p.MaxPendingRows, MaxQueuedJobs: p.MaxQueuedJobs}
+}
+
+func (p Principal) with(a Attributes) Principal {
+	p.Class, p.Weight, p.MaxPendingRows, p.MaxQueuedJobs = a.Class, a.Weight, a.MaxPendingRows, a.MaxQueuedJobs
+	return p
 }
 
 // Can reports whether the key has scope s.
@@ -84,39 +104,138 @@ func truncate(s string, n int) string {
 	return s
 }
 
+// The priority classes of a key's synchronous work: under overload bulk is shed first.
+const (
+	ClassInteractive = "interactive" // the default
+	ClassBulk        = "bulk"
+)
+
+// Classes returns the priority classes, the most important first.
+func Classes() []string { return []string{ClassInteractive, ClassBulk} }
+
+// MaxWeight bounds a key's weight.
+const MaxWeight = 1000
+
+// Attributes are what a key carries besides its scopes: its priority class, its weight in the
+// fair share of batch capacity and its quotas (0: the configured default).
+type Attributes struct {
+	Class          string
+	Weight         int
+	MaxPendingRows int64
+	MaxQueuedJobs  int
+}
+
+// DefaultAttributes returns the attributes of a key that sets none: interactive, weight 1, the
+// configured quotas.
+func DefaultAttributes() Attributes { return Attributes{Class: ClassInteractive, Weight: 1} }
+
+// withDefaults fills the zero class and weight.
+func (a Attributes) withDefaults() Attributes {
+	a.Class = cmp.Or(a.Class, ClassInteractive)
+	a.Weight = cmp.Or(a.Weight, 1)
+	return a
+}
+
+// Check reports the first attribute out of its range, named as in a static entry.
+func (a Attributes) Check() error {
+	switch {
+	case !slices.Contains(Classes(), a.Class):
+		return fmt.Errorf("attribute class: %q is not interactive or bulk", truncate(a.Class, 32))
+	case a.Weight < 1 || a.Weight > MaxWeight:
+		return fmt.Errorf("attribute weight: %d is not in 1..%d", a.Weight, MaxWeight)
+	case a.MaxPendingRows < 0:
+		return fmt.Errorf("attribute max_pending_rows: %d is negative (0: the default)", a.MaxPendingRows)
+	case a.MaxQueuedJobs < 0:
+		return fmt.Errorf("attribute max_queued_jobs: %d is negative (0: the default)", a.MaxQueuedJobs)
+	}
+	return nil
+}
+
+// ParseAttributes parses comma-separated k=v attributes: class=interactive|bulk, weight=1..1000,
+// max_pending_rows=N, max_queued_jobs=N (N ≥ 0, 0: the configured default). The attributes
+// not given keep DefaultAttributes. An unknown attribute, a repeated one or a bad value is an
+// error naming it.
+func ParseAttributes(s string) (Attributes, error) {
+	a := DefaultAttributes()
+	seen := map[string]bool{}
+	for kv := range strings.SplitSeq(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return Attributes{}, fmt.Errorf("attribute %q is not name=value", truncate(kv, 32))
+		}
+		if seen[k] {
+			return Attributes{}, fmt.Errorf("attribute %s: given twice", truncate(k, 32))
+		}
+		seen[k] = true
+		v = strings.TrimSpace(v)
+		var err error
+		switch k {
+		case "class":
+			a.Class = v
+		case "weight":
+			a.Weight, err = strconv.Atoi(v)
+		case "max_pending_rows":
+			a.MaxPendingRows, err = strconv.ParseInt(v, 10, 64)
+		case "max_queued_jobs":
+			a.MaxQueuedJobs, err = strconv.Atoi(v)
+		default:
+			return Attributes{}, fmt.Errorf("unknown attribute %q (want class, weight, max_pending_rows or max_queued_jobs)", truncate(k, 32))
+		}
+		if err != nil {
+			return Attributes{}, fmt.Errorf("attribute %s: %q is not a whole number", k, truncate(v, 32))
+		}
+	}
+	if err := a.Check(); err != nil {
+		return Attributes{}, err
+	}
+	return a, nil
+}
+
 // StaticKey is one parsed entry of the static keys.
 type StaticKey struct {
 	Name   string // "key-"+KeyID when the entry names none
 	Key    string
 	KeyID  string
 	Scopes []Scope
+	Attributes
 }
 
-// ParseStaticKey parses one static entry: "key", "name:key" or "name:key:scopes", where
-// scopes are joined by "+" (predict+jobs) and an empty name (":key:predict") means unnamed.
-// A key therefore contains no ':'. Without scopes the key has every scope. The errors never
-// quote the key.
+// ParseStaticKey parses one static entry: "key", "name:key", "name:key:scopes" or
+// "name:key:scopes:attributes", where scopes are joined by "+" (predict+jobs), an empty name
+// (":key:predict") means unnamed, and attributes are as ParseAttributes reads them
+// (class=bulk,weight=2). A key therefore contains no ':'. Without scopes (an empty scopes
+// field when attributes follow) the key has every scope; without attributes it has
+// DefaultAttributes. The errors never quote the key.
 func ParseStaticKey(entry string) (StaticKey, error) {
 	var sk StaticKey
 	f := strings.Split(entry, ":")
 	switch len(f) {
 	case 1:
 		sk.Key = f[0]
-	case 2, 3:
+	case 2, 3, 4:
 		sk.Name, sk.Key = strings.TrimSpace(f[0]), f[1]
 	default:
-		return StaticKey{}, errors.New("an entry is key, name:key or name:key:scopes (a key has no ':')")
+		return StaticKey{}, errors.New("an entry is key, name:key, name:key:scopes or name:key:scopes:attributes (a key has no ':')")
 	}
 	if sk.Key == "" {
 		return StaticKey{}, errors.New("an entry has an empty key")
 	}
 	sk.Scopes = AllScopes()
-	if len(f) == 3 {
+	if len(f) == 3 || (len(f) == 4 && f[2] != "") {
 		s, err := ParseScopes(strings.Split(f[2], "+"))
 		if err != nil {
 			return StaticKey{}, err
 		}
 		sk.Scopes = s
+	}
+	sk.Attributes = DefaultAttributes()
+	if len(f) == 4 {
+		a, err := ParseAttributes(f[3])
+		if err != nil {
+			return StaticKey{}, err
+		}
+		sk.Attributes = a
 	}
 	h := sha256.Sum256([]byte(sk.Key))
 	sk.KeyID = hex.EncodeToString(h[:6])
@@ -124,6 +243,31 @@ func ParseStaticKey(entry string) (StaticKey, error) {
 		sk.Name = "key-" + sk.KeyID
 	}
 	return sk, nil
+}
+
+// GroupStaticEntries undoes the split of a comma-separated list of static entries inside
+// their attributes: an item without ':' whose text before its first '=' is a lower-case
+// name (max_queued_jobs=10) continues the attributes of the entry before it, when that entry
+// has attributes (four ':'-separated fields). Any other item is an entry of its own. Entries
+// already grouped are kept as they are.
+func GroupStaticEntries(items []string) []string {
+	var out []string
+	for _, it := range items {
+		if n := len(out); n > 0 && strings.Count(out[n-1], ":") == 3 && isAttributeItem(it) {
+			out[n-1] += "," + it
+			continue
+		}
+		out = append(out, it)
+	}
+	return out
+}
+
+func isAttributeItem(s string) bool {
+	k, _, ok := strings.Cut(strings.TrimSpace(s), "=")
+	if !ok || k == "" || strings.Contains(s, ":") {
+		return false
+	}
+	return strings.IndexFunc(k, func(r rune) bool { return (r < 'a' || r > 'z') && r != '_' }) < 0
 }
 
 // Keys checks API keys against the static keys of the configuration and the keys stored in
@@ -170,12 +314,12 @@ func NewKeys(static []string, pool *pgxpool.Pool, reg prometheus.Registerer) (*K
 	for _, r := range []string{"found", "unknown", "error"} {
 		k.lookups.WithLabelValues(r)
 	}
-	for i, entry := range static {
+	for i, entry := range GroupStaticEntries(static) {
 		sk, err := ParseStaticKey(entry)
 		if err != nil {
 			return nil, fmt.Errorf("auth: static key %d: %w", i+1, err)
 		}
-		k.static[sha256.Sum256([]byte(sk.Key))] = Principal{Name: sk.Name, KeyID: sk.KeyID, Scopes: sk.Scopes}
+		k.static[sha256.Sum256([]byte(sk.Key))] = Principal{Name: sk.Name, KeyID: sk.KeyID, Scopes: sk.Scopes}.with(sk.Attributes)
 	}
 	if reg != nil {
 		reg.MustRegister(k.lookups)
@@ -239,7 +383,9 @@ func (k *Keys) Authenticate(ctx context.Context, key string) (Principal, error) 
 func (k *Keys) lookup(ctx context.Context, h [32]byte) (Principal, error) {
 	var p Principal
 	var scopes []string
-	err := k.pool.QueryRow(ctx, `SELECT name, prefix, scopes FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`, h[:]).Scan(&p.Name, &p.KeyID, &scopes)
+	err := k.pool.QueryRow(ctx, `SELECT name, prefix, scopes, class, weight, coalesce(max_pending_rows, 0), coalesce(max_queued_jobs, 0)
+		FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`, h[:]).
+		Scan(&p.Name, &p.KeyID, &scopes, &p.Class, &p.Weight, &p.MaxPendingRows, &p.MaxQueuedJobs)
 	for _, s := range scopes {
 		p.Scopes = append(p.Scopes, Scope(s))
 	}
@@ -260,9 +406,10 @@ func (k *Keys) lookup(ctx context.Context, h [32]byte) (Principal, error) {
 // unknownKeys reports how many unknown keys are remembered.
 func (k *Keys) unknownKeys() int { return k.unknown.Len() }
 
-// Create stores a new key named name with scopes (DefaultStoredScopes when none) and
-// returns it; the key is shown only this once. Its tenant is its KeyID, not its name.
-func Create(ctx context.Context, pool *pgxpool.Pool, name string, scopes []Scope) (string, error) {
+// Create stores a new key named name with scopes (DefaultStoredScopes when none) and attrs
+// (a zero class or weight: the default) and returns it; the key is shown only this once. Its
+// tenant is its KeyID, not its name.
+func Create(ctx context.Context, pool *pgxpool.Pool, name string, scopes []Scope, attrs Attributes) (string, error) {
 	name = strings.TrimSpace(name)
 	if name == "" || len(name) > 100 {
 		return "", errors.New("auth: a key needs a name of 1 to 100 characters")
@@ -277,6 +424,10 @@ func Create(ctx context.Context, pool *pgxpool.Pool, name string, scopes []Scope
 	if _, err := ParseScopes(names); err != nil {
 		return "", fmt.Errorf("auth: %w", err)
 	}
+	attrs = attrs.withDefaults()
+	if err := attrs.Check(); err != nil {
+		return "", fmt.Errorf("auth: %w", err)
+	}
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		return "", err
@@ -284,7 +435,9 @@ func Create(ctx context.Context, pool *pgxpool.Pool, name string, scopes []Scope
 	key := "pq_" + base64.RawURLEncoding.EncodeToString(b)
 	h := sha256.Sum256([]byte(key))
 	prefix := hex.EncodeToString(h[:6])
-	if _, err := pool.Exec(ctx, `INSERT INTO api_keys (name, key_hash, prefix, scopes) VALUES ($1, $2, $3, $4)`, name, h[:], prefix, names); err != nil {
+	if _, err := pool.Exec(ctx, `INSERT INTO api_keys (name, key_hash, prefix, scopes, class, weight, max_pending_rows, max_queued_jobs)
+		VALUES ($1, $2, $3, $4, $5, $6, nullif($7, 0), nullif($8, 0))`,
+		name, h[:], prefix, names, attrs.Class, attrs.Weight, attrs.MaxPendingRows, attrs.MaxQueuedJobs); err != nil {
 		return "", fmt.Errorf("auth: store key: %w", err)
 	}
 	return key, nil

@@ -47,7 +47,7 @@ type Config struct {
 	PersistCacheHits bool   `env:"PERSIST_CACHE_HITS" envDefault:"false" doc:"store predictions answered from the cache too (by default only computed ones, and low-confidence hits, are stored)"`
 
 	SecretKey      string   `env:"SECRET_KEY" redact:"mask" doc:"at least 32 characters; signs pagination cursors (random per process when unset in development)"`
-	APIKeys        []string `env:"API_KEYS" redact:"mask" doc:"comma-separated static API keys, each key, name:key or name:key:scopes with scopes joined by + (predict+jobs); keys of at least 16 characters without ':'; a key without scopes has all (predict, jobs, admin, review), an unnamed one is named key-<its id>"`
+	APIKeys        []string `env:"API_KEYS" redact:"mask" doc:"comma-separated static API keys, each key, name:key, name:key:scopes or name:key:scopes:attributes with scopes joined by + (predict+jobs) and attributes k=v joined by commas (class=bulk,weight=2,max_pending_rows=N,max_queued_jobs=N); keys of at least 16 characters without ':'; a key without scopes has all (predict, jobs, admin, review), an unnamed one is named key-<its id>"`
 	AllowedOrigins []string `env:"ALLOWED_ORIGINS" doc:"comma-separated origins allowed by CORS (none when empty)"`
 	RateLimit      float64  `env:"RATE_LIMIT" envDefault:"0" range:"0,1e6" doc:"requests per second per API key (0: off)"`
 	RateBurst      int      `env:"RATE_BURST" envDefault:"0" range:"0,10000000" doc:"burst of the rate limit (0: 2 x RATE_LIMIT)"`
@@ -156,6 +156,7 @@ func (c *Config) check(p *problems) {
 	} else if c.SecretKey == "" && c.Env == "production" {
 		p.add("SECRET_KEY", "is required when APP_ENV=production")
 	}
+	c.APIKeys = auth.GroupStaticEntries(c.APIKeys)
 	for i, k := range c.APIKeys {
 		sk, err := auth.ParseStaticKey(k)
 		if err != nil {

@@ -43,7 +43,7 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		"bad log level":           {map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		"short api key":           {map[string]string{"API_KEYS": "a:b"}, "API_KEYS"},
 		"unknown api key scope":   {map[string]string{"API_KEYS": "a:0123456789abcdef0123:predict+root"}, `API_KEYS: entry 1: unknown scope "root"`},
-		"api key scopes by comma": {map[string]string{"API_KEYS": "b:0123456789abcdef0123,a:0123456789abcdef0123:predict:jobs"}, "API_KEYS: entry 2: an entry is key, name:key or name:key:scopes"},
+		"api key scopes by comma": {map[string]string{"API_KEYS": "b:0123456789abcdef0123,a:0123456789abcdef0123:predict:jobs"}, `API_KEYS: entry 2: attribute "jobs" is not name=value`},
 		"empty api key scopes":    {map[string]string{"API_KEYS": "a:0123456789abcdef0123:"}, `API_KEYS: entry 1: unknown scope ""`},
 		"bad origin":              {map[string]string{"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS"},
 		"bad webhook secret":      {map[string]string{"WEBHOOK_SECRET": "secret"}, "WEBHOOK_SECRET"},
@@ -150,4 +150,28 @@ func TestAPIKeysScopes(t *testing.T) {
 	_, err = Load(env(map[string]string{"API_KEYS": "ops:0123456789abcdef0123:predict+jobs+superuser"}))
 	require.ErrorContains(t, err, `API_KEYS: entry 1: unknown scope "superuser"`)
 	require.NotContains(t, err.Error(), "0123456789abcdef0123")
+}
+
+// API_KEYS entries may carry attributes after the scopes, joined by commas like the entries
+// themselves: the items that continue an entry's attributes are grouped back into it, and a
+// bad attribute is an error naming it and the entry's position.
+func TestAPIKeysAttributes(t *testing.T) {
+	t.Parallel()
+	c, err := Load(env(map[string]string{"API_KEYS": "ops:0123456789abcdef0123:predict+jobs:class=bulk,weight=2,max_pending_rows=1000000,max_queued_jobs=10,0123456789abcdef0124,b:0123456789abcdef0125::weight=3"}))
+	require.NoError(t, err)
+	require.Equal(t, []string{
+		"ops:0123456789abcdef0123:predict+jobs:class=bulk,weight=2,max_pending_rows=1000000,max_queued_jobs=10",
+		"0123456789abcdef0124",
+		"b:0123456789abcdef0125::weight=3",
+	}, c.APIKeys)
+	for entries, want := range map[string]string{
+		"a:0123456789abcdef0124,ops:0123456789abcdef0123:predict:class=bulk,priority=1": `API_KEYS: entry 2: unknown attribute "priority"`,
+		"ops:0123456789abcdef0123:predict:class=batch":                                  `API_KEYS: entry 1: attribute class: "batch" is not interactive or bulk`,
+		"ops:0123456789abcdef0123:predict:weight=0":                                     "API_KEYS: entry 1: attribute weight: 0 is not in 1..1000",
+		"ops:0123456789abcdef0123:predict:max_queued_jobs=ten":                          `API_KEYS: entry 1: attribute max_queued_jobs: "ten" is not a whole number`,
+	} {
+		_, err = Load(env(map[string]string{"API_KEYS": entries}))
+		require.ErrorContains(t, err, want, entries)
+		require.NotContains(t, err.Error(), "0123456789abcdef0123")
+	}
 }
