@@ -53,10 +53,10 @@ var (
 )
 
 // ownerOf is the job owner of the request: its tenant (see tenantOf), with the key's name
-// as a label.
+// as a label, and its weight in the fair share and its quotas.
 func ownerOf(c echo.Context) job.Owner {
 	p, _ := principalFrom(c.Request().Context())
-	return job.Owner{ID: p.KeyID, Name: p.Name}
+	return job.Owner{ID: p.KeyID, Name: p.Name, Weight: p.Weight, MaxPendingRows: p.MaxPendingRows, MaxQueuedJobs: p.MaxQueuedJobs}
 }
 
 func jobID(c echo.Context) (uuid.UUID, error) {
