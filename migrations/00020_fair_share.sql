@@ -5,6 +5,13 @@
 ALTER TABLE jobs ADD COLUMN priority text NOT NULL DEFAULT 'normal'
     CHECK (priority IN ('high', 'normal', 'low'));
 
+-- Whether a job's work tokens (one job:chunk task per chunk) were enqueued. A token runs
+-- whichever chunk is next by fair order, so other jobs' tokens may run this job's chunks,
+-- even all of them, before its job:run; its tokens must still be enqueued once (they then
+-- run other jobs' chunks), or the tokens would fall short of the chunks.
+ALTER TABLE jobs ADD COLUMN tokens_enqueued boolean NOT NULL DEFAULT false;
+UPDATE jobs SET tokens_enqueued = true WHERE status <> 'queued';
+
 -- A chunk is claimed by a worker for a lease (a crashed worker's claim lapses by itself) and
 -- counts its attempts: past the worker's limit its items are recorded as failed.
 ALTER TABLE job_chunks
@@ -27,4 +34,4 @@ SELECT DISTINCT owner FROM jobs WHERE status IN ('queued', 'running');
 -- +goose Down
 DROP TABLE fair_tenants;
 ALTER TABLE job_chunks DROP COLUMN lease_until, DROP COLUMN attempts;
-ALTER TABLE jobs DROP COLUMN priority;
+ALTER TABLE jobs DROP COLUMN priority, DROP COLUMN tokens_enqueued;

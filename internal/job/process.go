@@ -14,48 +14,69 @@ import (
 	"github.com/predq/predq/internal/postgres"
 )
 
-// Start marks a queued job running and returns the indexes of its chunks still pending, for
-// the caller to enqueue. A job already running returns its pending chunks again (job:run
-// delivered twice, or re-driven by the reconciler); a terminal job returns none.
-func (s *Service) Start(ctx context.Context, id uuid.UUID) ([]int, error) {
+// Start marks a queued job running and returns the indexes of the chunks to enqueue a work
+// token (a job:chunk task) for: all of them the first time (until MarkTokens), else the
+// pending ones; none for a terminal job whose tokens were enqueued.
+//
+// All, not only the pending ones, the first time: a token runs whichever chunk is next by
+// fair order (RunNext), so other jobs' tokens may have run this job's chunks, even all of
+// them, before its job:run; its tokens then run theirs. That keeps one token per chunk.
+// Later deliveries (job:run delivered twice, or re-driven by the reconciler) enqueue the
+// pending ones again: their task ids make those still queued one token, and extra ones
+// find nothing or run another chunk.
+func (s *Service) Start(ctx context.Context, id uuid.UUID) (chunks []int, first bool, err error) {
 	var status string
-	err := s.cfg.Pool.QueryRow(ctx, `UPDATE jobs SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END,
-			started_at = COALESCE(started_at, now()), updated_at = now()
-		WHERE id = $1 RETURNING status`, id).Scan(&status)
+	err = s.cfg.Pool.QueryRow(ctx, `WITH old AS (SELECT id, tokens_enqueued FROM jobs WHERE id = $1 FOR UPDATE)
+		UPDATE jobs j SET status = CASE WHEN j.status = 'queued' THEN 'running' ELSE j.status END,
+			started_at = COALESCE(j.started_at, now()), updated_at = now()
+		FROM old WHERE j.id = old.id RETURNING j.status, NOT old.tokens_enqueued`, id).Scan(&status, &first)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("start job %s: %w", id, ErrNotFound)
+		return nil, false, fmt.Errorf("start job %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("start job %s: %w", id, err)
+		return nil, false, fmt.Errorf("start job %s: %w", id, err)
 	}
-	if Terminal(status) {
-		return nil, nil
+	if Terminal(status) && !first {
+		return nil, false, nil
 	}
-	rows, err := s.cfg.Pool.Query(ctx, `SELECT chunk_index FROM job_chunks WHERE job_id = $1 AND status = 'pending' ORDER BY chunk_index`, id)
+	rows, err := s.cfg.Pool.Query(ctx, `SELECT chunk_index FROM job_chunks WHERE job_id = $1 AND ($2 OR status = 'pending')
+		ORDER BY chunk_index`, id, first)
 	if err != nil {
-		return nil, fmt.Errorf("start job %s: %w", id, err)
+		return nil, false, fmt.Errorf("start job %s: %w", id, err)
 	}
-	chunks, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	chunks, err = pgx.CollectRows(rows, pgx.RowTo[int])
 	if err != nil {
-		return nil, fmt.Errorf("start job %s: %w", id, err)
+		return nil, false, fmt.Errorf("start job %s: %w", id, err)
 	}
-	return chunks, nil
+	return chunks, first, nil
 }
 
-// Enqueue starts a job and enqueues its pending chunks (the job:run handler).
+// markTokens records that the job's tokens were enqueued (see Start).
+func (s *Service) markTokens(ctx context.Context, id uuid.UUID) error {
+	if _, err := s.cfg.Pool.Exec(ctx, `UPDATE jobs SET tokens_enqueued = true WHERE id = $1 AND NOT tokens_enqueued`, id); err != nil {
+		return fmt.Errorf("job %s: mark tokens: %w", id, err)
+	}
+	return nil
+}
+
+// Enqueue starts a job and enqueues a work token per chunk (the job:run handler; see Start).
 func (s *Service) Enqueue(ctx context.Context, id uuid.UUID) error {
-	chunks, err := s.Start(ctx, id)
+	chunks, first, err := s.Start(ctx, id)
 	if err != nil {
 		return err
 	}
-	if len(chunks) == 0 {
-		// Terminal, or every chunk done: finish the job if the last chunk's worker could not.
-		return s.finishIfDone(ctx, id)
+	if s.cfg.Enqueuer != nil && len(chunks) > 0 {
+		if err := s.cfg.Enqueuer.EnqueueChunks(ctx, id, chunks); err != nil {
+			return err
+		}
 	}
-	if s.cfg.Enqueuer == nil {
-		return nil
+	if first {
+		if err := s.markTokens(ctx, id); err != nil {
+			return err
+		}
 	}
-	return s.cfg.Enqueuer.EnqueueChunks(ctx, id, chunks)
+	// Finish the job if every chunk is done and the last chunk's worker could not.
+	return s.finishIfDone(ctx, id)
 }
 
 // chunkJob is what a chunk needs of its job.
