@@ -180,6 +180,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		Pool:     pool,
 		Models:   registry,
 		Enqueuer: jobClient,
+		Waker:    tasks.NewWaker(queueRedis),
 		Notifier: deliveries,
 		CheckURL: func(ctx context.Context, raw string) error {
 			return webhook.ValidateURL(ctx, raw, cfg.WebhookAllowPrivate)

@@ -350,10 +350,37 @@ func (s *Service) afterFinish(ctx context.Context, j Job) {
 		return
 	}
 	if j.deliveryID != uuid.Nil {
-		if err := s.cfg.Enqueuer.EnqueueWebhook(ctx, j.deliveryID); err != nil {
-			s.logger.WarnContext(ctx, "webhook recorded but not enqueued; the reconciler will", "job_id", j.ID, "error", err)
-		} else if err := s.cfg.Notifier.MarkEnqueued(ctx, j.deliveryID); err != nil {
-			s.logger.WarnContext(ctx, "webhook enqueued but not marked", "job_id", j.ID, "delivery_id", j.deliveryID, "error", err)
+		enqueue := func(ctx context.Context) {
+			if err := s.cfg.Enqueuer.EnqueueWebhook(ctx, j.deliveryID); err != nil {
+				s.logger.WarnContext(ctx, "webhook recorded but not enqueued; the reconciler will", "job_id", j.ID, "error", err)
+			} else if err := s.cfg.Notifier.MarkEnqueued(ctx, j.deliveryID); err != nil {
+				s.logger.WarnContext(ctx, "webhook enqueued but not marked", "job_id", j.ID, "delivery_id", j.deliveryID, "error", err)
+			}
+		}
+		now := s.cfg.DeliverNow != nil
+		if now {
+			select {
+			case s.delivering <- struct{}{}:
+			default:
+				now = false // 16 under way: the task alone
+			}
+		}
+		if now {
+			// The first attempt now; the task, enqueued after it, carries the retries (its
+			// first attempt finds this one recorded). If this process stops meanwhile, the
+			// delivery stays pending and the reconciler enqueues it.
+			go func(ctx context.Context) {
+				defer func() { <-s.delivering }()
+				settled, err := s.cfg.DeliverNow(ctx, j.deliveryID)
+				if err != nil {
+					s.logger.DebugContext(ctx, "first webhook attempt not settled; the task retries", "job_id", j.ID, "error", err)
+				}
+				if !settled {
+					enqueue(ctx)
+				}
+			}(context.WithoutCancel(ctx))
+		} else {
+			enqueue(ctx)
 		}
 	}
 	if j.LowConfidence > 0 {

@@ -37,6 +37,12 @@ type Enqueuer interface {
 	EnqueueJobAlert(ctx context.Context, s Summary) error
 }
 
+// Waker wakes idle workers for a small job at once instead of at their next look at the
+// queues (tasks.Waker); a hint, never relied on: the job's tokens are enqueued as usual.
+type Waker interface {
+	Wake(ctx context.Context, jobID uuid.UUID, chunks int) error
+}
+
 // Notifier records the webhook delivery of a job (*webhook.Store). CreateDelivery runs inside
 // the job's terminal transaction and returns the delivery's id: recording it in the same
 // transaction as the status makes the delivery impossible to lose, since the reconciler
@@ -52,10 +58,16 @@ type URLChecker func(ctx context.Context, raw string) error
 
 // Config holds the Service's collaborators and limits.
 type Config struct {
-	Pool       *pgxpool.Pool
-	Models     Models
-	Enqueuer   Enqueuer // nil: nothing is enqueued (the reconciler will)
-	Notifier   Notifier // nil: webhooks are not recorded
+	Pool     *pgxpool.Pool
+	Models   Models
+	Enqueuer Enqueuer // nil: nothing is enqueued (the reconciler will)
+	Notifier Notifier // nil: webhooks are not recorded
+	Waker    Waker    // nil: no wake-up; jobs of at most WakeChunks chunks wake the workers
+	// DeliverNow, when set (the worker), makes the first attempt of a finished job's
+	// webhook at once, in the process that finished it, before its webhook:deliver task is
+	// enqueued for the retries; it reports whether the delivery is settled (delivered, or
+	// failed for good). At most 16 such attempts run at once; past that the task alone does.
+	DeliverNow func(ctx context.Context, deliveryID uuid.UUID) (settled bool, err error)
 	CheckURL   URLChecker
 	MaxSamples int // JSON bodies; default DefaultMaxSamples
 	MaxRows    int // NDJSON/CSV bodies; default DefaultMaxRows
@@ -86,6 +98,10 @@ const (
 	DefaultMaxRows    = 5_000_000 // rows of an NDJSON or CSV body
 )
 
+// WakeChunks is the most chunks of a job that wakes the workers (Config.Waker): small jobs,
+// whose latency the queue's polling would dominate.
+const WakeChunks = 4
+
 // Default quotas of a key (Config.MaxPendingRows, Config.MaxQueuedJobs).
 const (
 	DefaultMaxPendingRows = 20_000_000
@@ -94,10 +110,11 @@ const (
 
 // Service runs the job feature.
 type Service struct {
-	cfg     Config
-	writers chan struct{}
-	metrics *metrics
-	logger  *slog.Logger
+	cfg        Config
+	writers    chan struct{}
+	delivering chan struct{} // bounds the DeliverNow attempts under way
+	metrics    *metrics
+	logger     *slog.Logger
 }
 
 // NewService builds a Service.
@@ -136,7 +153,8 @@ func NewService(cfg Config) (*Service, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg, writers: make(chan struct{}, cfg.ChunkWriters), metrics: newMetrics(cfg.Registerer), logger: logger}, nil
+	return &Service{cfg: cfg, writers: make(chan struct{}, cfg.ChunkWriters), delivering: make(chan struct{}, 16),
+		metrics: newMetrics(cfg.Registerer), logger: logger}, nil
 }
 
 // Formats of a submission body.
@@ -221,7 +239,7 @@ func (s *Service) Submit(ctx context.Context, owner Owner, opts Options, format 
 	if err := s.checkQuota(ctx, s.cfg.Pool, owner, id, 0, false); err != nil {
 		return Job{}, err
 	}
-	var total int
+	var total, chunks int
 	err = postgres.WithTx(ctx, s.cfg.Pool, func(tx pgx.Tx) error {
 		// The job row first (status queued, no rows yet), so that the chunks can refer to it.
 		meta, _ := json.Marshal(orEmpty(opts.Metadata))
@@ -273,7 +291,7 @@ func (s *Service) Submit(ctx context.Context, owner Owner, opts Options, format 
 			}
 			return validate.Field(field, "must hold at least 1 sample")
 		}
-		total = packer.rows
+		total, chunks = packer.rows, packer.chunks
 		if err := s.checkQuota(ctx, tx, owner, id, int64(packer.rows), true); err != nil {
 			return err
 		}
@@ -291,6 +309,11 @@ func (s *Service) Submit(ctx context.Context, owner Owner, opts Options, format 
 	s.metrics.submitted.Inc()
 	s.metrics.items.WithLabelValues("submitted").Add(float64(total))
 	s.logger.InfoContext(ctx, "job submitted", "job_id", id, "rows", total, "format", format, "took_ms", time.Since(start).Milliseconds())
+	if s.cfg.Waker != nil && chunks <= WakeChunks {
+		if err := s.cfg.Waker.Wake(ctx, id, chunks); err != nil {
+			s.logger.WarnContext(ctx, "workers not woken; the job runs through the queue", "job_id", id, "error", err)
+		}
+	}
 	if s.cfg.Enqueuer != nil {
 		if err := s.cfg.Enqueuer.EnqueueJobRun(ctx, id); err != nil {
 			s.logger.WarnContext(ctx, "job stored but not enqueued; the reconciler will enqueue it", "job_id", id, "error", err)

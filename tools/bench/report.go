@@ -76,8 +76,10 @@ type report struct {
 	HTTP    []httpPoint  `json:"http"`
 	Queue   *queueResult `json:"queue,omitempty"`
 	Job     *jobResult   `json:"job,omitempty"`
-	Memory  *memResult   `json:"memory,omitempty"`
-	Notes   []string     `json:"notes,omitempty"`
+	// SmallJob is the 10-row jobs' latency (issue 21).
+	SmallJob *smallJobResult `json:"small_job,omitempty"`
+	Memory   *memResult      `json:"memory,omitempty"`
+	Notes    []string        `json:"notes,omitempty"`
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -209,6 +209,10 @@ func buildRows(rep report, opts options) []row {
 			withCeiling(fmt.Sprintf("one pgx CopyFrom of %s result rows", itoa(int64(j.Rows))), j.CopyRowsPS).atLeast(targetJobRatio, "", true))
 	}
 
+	if sj := rep.SmallJob; sj != nil {
+		rows = append(rows, smallJobTableRows(sj)...)
+	}
+
 	if m := rep.Memory; m != nil {
 		rss := func(measure string, b int64) row {
 			mb := float64(b) / 1e6
