@@ -198,7 +198,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	lanesDone := make(chan struct{})
 	go func() {
 		defer close(lanesDone)
-		tasks.Lanes(lanesCtx, rdb, 2, jobs.RunNext, logger)
+		tasks.Lanes(lanesCtx, rdb, 2, jobs.RunNextNow, logger)
 	}()
 	g.Go(func() error {
 		registry.Watch(watchCtx, rdb, 30*time.Second)

@@ -15,10 +15,10 @@ import (
 //
 // A job:chunk task is a work token, not an order: whichever token a worker runs, it claims
 // the next chunk by fair order from Postgres (ClaimNext), so no FIFO queue decides which key
-// goes first. The order is start-time fair queuing over keys: every key has a virtual time,
+// goes first. The order is weighted fair queuing over keys: every key has a virtual time,
 // the rows claimed for it divided by its weight (fair_tenants.vtime); the next chunk is the
-// first pending chunk of the key whose virtual time is the smallest, and claiming it adds
-// rows/weight to that key's. Within one key, jobs go by priority (high, normal, low), then in
+// pending chunk whose virtual finish time (its key's virtual time plus its rows / weight) is
+// the smallest, and claiming it adds rows/weight to that key's. Within one key, jobs go by priority (high, normal, low), then in
 // the order they were submitted, and a job's chunks in order. A key that submits after being
 // idle starts at the smallest virtual time of the keys with work (see liftTenant), so idling
 // saves up no credit.
@@ -48,7 +48,7 @@ const claimSQL = `WITH next AS (
 	JOIN job_chunks c ON c.job_id = j.id AND c.status = 'pending'
 	LEFT JOIN fair_tenants f ON f.owner = j.owner
 	WHERE j.status IN ('queued', 'running') AND (c.lease_until IS NULL OR c.lease_until < now())
-	ORDER BY COALESCE(f.vtime, 0), CASE j.priority WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END,
+	ORDER BY COALESCE(f.vtime, 0) + c.rows::float8 / COALESCE(f.weight, 1), CASE j.priority WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END,
 		j.created_at, j.id, c.chunk_index
 	LIMIT 1
 	FOR UPDATE OF c SKIP LOCKED
@@ -81,10 +81,23 @@ func (s *Service) ClaimNext(ctx context.Context) (Claim, bool, error) {
 }
 
 // RunNext claims the next chunk by fair order and runs it (ProcessChunk). It reports whether
-// it found a chunk. A chunk that fails (an error or a panic) is released for a back-off that
+// it found a chunk. It first waits for one of this process's claim slots (twice
+// ChunkWriters), so that a chunk is claimed only when it can soon be committed. A chunk that fails (an error or a panic) is released for a back-off that
 // grows with its attempts and the error is returned, so that the token is retried; on its
 // ChunkAttempts-th attempt its items are recorded as failed instead, and RunNext returns nil.
 func (s *Service) RunNext(ctx context.Context) (ran bool, err error) {
+	select {
+	case s.claims <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-s.claims }()
+	return s.RunNextNow(ctx)
+}
+
+// RunNextNow is RunNext without waiting for a claim slot: the wake-up lanes' (a few per
+// worker), so that a small job woken at once is not held behind the chunks already claimed.
+func (s *Service) RunNextNow(ctx context.Context) (ran bool, err error) {
 	c, ok, err := s.ClaimNext(ctx)
 	if err != nil || !ok {
 		return false, err

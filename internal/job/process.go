@@ -184,6 +184,9 @@ func (s *Service) FailChunk(ctx context.Context, id uuid.UUID, chunk int, reason
 	}, 0, n, 0)
 }
 
+// smallChunkRows is the most rows of a chunk that commits without waiting for a writer.
+const smallChunkRows = 1000
+
 // jobLockClass is the first key of the advisory locks of jobs (pg_advisory_xact_lock(int,
 // int)); the second is jobLockKey of the job id.
 const jobLockClass = 0x6a6f6273 // "jobs"
@@ -210,10 +213,14 @@ func jobLockKey(id uuid.UUID) int32 {
 func (s *Service) commitChunk(ctx context.Context, id uuid.UUID, chunk int, write func(pgx.Tx) error, ok, failed, low int) error {
 	// At most ChunkWriters commits at once: more only make them queue inside Postgres, for
 	// the extension of job_results and the lock of the job's row in every key check.
-	select {
-	case s.writers <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("chunk %s/%d: %w", id, chunk, ctx.Err())
+	// A small chunk (a small job's) does not wait behind the large ones' COPYs.
+	small := ok+failed <= smallChunkRows
+	if !small {
+		select {
+		case s.writers <- struct{}{}:
+		case <-ctx.Done():
+			return fmt.Errorf("chunk %s/%d: %w", id, chunk, ctx.Err())
+		}
 	}
 	committed := false
 	var owner string
@@ -240,7 +247,9 @@ func (s *Service) commitChunk(ctx context.Context, id uuid.UUID, chunk int, writ
 		committed = true
 		return nil
 	})
-	<-s.writers
+	if !small {
+		<-s.writers
+	}
 	if err != nil {
 		return fmt.Errorf("chunk %s/%d: %w", id, chunk, err)
 	}

@@ -113,8 +113,12 @@ type Service struct {
 	cfg        Config
 	writers    chan struct{}
 	delivering chan struct{} // bounds the DeliverNow attempts under way
-	metrics    *metrics
-	logger     *slog.Logger
+	// claims bounds the chunks this process has claimed and not yet committed (RunNext) to
+	// twice ChunkWriters: more would only wait for a writer while holding their leases, and
+	// a small job of another key, claimed next by fair order, would wait behind all of them.
+	claims  chan struct{}
+	metrics *metrics
+	logger  *slog.Logger
 }
 
 // NewService builds a Service.
@@ -154,6 +158,7 @@ func NewService(cfg Config) (*Service, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Service{cfg: cfg, writers: make(chan struct{}, cfg.ChunkWriters), delivering: make(chan struct{}, 16),
+		claims:  make(chan struct{}, 2*cfg.ChunkWriters),
 		metrics: newMetrics(cfg.Registerer), logger: logger}, nil
 }
 

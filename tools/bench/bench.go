@@ -81,6 +81,7 @@ type bench struct {
 	binDir string
 	sonar  string // path of data/sonar.csv
 	key    string
+	key2   string
 	env    map[string]string
 	apiURL string
 	// apiAllURL is a second api with PERSIST_CACHE_HITS=true, which stores every cache hit.
@@ -223,11 +224,12 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	}
 	apiPort, workerPort, ceilPort, apiQueuePort, apiAllPort := ports[0], ports[1], ports[2], ports[3], ports[4]
 	b.key = "bench-" + randomHex(16)
+	b.key2 = "bench-" + randomHex(16) // a second key, for the fair share
 	b.env = map[string]string{
 		"DATABASE_URL": b.dbURL,
 		"REDIS_URL":    b.redis.URL,
 		"MODEL_PATH":   filepath.Join(b.opts.Root, "models"),
-		"API_KEYS":     "bench:" + b.key,
+		"API_KEYS":     "bench:" + b.key + ",bench2:" + b.key2,
 		// The small jobs' webhooks go to the bench's own receiver on loopback.
 		"WEBHOOK_SECRET":        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
 		"WEBHOOK_ALLOW_PRIVATE": "true",
