@@ -196,6 +196,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		ReadPool: readPool,
 		Models:   registry,
 		Enqueuer: jobClient,
+		Waker:    tasks.NewWaker(queueRedis),
 		Notifier: deliveries,
 		CheckURL: func(ctx context.Context, raw string) error {
 			return webhook.ValidateURL(ctx, raw, cfg.WebhookAllowPrivate)
@@ -204,8 +205,11 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		MaxRows:    cfg.MaxJobRows,
 		ChunkSize:  cfg.JobChunkSize,
 		Timeout:    cfg.JobTimeout,
-		Registerer: reg,
-		Logger:     logger,
+		// The quotas are checked where jobs are submitted.
+		MaxPendingRows: cfg.JobMaxPendingRows,
+		MaxQueuedJobs:  cfg.JobMaxQueuedJobs,
+		Registerer:     reg,
+		Logger:         logger,
 	})
 	if err != nil {
 		return err

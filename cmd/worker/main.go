@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"go.opentelemetry.io/otel"
 	"golang.org/x/sync/errgroup"
 
@@ -94,13 +95,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	deliveries := webhook.NewStore(pool, nil)
 	jobClient := tasks.NewJobClient(tasks.RedisConnOpt(redisOpts, 0), logger).WithBatchShards(cfg.BatchShards)
 	defer jobClient.Close()
-	jobs, err := job.NewService(job.Config{
-		Pool: pool, Models: registry, Enqueuer: jobClient, Notifier: deliveries,
-		ChunkSize: cfg.JobChunkSize, ChunkWriters: cfg.JobChunkWriters, Timeout: cfg.JobTimeout, Registerer: reg, Logger: logger,
-	})
-	if err != nil {
-		return err
-	}
 	var deliverer *webhook.Deliverer
 	if cfg.WebhookSecret != "" {
 		sender, err := webhook.NewSender(webhook.SenderConfig{
@@ -112,6 +106,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		deliverer = webhook.NewDeliverer(deliveries, sender, logger)
 	} else {
 		logger.WarnContext(ctx, "WEBHOOK_SECRET is not set: job webhooks stay pending until a worker has it")
+	}
+	jobCfg := job.Config{
+		Pool: pool, Models: registry, Enqueuer: jobClient, Notifier: deliveries,
+		ChunkSize: cfg.JobChunkSize, ChunkWriters: cfg.JobChunkWriters, Timeout: cfg.JobTimeout, Registerer: reg, Logger: logger,
+	}
+	if deliverer != nil {
+		// The worker that finishes a job makes its webhook's first attempt at once.
+		jobCfg.DeliverNow = func(ctx context.Context, id uuid.UUID) (bool, error) {
+			err := deliverer.Deliver(ctx, id, 1, false)
+			return err == nil, err
+		}
+	}
+	jobs, err := job.NewService(jobCfg)
+	if err != nil {
+		return err
 	}
 
 	// Alerts go out as job webhooks do: signed with WEBHOOK_SECRET, under the same SSRF guard
@@ -147,11 +156,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer w.Close()
 	w.Handle(tasks.TypeJobRun, tasks.HandleJobRun(jobs))
-	w.Handle(tasks.TypeJobChunk, tasks.HandleJobChunk(jobs, logger))
+	w.Handle(tasks.TypeJobChunk, tasks.HandleJobChunk(jobs))
 	if deliverer != nil {
 		w.Handle(tasks.TypeWebhookDeliver, tasks.HandleWebhookDeliver(deliverer))
 	}
 	jobStore := job.NewStore(pool)
+	// What each key is owed in the fair share, read from Postgres at each scrape (only the
+	// worker exports it, since every process would report the same).
+	reg.MustRegister(job.NewShareCollector(jobStore))
 	w.Handle(tasks.TypeMaintenanceReconcile, tasks.HandleReconcile(tasks.ReconcileConfig{
 		Jobs: jobStore, Deliveries: deliveries, Enqueuer: jobClient, Runner: jobs, Grace: cfg.ReconcileGrace, Logger: logger,
 	}))
@@ -182,6 +194,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWatch()
 	g, gctx := errgroup.WithContext(ctx)
+	// Two lanes run a small job's chunk as soon as the api wakes them (tasks.WakeKey), rather
+	// than at the worker's next look at its queues.
+	lanesCtx, stopLanes := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLanes()
+	lanesDone := make(chan struct{})
+	go func() {
+		defer close(lanesDone)
+		tasks.Lanes(lanesCtx, rdb, 2, jobs.RunNextNow, logger)
+	}()
 	g.Go(func() error {
 		registry.Watch(watchCtx, rdb, 30*time.Second)
 		return nil
@@ -203,7 +224,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		// ops server; the deferred closes follow: the queue clients, Redis, Postgres, tracing.
 		start := time.Now()
 		w.Stop()
+		stopLanes()
 		w.Shutdown()
+		<-lanesDone
 		stopWatch()
 		shutdownOps(ctx, ops, logger)
 		logger.Info("stopped", "drain_ms", time.Since(start).Milliseconds())

@@ -67,12 +67,14 @@ type Config struct {
 	ModelPath    string `env:"MODEL_PATH" envDefault:"./models" doc:"directory of model artifacts"`
 	MaxBatchSize int    `env:"MAX_BATCH_SIZE" envDefault:"1000" range:"1,100000" doc:"samples of one inline batch predict"`
 
-	MaxJobSamples   int           `env:"MAX_JOB_SAMPLES" envDefault:"100000" range:"1,10000000" doc:"samples of a JSON job submission"`
-	MaxJobRows      int           `env:"MAX_JOB_ROWS" envDefault:"5000000" range:"1,100000000" doc:"rows of an NDJSON or CSV job submission"`
-	JobChunkSize    int           `env:"JOB_CHUNK_SIZE" envDefault:"5000" range:"10,100000" doc:"rows per job:chunk task"`
-	BatchShards     int           `env:"BATCH_SHARDS" envDefault:"1" range:"1,64" doc:"shards of the batch queue, each named to land on its own master of a Redis Cluster of as many masters (README, Scaling out); 1 keeps the one queue batch; every api, worker and scheduler must agree"`
-	JobChunkWriters int           `env:"JOB_CHUNK_WRITERS" envDefault:"2" range:"1,64" doc:"job chunks a worker commits at once (their result COPYs; more only queue inside Postgres)"`
-	JobTimeout      time.Duration `env:"JOB_TIMEOUT" envDefault:"1h" range:"1s,168h" doc:"a job not finished this long after submission fails"`
+	MaxJobSamples     int           `env:"MAX_JOB_SAMPLES" envDefault:"100000" range:"1,10000000" doc:"samples of a JSON job submission"`
+	MaxJobRows        int           `env:"MAX_JOB_ROWS" envDefault:"5000000" range:"1,100000000" doc:"rows of an NDJSON or CSV job submission"`
+	JobChunkSize      int           `env:"JOB_CHUNK_SIZE" envDefault:"5000" range:"10,100000" doc:"rows per job:chunk task"`
+	BatchShards       int           `env:"BATCH_SHARDS" envDefault:"1" range:"1,64" doc:"shards of the batch queue, each named to land on its own master of a Redis Cluster of as many masters (README, Scaling out); 1 keeps the one queue batch; every api, worker and scheduler must agree"`
+	JobChunkWriters   int           `env:"JOB_CHUNK_WRITERS" envDefault:"2" range:"1,64" doc:"job chunks a worker commits at once (their result COPYs; more only queue inside Postgres)"`
+	JobMaxPendingRows int64         `env:"JOB_MAX_PENDING_ROWS" envDefault:"20000000" range:"-1,10000000000" doc:"rows an API key may have pending across its active jobs; past it a submission gets 429 (-1: no limit; a key's own quota overrides it)"`
+	JobMaxQueuedJobs  int           `env:"JOB_MAX_QUEUED_JOBS" envDefault:"100" range:"-1,1000000" doc:"active (queued or running) jobs an API key may have; past it a submission gets 429 (-1: no limit; a key's own quota overrides it)"`
+	JobTimeout        time.Duration `env:"JOB_TIMEOUT" envDefault:"1h" range:"1s,168h" doc:"a job not finished this long after submission fails"`
 
 	IdempotencyLease time.Duration `env:"IDEMPOTENCY_LEASE" envDefault:"30s" range:"1s,1m" doc:"lease of an in-flight Idempotency-Key claim, renewed while its request runs; a key whose process died is free again after it"`
 

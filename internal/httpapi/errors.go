@@ -52,6 +52,13 @@ type Problem struct {
 	RequestID string `json:"request_id,omitempty"`
 	// Errors names each offending field, as a JSON path the client wrote ("features[3]").
 	Errors []validate.FieldError `json:"errors,omitempty"`
+	// Quota, Limit, Current and Requested name the job quota a submission was refused by
+	// (429): pending_rows or queued_jobs, the key's limit, its figure without this
+	// submission, and what the submission adds.
+	Quota     string `json:"quota,omitempty"`
+	Limit     *int64 `json:"limit,omitempty"`
+	Current   *int64 `json:"current,omitempty"`
+	Requested *int64 `json:"requested,omitempty"`
 }
 
 // problemError is an error that already knows its problem: handlers and middleware return
@@ -91,6 +98,7 @@ const (
 	slugUnauthorized     = "unauthorized"
 	slugForbidden        = "forbidden"
 	slugRateLimited      = "rate-limited"
+	slugQuotaExceeded    = "quota-exceeded"
 	slugUnavailable      = "service-unavailable"
 	slugInternal         = "internal-error"
 )
@@ -140,6 +148,11 @@ func problemFor(err error) (p Problem, header http.Header, serverFault bool) {
 	if de, ok := errors.AsType[*job.DecodeError](err); ok {
 		return newP(http.StatusBadRequest, slugMalformed, "Malformed request",
 			"The request body is not valid JSON: "+de.Err.Error()), nil, false
+	}
+	if qe, ok := errors.AsType[*job.QuotaError](err); ok {
+		p = newP(http.StatusTooManyRequests, slugQuotaExceeded, "Quota exceeded", quotaDetail(qe))
+		p.Quota, p.Limit, p.Current, p.Requested = qe.Quota, &qe.Limit, &qe.Current, &qe.Requested
+		return p, retryAfter(qe.RetryAfter), false
 	}
 	if errors.Is(err, job.ErrNotFound) {
 		return newP(http.StatusNotFound, slugJobNotFound, "Job not found",
@@ -203,6 +216,18 @@ func problemFor(err error) (p Problem, header http.Header, serverFault bool) {
 	}
 	return newP(http.StatusInternalServerError, slugInternal, "Internal server error",
 		"The server failed to answer; the request id identifies it in the logs."), nil, true
+}
+
+// quotaDetail explains a quota refusal.
+func quotaDetail(qe *job.QuotaError) string {
+	if qe.Quota == job.QuotaQueuedJobs {
+		return fmt.Sprintf("The API key has %d active (queued or running) jobs; its limit is %d. Retry once one ends.", qe.Current, qe.Limit)
+	}
+	if qe.Requested == 0 {
+		return fmt.Sprintf("The API key has %d rows pending across its active jobs; its limit is %d.", qe.Current, qe.Limit)
+	}
+	return fmt.Sprintf("The API key has %d rows pending across its active jobs (its limit is %d); this job adds %d. Nothing was stored.",
+		qe.Current, qe.Limit, qe.Requested)
 }
 
 func tooLarge() Problem {

@@ -53,10 +53,10 @@ var (
 )
 
 // ownerOf is the job owner of the request: its tenant (see tenantOf), with the key's name
-// as a label.
+// as a label, and its weight in the fair share and its quotas.
 func ownerOf(c echo.Context) job.Owner {
 	p, _ := principalFrom(c.Request().Context())
-	return job.Owner{ID: p.KeyID, Name: p.Name}
+	return job.Owner{ID: p.KeyID, Name: p.Name, Weight: p.Weight, MaxPendingRows: p.MaxPendingRows, MaxQueuedJobs: p.MaxQueuedJobs}
 }
 
 func jobID(c echo.Context) (uuid.UUID, error) {
@@ -94,7 +94,7 @@ func queryOptions(c echo.Context) (job.Options, error) {
 	o := job.Options{ConfidenceThreshold: prediction.DefaultThreshold}
 	for name := range q {
 		switch name {
-		case "model_version", "preprocessing", "confidence_threshold", "webhook_url", "metadata":
+		case "model_version", "preprocessing", "confidence_threshold", "webhook_url", "metadata", "priority":
 		default:
 			v.Add(name, "is not a known query parameter")
 		}
@@ -102,6 +102,7 @@ func queryOptions(c echo.Context) (job.Options, error) {
 	o.ModelVersion = q.Get("model_version")
 	o.Preprocessing = q.Get("preprocessing")
 	o.WebhookURL = strings.TrimSpace(q.Get("webhook_url"))
+	o.Priority = strings.TrimSpace(q.Get("priority"))
 	if s := q.Get("confidence_threshold"); s != "" {
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil {
@@ -142,6 +143,9 @@ func jsonLateOptions(jo *job.JSONOptions) func() (job.Options, error) {
 		}
 		if jo.WebhookURL != nil {
 			o.WebhookURL = strings.TrimSpace(*jo.WebhookURL)
+		}
+		if jo.Priority != nil {
+			o.Priority = strings.TrimSpace(*jo.Priority)
 		}
 		return o, nil
 	}

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/predq/predq/internal/job"
 	"github.com/predq/predq/internal/prediction"
 )
 
@@ -498,6 +499,19 @@ func docsAssetNames() []any {
 }
 
 // problemResponse is a problem+json response with an example.
+// quotaResponse is the 429 of a job submission: the key's rate limit, or one of its quotas,
+// named with its limit and current figure.
+func quotaResponse(retryAfterHeader map[string]header) response {
+	r := problemResponse("The API key's rate limit, or one of its job quotas (pending_rows, queued_jobs), is exceeded; "+
+		"Retry-After estimates when enough frees.",
+		http.StatusTooManyRequests, slugQuotaExceeded, "Quota exceeded",
+		"The API key has 20000000 rows pending across its active jobs (its limit is 20000000); this job adds 5000.", nil, retryAfterHeader)
+	ex := r.Content["application/problem+json"].Example.(map[string]any)
+	ex["instance"] = "/api/v1/jobs"
+	ex["quota"], ex["limit"], ex["current"], ex["requested"] = job.QuotaPendingRows, 20000000, 20000000, 5000
+	return r
+}
+
 func problemResponse(description string, status int, slug, title, detail string, fields []map[string]string,
 	headers map[string]header) response {
 	h := map[string]header{"X-Request-ID": {Ref: "#/components/headers/X-Request-ID"}}
@@ -622,6 +636,11 @@ func (s *Server) openAPIComponents() components {
 					"instance":   {Type: "string", Description: "The request path."},
 					"request_id": {Type: "string"},
 					"errors":     {Type: "array", Items: ref("FieldError")},
+					"quota": {Type: "string", Enum: []any{job.QuotaPendingRows, job.QuotaQueuedJobs},
+						Description: "A job submission refused by a quota of the API key (429): which one."},
+					"limit":     {Type: "integer", Description: "With quota: the key's limit."},
+					"current":   {Type: "integer", Description: "With quota: the key's figure without this submission."},
+					"requested": {Type: "integer", Description: "With quota: what this submission adds (rows, or 1 job); 0 when refused before its body was read."},
 				},
 			},
 			"CheckResult": {
@@ -687,6 +706,7 @@ func (s *Server) openAPIComponents() components {
 			"TooManyRequests": problemResponse("The API key's rate limit is exceeded.",
 				http.StatusTooManyRequests, slugRateLimited, "Too many requests",
 				"The API key's request rate limit is exceeded; retry after the Retry-After delay.", nil, retryAfterHeader),
+			"QuotaExceeded": quotaResponse(retryAfterHeader),
 			"InternalError": problemResponse("The server failed; the body carries no internals.",
 				http.StatusInternalServerError, slugInternal, "Internal server error",
 				"The server failed to answer; the request id identifies it in the logs.", nil, nil),

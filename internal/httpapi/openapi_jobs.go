@@ -42,6 +42,8 @@ func (s *Server) jobPaths() map[string]map[string]operation {
 		q("metadata", "NDJSON and CSV bodies: key=value, repeatable (at most 16; a key of 1 to 64 bytes, a value of at most 512).",
 			&schema{Type: "array", MaxItems: ptr(maxJobMetadata),
 				Items: &schema{Type: "string", Pattern: `^[^=]{1,64}=[\s\S]{0,512}$`}}),
+		q("priority", "NDJSON and CSV bodies: high, normal (default) or low. Orders this API key's own jobs; "+
+			"across keys batch capacity is shared by the keys' weights.", priorityEnum()),
 		idempotencyKeyParam,
 	}
 	return map[string]map[string]operation{
@@ -69,6 +71,7 @@ func (s *Server) jobPaths() map[string]map[string]operation {
 					"413": respRef("PayloadTooLarge"),
 					"415": respRef("UnsupportedMediaType"),
 					"422": respRef("UnprocessableEntity"),
+					"429": respRef("QuotaExceeded"),
 				}, reads),
 			},
 			"get": {
@@ -82,6 +85,7 @@ func (s *Server) jobPaths() map[string]map[string]operation {
 				Responses: with(map[string]response{
 					"200": okResponse("A page of jobs.", ref("JobList"), nil),
 					"422": respRef("UnprocessableEntity"),
+					"429": respRef("QuotaExceeded"),
 				}, reads),
 			},
 		},
@@ -134,6 +138,12 @@ func (s *Server) jobPaths() map[string]map[string]operation {
 // maxJobMetadata is the most metadata pairs a job carries (the job feature's rule).
 const maxJobMetadata = 16
 
+// priorityEnum is the schema of a job's priority.
+func priorityEnum() *schema {
+	return &schema{Type: "string", Enum: []any{job.PriorityHigh, job.PriorityNormal, job.PriorityLow}, Default: job.PriorityNormal,
+		Description: "Orders the API key's own jobs (high first); across keys capacity is shared by weight."}
+}
+
 // jobSchemas are the job route schemas; maxSamples bounds a JSON body's samples.
 func jobSchemas(maxSamples int) map[string]*schema {
 	nullable := func(t string) any { return []string{t, "null"} }
@@ -150,6 +160,7 @@ func jobSchemas(maxSamples int) map[string]*schema {
 				"preprocessing":        preprocessingSchema(true),
 				"confidence_threshold": thresholdSchema(nullable("number"), "Items less confident than this are flagged."),
 				"webhook_url":          {Type: nullable("string"), Format: "uri"},
+				"priority":             priorityEnum(),
 				"metadata": {Type: nullable("object"), MaxProperties: ptr(maxJobMetadata),
 					Description:          "At most 16 pairs; a key of 1 to 64 bytes, a value of at most 512 bytes (UTF-8).",
 					PropertyNames:        &schema{MinLength: ptr(1), MaxLength: ptr(64)},
@@ -163,6 +174,7 @@ func jobSchemas(maxSamples int) map[string]*schema {
 			Properties: map[string]*schema{
 				"id":                   {Type: "string", Format: "uuid"},
 				"status":               {Type: "string", Enum: []any{"queued", "running", "succeeded", "failed", "cancelled"}},
+				"priority":             priorityEnum(),
 				"model_version":        {Type: "string"},
 				"preprocessing":        {Type: "string"},
 				"confidence_threshold": {Type: "number"},

@@ -48,10 +48,28 @@ var (
 	ErrUnavailable = errors.New("job store unavailable")
 )
 
-// Owner is the API key a job belongs to.
+// Owner is the API key a job belongs to, with what the key carries for batch work.
 type Owner struct {
 	ID   string // stable key id; only this key sees the job
 	Name string
+	// Weight is the key's share of batch capacity relative to other keys (0: 1).
+	Weight int
+	// MaxPendingRows and MaxQueuedJobs are the key's quotas (0: Config's defaults).
+	MaxPendingRows int64
+	MaxQueuedJobs  int
+}
+
+// Priorities of a job: they order the chunks of one key's jobs (high first); across keys the
+// capacity is shared by weight (see ClaimNext).
+const (
+	PriorityHigh   = "high"
+	PriorityNormal = "normal"
+	PriorityLow    = "low"
+)
+
+// ValidPriority reports whether s names a priority.
+func ValidPriority(s string) bool {
+	return s == PriorityHigh || s == PriorityNormal || s == PriorityLow
 }
 
 // Options are the settings of a submission, shared by all its rows.
@@ -61,6 +79,7 @@ type Options struct {
 	ConfidenceThreshold float64           `json:"confidence_threshold"`
 	WebhookURL          string            `json:"webhook_url,omitempty"`
 	Metadata            map[string]string `json:"metadata,omitempty"`
+	Priority            string            `json:"priority,omitempty"` // high, normal (default) or low
 }
 
 // Webhook is the delivery state of a job's webhook.
@@ -77,6 +96,7 @@ type Webhook struct {
 type Job struct {
 	ID                  uuid.UUID         `json:"id"`
 	Status              string            `json:"status"`
+	Priority            string            `json:"priority"`
 	ModelVersion        string            `json:"model_version"`
 	Preprocessing       string            `json:"preprocessing"`
 	ConfidenceThreshold float64           `json:"confidence_threshold"`

@@ -14,48 +14,69 @@ import (
 	"github.com/predq/predq/internal/postgres"
 )
 
-// Start marks a queued job running and returns the indexes of its chunks still pending, for
-// the caller to enqueue. A job already running returns its pending chunks again (job:run
-// delivered twice, or re-driven by the reconciler); a terminal job returns none.
-func (s *Service) Start(ctx context.Context, id uuid.UUID) ([]int, error) {
+// Start marks a queued job running and returns the indexes of the chunks to enqueue a work
+// token (a job:chunk task) for: all of them the first time (until MarkTokens), else the
+// pending ones; none for a terminal job whose tokens were enqueued.
+//
+// All, not only the pending ones, the first time: a token runs whichever chunk is next by
+// fair order (RunNext), so other jobs' tokens may have run this job's chunks, even all of
+// them, before its job:run; its tokens then run theirs. That keeps one token per chunk.
+// Later deliveries (job:run delivered twice, or re-driven by the reconciler) enqueue the
+// pending ones again: their task ids make those still queued one token, and extra ones
+// find nothing or run another chunk.
+func (s *Service) Start(ctx context.Context, id uuid.UUID) (chunks []int, first bool, err error) {
 	var status string
-	err := s.cfg.Pool.QueryRow(ctx, `UPDATE jobs SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END,
-			started_at = COALESCE(started_at, now()), updated_at = now()
-		WHERE id = $1 RETURNING status`, id).Scan(&status)
+	err = s.cfg.Pool.QueryRow(ctx, `WITH old AS (SELECT id, tokens_enqueued FROM jobs WHERE id = $1 FOR UPDATE)
+		UPDATE jobs j SET status = CASE WHEN j.status = 'queued' THEN 'running' ELSE j.status END,
+			started_at = COALESCE(j.started_at, now()), updated_at = now()
+		FROM old WHERE j.id = old.id RETURNING j.status, NOT old.tokens_enqueued`, id).Scan(&status, &first)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("start job %s: %w", id, ErrNotFound)
+		return nil, false, fmt.Errorf("start job %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("start job %s: %w", id, err)
+		return nil, false, fmt.Errorf("start job %s: %w", id, err)
 	}
-	if Terminal(status) {
-		return nil, nil
+	if Terminal(status) && !first {
+		return nil, false, nil
 	}
-	rows, err := s.cfg.Pool.Query(ctx, `SELECT chunk_index FROM job_chunks WHERE job_id = $1 AND status = 'pending' ORDER BY chunk_index`, id)
+	rows, err := s.cfg.Pool.Query(ctx, `SELECT chunk_index FROM job_chunks WHERE job_id = $1 AND ($2 OR status = 'pending')
+		ORDER BY chunk_index`, id, first)
 	if err != nil {
-		return nil, fmt.Errorf("start job %s: %w", id, err)
+		return nil, false, fmt.Errorf("start job %s: %w", id, err)
 	}
-	chunks, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	chunks, err = pgx.CollectRows(rows, pgx.RowTo[int])
 	if err != nil {
-		return nil, fmt.Errorf("start job %s: %w", id, err)
+		return nil, false, fmt.Errorf("start job %s: %w", id, err)
 	}
-	return chunks, nil
+	return chunks, first, nil
 }
 
-// Enqueue starts a job and enqueues its pending chunks (the job:run handler).
+// markTokens records that the job's tokens were enqueued (see Start).
+func (s *Service) markTokens(ctx context.Context, id uuid.UUID) error {
+	if _, err := s.cfg.Pool.Exec(ctx, `UPDATE jobs SET tokens_enqueued = true WHERE id = $1 AND NOT tokens_enqueued`, id); err != nil {
+		return fmt.Errorf("job %s: mark tokens: %w", id, err)
+	}
+	return nil
+}
+
+// Enqueue starts a job and enqueues a work token per chunk (the job:run handler; see Start).
 func (s *Service) Enqueue(ctx context.Context, id uuid.UUID) error {
-	chunks, err := s.Start(ctx, id)
+	chunks, first, err := s.Start(ctx, id)
 	if err != nil {
 		return err
 	}
-	if len(chunks) == 0 {
-		// Terminal, or every chunk done: finish the job if the last chunk's worker could not.
-		return s.finishIfDone(ctx, id)
+	if s.cfg.Enqueuer != nil && len(chunks) > 0 {
+		if err := s.cfg.Enqueuer.EnqueueChunks(ctx, id, chunks); err != nil {
+			return err
+		}
 	}
-	if s.cfg.Enqueuer == nil {
-		return nil
+	if first {
+		if err := s.markTokens(ctx, id); err != nil {
+			return err
+		}
 	}
-	return s.cfg.Enqueuer.EnqueueChunks(ctx, id, chunks)
+	// Finish the job if every chunk is done and the last chunk's worker could not.
+	return s.finishIfDone(ctx, id)
 }
 
 // chunkJob is what a chunk needs of its job.
@@ -163,6 +184,9 @@ func (s *Service) FailChunk(ctx context.Context, id uuid.UUID, chunk int, reason
 	}, 0, n, 0)
 }
 
+// smallChunkRows is the most rows of a chunk that commits without waiting for a writer.
+const smallChunkRows = 1000
+
 // jobLockClass is the first key of the advisory locks of jobs (pg_advisory_xact_lock(int,
 // int)); the second is jobLockKey of the job id.
 const jobLockClass = 0x6a6f6273 // "jobs"
@@ -189,27 +213,33 @@ func jobLockKey(id uuid.UUID) int32 {
 func (s *Service) commitChunk(ctx context.Context, id uuid.UUID, chunk int, write func(pgx.Tx) error, ok, failed, low int) error {
 	// At most ChunkWriters commits at once: more only make them queue inside Postgres, for
 	// the extension of job_results and the lock of the job's row in every key check.
-	select {
-	case s.writers <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("chunk %s/%d: %w", id, chunk, ctx.Err())
+	// A small chunk (a small job's) does not wait behind the large ones' COPYs.
+	small := ok+failed <= smallChunkRows
+	if !small {
+		select {
+		case s.writers <- struct{}{}:
+		case <-ctx.Done():
+			return fmt.Errorf("chunk %s/%d: %w", id, chunk, ctx.Err())
+		}
 	}
 	committed := false
+	var owner string
 	err := postgres.WithTx(ctx, s.cfg.Pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1, $2)`, jobLockClass, jobLockKey(id)); err != nil {
 			return err
 		}
 		// A statement of its own, so that it reads the job after the lock is granted.
-		tag, err := tx.Exec(ctx, `UPDATE job_chunks c SET status = 'done', done_at = now(), features = ''::bytea,
-				processed = $3, failed = $4, low_confidence = $5
+		err := tx.QueryRow(ctx, `UPDATE job_chunks c SET status = 'done', done_at = now(), features = ''::bytea,
+				processed = $3, failed = $4, low_confidence = $5, lease_until = NULL
 			FROM jobs j
 			WHERE c.job_id = $1 AND c.chunk_index = $2 AND c.status = 'pending'
-			  AND j.id = c.job_id AND j.status IN ('queued', 'running')`, id, chunk, ok, failed, low)
+			  AND j.id = c.job_id AND j.status IN ('queued', 'running')
+			RETURNING j.owner`, id, chunk, ok, failed, low).Scan(&owner)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // done by an earlier delivery of this chunk, or the job is over
+		}
 		if err != nil {
 			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return nil // done by an earlier delivery of this chunk, or the job is over
 		}
 		if err := write(tx); err != nil {
 			return err
@@ -217,13 +247,16 @@ func (s *Service) commitChunk(ctx context.Context, id uuid.UUID, chunk int, writ
 		committed = true
 		return nil
 	})
-	<-s.writers
+	if !small {
+		<-s.writers
+	}
 	if err != nil {
 		return fmt.Errorf("chunk %s/%d: %w", id, chunk, err)
 	}
 	if committed {
 		s.metrics.items.WithLabelValues("processed").Add(float64(ok))
 		s.metrics.items.WithLabelValues("failed").Add(float64(failed))
+		s.metrics.rowsDone.WithLabelValues(owner).Add(float64(ok + failed))
 	}
 	return s.finishIfDone(ctx, id)
 }
@@ -326,10 +359,37 @@ func (s *Service) afterFinish(ctx context.Context, j Job) {
 		return
 	}
 	if j.deliveryID != uuid.Nil {
-		if err := s.cfg.Enqueuer.EnqueueWebhook(ctx, j.deliveryID); err != nil {
-			s.logger.WarnContext(ctx, "webhook recorded but not enqueued; the reconciler will", "job_id", j.ID, "error", err)
-		} else if err := s.cfg.Notifier.MarkEnqueued(ctx, j.deliveryID); err != nil {
-			s.logger.WarnContext(ctx, "webhook enqueued but not marked", "job_id", j.ID, "delivery_id", j.deliveryID, "error", err)
+		enqueue := func(ctx context.Context) {
+			if err := s.cfg.Enqueuer.EnqueueWebhook(ctx, j.deliveryID); err != nil {
+				s.logger.WarnContext(ctx, "webhook recorded but not enqueued; the reconciler will", "job_id", j.ID, "error", err)
+			} else if err := s.cfg.Notifier.MarkEnqueued(ctx, j.deliveryID); err != nil {
+				s.logger.WarnContext(ctx, "webhook enqueued but not marked", "job_id", j.ID, "delivery_id", j.deliveryID, "error", err)
+			}
+		}
+		now := s.cfg.DeliverNow != nil
+		if now {
+			select {
+			case s.delivering <- struct{}{}:
+			default:
+				now = false // 16 under way: the task alone
+			}
+		}
+		if now {
+			// The first attempt now; the task, enqueued after it, carries the retries (its
+			// first attempt finds this one recorded). If this process stops meanwhile, the
+			// delivery stays pending and the reconciler enqueues it.
+			go func(ctx context.Context) {
+				defer func() { <-s.delivering }()
+				settled, err := s.cfg.DeliverNow(ctx, j.deliveryID)
+				if err != nil {
+					s.logger.DebugContext(ctx, "first webhook attempt not settled; the task retries", "job_id", j.ID, "error", err)
+				}
+				if !settled {
+					enqueue(ctx)
+				}
+			}(context.WithoutCancel(ctx))
+		} else {
+			enqueue(ctx)
 		}
 	}
 	if j.LowConfidence > 0 {

@@ -17,7 +17,7 @@ import (
 
 // jobColumns are the columns of a Job. An active job's counts are the sums of its done
 // chunks' (p); a terminal job's are stored on its row (see commitChunk and finish).
-const jobColumns = `j.id, j.status, j.model_version, j.preprocessing, j.confidence_threshold, j.total,
+const jobColumns = `j.id, j.status, j.priority, j.model_version, j.preprocessing, j.confidence_threshold, j.total,
 	CASE WHEN j.status IN ('queued', 'running') THEN COALESCE(p.processed, 0) ELSE j.processed END,
 	CASE WHEN j.status IN ('queued', 'running') THEN COALESCE(p.failed, 0) ELSE j.failed END,
 	CASE WHEN j.status IN ('queued', 'running') THEN COALESCE(p.low_confidence, 0) ELSE j.low_confidence END,
@@ -43,7 +43,7 @@ func scanJob(row pgx.Row) (Job, error) {
 	var dID *uuid.UUID
 	var dAttempts, dLast *int
 	var dAt *time.Time
-	err := row.Scan(&j.ID, &j.Status, &j.ModelVersion, &j.Preprocessing, &j.ConfidenceThreshold, &j.Total,
+	err := row.Scan(&j.ID, &j.Status, &j.Priority, &j.ModelVersion, &j.Preprocessing, &j.ConfidenceThreshold, &j.Total,
 		&j.Processed, &j.Failed, &j.LowConfidence, &j.ChunksTotal, &j.ChunksDone, &j.InputFormat, &j.CreatedAt,
 		&j.StartedAt, &j.FinishedAt, &j.DeadlineAt, &j.Error, &j.Metadata, &webhookURL,
 		&dID, &dStatus, &dAttempts, &dLast, &dError, &dAt)

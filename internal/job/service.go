@@ -1,6 +1,7 @@
 package job
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -36,6 +37,12 @@ type Enqueuer interface {
 	EnqueueJobAlert(ctx context.Context, s Summary) error
 }
 
+// Waker wakes idle workers for a small job at once instead of at their next look at the
+// queues (tasks.Waker); a hint, never relied on: the job's tokens are enqueued as usual.
+type Waker interface {
+	Wake(ctx context.Context, jobID uuid.UUID, chunks int) error
+}
+
 // Notifier records the webhook delivery of a job (*webhook.Store). CreateDelivery runs inside
 // the job's terminal transaction and returns the delivery's id: recording it in the same
 // transaction as the status makes the delivery impossible to lose, since the reconciler
@@ -56,10 +63,16 @@ type Config struct {
 	// that tolerate lag: List reads it, and Results and StreamResults read it when it has
 	// replayed everything Pool had when the job was read (else Pool; see readerFor). Get and
 	// every write use Pool. nil: Pool serves everything.
-	ReadPool   *pgxpool.Pool
-	Models     Models
-	Enqueuer   Enqueuer // nil: nothing is enqueued (the reconciler will)
-	Notifier   Notifier // nil: webhooks are not recorded
+	ReadPool *pgxpool.Pool
+	Models   Models
+	Enqueuer Enqueuer // nil: nothing is enqueued (the reconciler will)
+	Notifier Notifier // nil: webhooks are not recorded
+	Waker    Waker    // nil: no wake-up; jobs of at most WakeChunks chunks wake the workers
+	// DeliverNow, when set (the worker), makes the first attempt of a finished job's
+	// webhook at once, in the process that finished it, before its webhook:deliver task is
+	// enqueued for the retries; it reports whether the delivery is settled (delivered, or
+	// failed for good). At most 16 such attempts run at once; past that the task alone does.
+	DeliverNow func(ctx context.Context, deliveryID uuid.UUID) (settled bool, err error)
 	CheckURL   URLChecker
 	MaxSamples int // JSON bodies; default DefaultMaxSamples
 	MaxRows    int // NDJSON/CSV bodies; default DefaultMaxRows
@@ -68,8 +81,20 @@ type Config struct {
 	// 2. Inference and reads are not bounded by it, only by the worker's concurrency.
 	ChunkWriters int
 	Timeout      time.Duration // deadline after submission; default 1h
-	Registerer   prometheus.Registerer
-	Logger       *slog.Logger
+	// ChunkLease is how long a claimed chunk is a worker's before another may claim it
+	// (a worker that died); default 1 min. A chunk still running past it may run twice,
+	// which writes and counts nothing twice.
+	ChunkLease time.Duration
+	// ChunkAttempts is how many claims a chunk gets before its items are recorded as
+	// failed; default 6.
+	ChunkAttempts int
+	// MaxPendingRows and MaxQueuedJobs are the default quotas of a key (an Owner's own
+	// override them): rows pending across its active jobs, and its active (queued or running)
+	// jobs; defaults 20,000,000 and 100. Negative: no limit.
+	MaxPendingRows int64
+	MaxQueuedJobs  int
+	Registerer     prometheus.Registerer
+	Logger         *slog.Logger
 }
 
 // Default limits of a submission's rows.
@@ -78,10 +103,25 @@ const (
 	DefaultMaxRows    = 5_000_000 // rows of an NDJSON or CSV body
 )
 
+// WakeChunks is the most chunks of a job that wakes the workers (Config.Waker): small jobs,
+// whose latency the queue's polling would dominate.
+const WakeChunks = 4
+
+// Default quotas of a key (Config.MaxPendingRows, Config.MaxQueuedJobs).
+const (
+	DefaultMaxPendingRows = 20_000_000
+	DefaultMaxQueuedJobs  = 100
+)
+
 // Service runs the job feature.
 type Service struct {
-	cfg     Config
-	writers chan struct{}
+	cfg        Config
+	writers    chan struct{}
+	delivering chan struct{} // bounds the DeliverNow attempts under way
+	// claims bounds the chunks this process has claimed and not yet committed (RunNext) to
+	// twice ChunkWriters: more would only wait for a writer while holding their leases, and
+	// a small job of another key, claimed next by fair order, would wait behind all of them.
+	claims  chan struct{}
 	metrics *metrics
 	logger  *slog.Logger
 }
@@ -106,11 +146,25 @@ func NewService(cfg Config) (*Service, error) {
 	if cfg.ChunkWriters <= 0 {
 		cfg.ChunkWriters = 2
 	}
+	if cfg.ChunkLease <= 0 {
+		cfg.ChunkLease = time.Minute
+	}
+	if cfg.ChunkAttempts <= 0 {
+		cfg.ChunkAttempts = 6
+	}
+	if cfg.MaxPendingRows == 0 {
+		cfg.MaxPendingRows = DefaultMaxPendingRows
+	}
+	if cfg.MaxQueuedJobs == 0 {
+		cfg.MaxQueuedJobs = DefaultMaxQueuedJobs
+	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg, writers: make(chan struct{}, cfg.ChunkWriters), metrics: newMetrics(cfg.Registerer), logger: logger}, nil
+	return &Service{cfg: cfg, writers: make(chan struct{}, cfg.ChunkWriters), delivering: make(chan struct{}, 16),
+		claims:  make(chan struct{}, 2*cfg.ChunkWriters),
+		metrics: newMetrics(cfg.Registerer), logger: logger}, nil
 }
 
 // Formats of a submission body.
@@ -140,6 +194,11 @@ func (s *Service) ValidateOptions(ctx context.Context, o *Options) (*inference.M
 		if len(val) > 512 {
 			v.Add("metadata."+k, "must be at most 512 characters")
 		}
+	}
+	if o.Priority == "" {
+		o.Priority = PriorityNormal
+	} else if !ValidPriority(o.Priority) {
+		v.Add("priority", "must be high, normal or low, got %q", truncate(o.Priority, 32))
 	}
 	if o.WebhookURL != "" && s.cfg.CheckURL != nil {
 		if err := s.cfg.CheckURL(ctx, o.WebhookURL); err != nil {
@@ -185,14 +244,19 @@ func (s *Service) Submit(ctx context.Context, owner Owner, opts Options, format 
 		return Job{}, err
 	}
 	start := time.Now()
-	var total int
+	// Quotas, before the body is read: a key already at a quota is refused at once. The
+	// check that counts this job's rows comes after them, under the key's lock.
+	if err := s.checkQuota(ctx, s.cfg.Pool, owner, id, 0, false); err != nil {
+		return Job{}, err
+	}
+	var total, chunks int
 	err = postgres.WithTx(ctx, s.cfg.Pool, func(tx pgx.Tx) error {
 		// The job row first (status queued, no rows yet), so that the chunks can refer to it.
 		meta, _ := json.Marshal(orEmpty(opts.Metadata))
 		if _, err := tx.Exec(ctx, `INSERT INTO jobs (id, owner, owner_name, model_version, preprocessing, confidence_threshold,
-				chunk_size, metadata, webhook_url, input_format, deadline_at)
-			VALUES ($1, $2, $3, '', '', 0.5, $4, $5, NULLIF($6, ''), $7, now() + $8::interval)`,
-			id, owner.ID, owner.Name, s.cfg.ChunkSize, meta, opts.WebhookURL, format, s.cfg.Timeout.String()); err != nil {
+				chunk_size, metadata, webhook_url, input_format, deadline_at, priority)
+			VALUES ($1, $2, $3, '', '', 0.5, $4, $5, NULLIF($6, ''), $7, now() + $8::interval, $9)`,
+			id, owner.ID, owner.Name, s.cfg.ChunkSize, meta, opts.WebhookURL, format, s.cfg.Timeout.String(), cmp.Or(opts.Priority, PriorityNormal)); err != nil {
 			return classify(err)
 		}
 		inputSize := 0
@@ -225,7 +289,8 @@ func (s *Service) Submit(ctx context.Context, owner Owner, opts Options, format 
 				return validate.Field("samples[0].features", "model %s takes %d features, got %d", model.Version, model.InputSize, packer.inputSize)
 			}
 			meta, _ := json.Marshal(orEmpty(opts.Metadata))
-			if _, err := tx.Exec(ctx, `UPDATE jobs SET metadata = $2, webhook_url = NULLIF($3, '') WHERE id = $1`, id, meta, opts.WebhookURL); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE jobs SET metadata = $2, webhook_url = NULLIF($3, ''), priority = $4 WHERE id = $1`,
+				id, meta, opts.WebhookURL, opts.Priority); err != nil {
 				return classify(err)
 			}
 		}
@@ -236,7 +301,13 @@ func (s *Service) Submit(ctx context.Context, owner Owner, opts Options, format 
 			}
 			return validate.Field(field, "must hold at least 1 sample")
 		}
-		total = packer.rows
+		total, chunks = packer.rows, packer.chunks
+		if err := s.checkQuota(ctx, tx, owner, id, int64(packer.rows), true); err != nil {
+			return err
+		}
+		if err := liftTenant(ctx, tx, owner.ID, owner.Weight, id); err != nil {
+			return classify(err)
+		}
 		_, err := tx.Exec(ctx, `UPDATE jobs SET total = $2, chunks_total = $3, model_version = $4, preprocessing = $5,
 				confidence_threshold = $6 WHERE id = $1`,
 			id, packer.rows, packer.chunks, model.Version, opts.Preprocessing, opts.ConfidenceThreshold)
@@ -248,6 +319,11 @@ func (s *Service) Submit(ctx context.Context, owner Owner, opts Options, format 
 	s.metrics.submitted.Inc()
 	s.metrics.items.WithLabelValues("submitted").Add(float64(total))
 	s.logger.InfoContext(ctx, "job submitted", "job_id", id, "rows", total, "format", format, "took_ms", time.Since(start).Milliseconds())
+	if s.cfg.Waker != nil && chunks <= WakeChunks {
+		if err := s.cfg.Waker.Wake(ctx, id, chunks); err != nil {
+			s.logger.WarnContext(ctx, "workers not woken; the job runs through the queue", "job_id", id, "error", err)
+		}
+	}
 	if s.cfg.Enqueuer != nil {
 		if err := s.cfg.Enqueuer.EnqueueJobRun(ctx, id); err != nil {
 			s.logger.WarnContext(ctx, "job stored but not enqueued; the reconciler will enqueue it", "job_id", id, "error", err)

@@ -375,6 +375,7 @@ type JSONOptions struct {
 	ConfidenceThreshold *float64          `json:"confidence_threshold"`
 	WebhookURL          *string           `json:"webhook_url"`
 	Metadata            map[string]string `json:"metadata"`
+	Priority            *string           `json:"priority"`
 	SawSamples          bool              `json:"-"`
 }
 
@@ -485,6 +486,8 @@ func (s *JSONSource) advanceToSamples() error {
 			target = &s.opts.WebhookURL
 		case "metadata":
 			target = &s.opts.Metadata
+		case "priority":
+			target = &s.opts.Priority
 		default:
 			return &RowError{Row: 0, Field: name, Message: "is not a known member"}
 		}

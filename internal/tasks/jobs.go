@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"time"
 
 	"github.com/google/uuid"
@@ -20,8 +19,11 @@ import (
 
 // Limits of the job and webhook tasks.
 const (
-	JobRunMaxRetry   = 10
-	JobRunTimeout    = 5 * time.Minute
+	JobRunMaxRetry = 10
+	JobRunTimeout  = 5 * time.Minute
+	// JobChunkMaxRetry: a token is retried while the chunk it claimed fails (the chunk's
+	// own attempts are bounded by job.Config.ChunkAttempts); one archived is enqueued again
+	// by the reconciler.
 	JobChunkMaxRetry = 5
 	JobChunkTimeout  = 5 * time.Minute
 	// WebhookMaxRetry gives a receiver about a day of exponential back-off (capped at 10 min).
@@ -171,8 +173,7 @@ func (c *JobClient) EnqueueJobAlert(ctx context.Context, s job.Summary) error {
 // JobRunner is what the job handlers need of the job feature (*job.Service).
 type JobRunner interface {
 	Enqueue(ctx context.Context, id uuid.UUID) error
-	ProcessChunk(ctx context.Context, id uuid.UUID, chunk int) error
-	FailChunk(ctx context.Context, id uuid.UUID, chunk int, reason string) error
+	RunNext(ctx context.Context) (bool, error)
 }
 
 func parseJobPayload(t *asynq.Task) (JobPayload, error) {
@@ -208,33 +209,19 @@ func isFinalAttempt(ctx context.Context) bool {
 	return ok1 && ok2 && retried >= maxRetry
 }
 
-// HandleJobChunk returns the job:chunk handler. A chunk that fails on its last attempt (an
-// error or a panic) has its items recorded as failed, so that the job still ends with
-// processed + failed == total; the job then fails with the reason.
-func HandleJobChunk(jobs JobRunner, logger *slog.Logger) asynq.HandlerFunc {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	return func(ctx context.Context, t *asynq.Task) (err error) {
-		p, err := parseJobPayload(t)
-		if err != nil {
+// HandleJobChunk returns the job:chunk handler. A job:chunk task is a work token: it runs
+// the next chunk by fair order across keys (job.Service.RunNext), which need not be the
+// chunk its payload names; the payload's job and chunk only make its TaskID, so that
+// job:run and the reconciler enqueue one token per pending chunk, once. A token that finds
+// nothing to claim (other tokens took every chunk) ends. A chunk's attempts are counted in
+// Postgres: its last failed attempt records its items as failed.
+func HandleJobChunk(jobs JobRunner) asynq.HandlerFunc {
+	return func(ctx context.Context, t *asynq.Task) error {
+		if _, err := parseJobPayload(t); err != nil {
 			return err
 		}
-		defer func() {
-			if r := recover(); r != nil {
-				err = fmt.Errorf("panic: %v", r)
-				logger.ErrorContext(ctx, "job chunk panicked", "job_id", p.JobID, "chunk", p.Chunk, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			}
-			if err != nil && isFinalAttempt(ctx) {
-				reason := fmt.Sprintf("chunk %d failed after its last retry: %v", p.Chunk, err)
-				if ferr := jobs.FailChunk(context.WithoutCancel(ctx), p.JobID, p.Chunk, reason); ferr != nil {
-					err = errors.Join(err, ferr)
-					return
-				}
-				err = nil // recorded: nothing left to retry
-			}
-		}()
-		return jobs.ProcessChunk(ctx, p.JobID, p.Chunk)
+		_, err := jobs.RunNext(ctx)
+		return err
 	}
 }
 

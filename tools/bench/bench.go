@@ -87,6 +87,8 @@ type bench struct {
 	apiURL  string
 	// grpcAddr is the api's gRPC host:port.
 	grpcAddr string
+	// key2 is a second key, for the fair share.
+	key2 string
 	// apiAllURL is a second api with PERSIST_CACHE_HITS=true, which stores every cache hit.
 	apiAllURL string
 	// apiQueueURL is a third api with PERSIST_PATH=queue: the worker stores its predictions.
@@ -129,7 +131,7 @@ func benchmark(ctx context.Context, opts options, getenv func(string) string, st
 		return rep, err
 	}
 
-	if !opts.Phases["http"] && !opts.Phases["queue"] && !opts.Phases["job"] && !opts.Phases["overload"] && !opts.Phases["grpc"] {
+	if !opts.Phases["http"] && !opts.Phases["queue"] && !opts.Phases["job"] && !opts.Phases["overload"] && !opts.Phases["grpc"] && !opts.Phases["smalljob"] {
 		rep.Seconds = time.Since(began).Seconds()
 		rep.Rows = buildRows(rep, opts)
 		return rep, nil
@@ -160,6 +162,11 @@ func benchmark(ctx context.Context, opts options, getenv func(string) string, st
 	}
 	if opts.Phases["queue"] {
 		if rep.Queue, err = b.queuePhase(ctx); err != nil {
+			return rep, err
+		}
+	}
+	if opts.Phases["smalljob"] {
+		if rep.SmallJob, err = b.smallJobPhase(ctx); err != nil {
 			return rep, err
 		}
 	}
@@ -233,18 +240,22 @@ func (b *bench) start(ctx context.Context, getenv func(string) string) error {
 	apiPort, workerPort, ceilPort, apiQueuePort, apiAllPort, grpcPort := ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
 	b.key = "bench-" + randomHex(16)
 	b.bulkKey = "bench-bulk-" + randomHex(16)
+	b.key2 = "bench-" + randomHex(16) // a second key, for the fair share
 	b.env = map[string]string{
 		"DATABASE_URL": b.dbURL,
 		"REDIS_URL":    b.redis.URL,
 		"MODEL_PATH":   filepath.Join(b.opts.Root, "models"),
-		"API_KEYS":     "bench:" + b.key + ",bench-bulk:" + b.bulkKey + "::class=bulk",
+		"API_KEYS":     "bench:" + b.key + ",bench2:" + b.key2 + ",bench-bulk:" + b.bulkKey + "::class=bulk",
 		// Off for the pipeline's points; the overload phase runs an api with it on.
-		"ADMISSION_CONTROL":   "false",
-		"LOG_LEVEL":           "warn",
-		"RATE_LIMIT":          "0",
-		"PORT":                strconv.Itoa(apiPort),
-		"GRPC_PORT":           strconv.Itoa(grpcPort),
-		"WORKER_METRICS_PORT": strconv.Itoa(workerPort),
+		"ADMISSION_CONTROL": "false",
+		// The small jobs' webhooks go to the bench's own receiver on loopback.
+		"WEBHOOK_SECRET":        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+		"WEBHOOK_ALLOW_PRIVATE": "true",
+		"LOG_LEVEL":             "warn",
+		"RATE_LIMIT":            "0",
+		"PORT":                  strconv.Itoa(apiPort),
+		"GRPC_PORT":             strconv.Itoa(grpcPort),
+		"WORKER_METRICS_PORT":   strconv.Itoa(workerPort),
 	}
 	b.apiURL = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	b.grpcAddr = fmt.Sprintf("127.0.0.1:%d", grpcPort)

@@ -137,6 +137,8 @@ type jobState struct {
 	Processed int     `json:"processed"`
 	Failed    int     `json:"failed"`
 	Error     *string `json:"error"`
+	// FinishedAt is when the job ended (Postgres's clock).
+	FinishedAt *time.Time `json:"finished_at"`
 }
 
 // waitJob polls the job every 100 ms until it is finished, and returns it with the time it

@@ -31,7 +31,7 @@
 // Usage (from tools/, or with -root):
 //
 //	bench [-smoke] [-json] [-root DIR] [-duration 10s] [-rounds 5] [-conns 16,64,256] [-job-rows 1000000]
-//	      [-queue-tasks 100000] [-no-pin] [-phases http,queue,job,overload,grpc]
+//	      [-queue-tasks 100000] [-no-pin] [-phases http,queue,smalljob,job,overload,grpc]
 //	      [-targets predict-miss,predict-hit,predict-hit-stored,predict-miss-queue,oip-miss] [-pprof]
 //	bench -render report.json      print the table of a report saved with -json
 //	bench gobench [-benchtime 1x]  run the in-process measurements the table names (go test -bench)
@@ -145,7 +145,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	noPin := fs.Bool("no-pin", false, "do not pin processes to cores even when taskset works")
 	pprof := fs.Bool("pprof", false, "let the api and the worker serve net/http/pprof on free loopback ports (logged), to profile a run")
 	render := fs.String("render", "", "print the table of a report saved with -json, without measuring")
-	phases := fs.String("phases", "http,queue,job,overload,grpc", "the measurements to run (a subset, for profiling)")
+	phases := fs.String("phases", "http,queue,smalljob,job,overload,grpc", "the measurements to run (a subset, for profiling)")
 	targets := fs.String("targets", strings.Join(httpTargets, ","), "the HTTP targets to measure (a subset, for quicker comparisons); the ceiling is measured always")
 	if err := fs.Parse(args[1:]); err != nil {
 		return options{}, err
@@ -179,10 +179,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	o.Phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "http", "queue", "job", "overload", "grpc":
+		case "http", "queue", "smalljob", "job", "overload", "grpc":
 			o.Phases[p] = true
 		default:
-			return options{}, fmt.Errorf("-phases: unknown phase %q (want http, queue, job, overload, grpc)", p)
+			return options{}, fmt.Errorf("-phases: unknown phase %q (want http, queue, smalljob, job, overload, grpc)", p)
 		}
 	}
 	o.Targets = []string{"ceiling"}

@@ -80,6 +80,8 @@ type report struct {
 	Memory  *memResult   `json:"memory,omitempty"`
 	// Overload is the overload phase (admission control).
 	Overload *overloadResult `json:"overload,omitempty"`
+	// SmallJob is the 10-row jobs' latency (issue 21).
+	SmallJob *smallJobResult `json:"small_job,omitempty"`
 	Notes    []string        `json:"notes,omitempty"`
 }
 

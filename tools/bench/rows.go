@@ -253,6 +253,9 @@ func buildRows(rep report, opts options) []row {
 			withCeiling(fmt.Sprintf("REST /v2 infer, the same %s rows as JSON", itoa(int64(g.BatchRows))), br.RPS*n).
 			atLeast(targetGRPCBatchRatio, "", true))
 	}
+	if sj := rep.SmallJob; sj != nil {
+		rows = append(rows, smallJobTableRows(sj)...)
+	}
 
 	if m := rep.Memory; m != nil {
 		rss := func(measure string, b int64) row {
