@@ -21,7 +21,7 @@ COPY . .
 ARG VERSION=dev
 RUN --mount=type=cache,target=/root/.cache/go-build \
     go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/ \
-        ./cmd/api ./cmd/worker ./cmd/scheduler ./cmd/train
+        ./cmd/api ./cmd/worker ./cmd/scheduler ./cmd/train ./cmd/predq
 
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=dev

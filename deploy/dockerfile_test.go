@@ -353,7 +353,7 @@ func TestDockerfile(t *testing.T) {
 	facts, errs := checkDockerfile(readFile(t, "Dockerfile"), goVersion(t), mainCommands(t))
 	requireNoProblems(t, errs)
 	require.Equal(t, "/app", facts.img.binDir)
-	require.ElementsMatch(t, []string{"api", "worker", "scheduler", "train"}, facts.built)
+	require.ElementsMatch(t, []string{"api", "worker", "scheduler", "train", "predq"}, facts.built)
 }
 
 func TestDockerfileProblems(t *testing.T) {
