@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"github.com/predq/predq/internal/redisdb"
+	"github.com/predq/predq/internal/tasks"
 )
 
 // The part of the Kubernetes objects that the checks read (JSON field names as in the API).
@@ -750,7 +751,25 @@ func checkRendered(objs []object, img image, queues []string) []error {
 		}
 	}
 
-	// KEDA: one redis trigger per queue on asynq's pending list, authenticated.
+	// The batch queue's shards (BATCH_SHARDS): api, worker and scheduler must agree, or jobs
+	// go to shards that no worker drains or no loss watcher watches.
+	shards := 1
+	if n, err := strconv.Atoi(cmpOr(worker.env["BATCH_SHARDS"], varDefault("BATCH_SHARDS"))); err != nil || n < 1 {
+		fail("%s: BATCH_SHARDS=%q is not a positive number", worker.workload, worker.env["BATCH_SHARDS"])
+	} else {
+		shards = n
+	}
+	for _, p := range pods {
+		if p.role == roleMigrate {
+			continue
+		}
+		if n, err := strconv.Atoi(cmpOr(p.env["BATCH_SHARDS"], varDefault("BATCH_SHARDS"))); err == nil && n != shards {
+			fail("%s has BATCH_SHARDS=%d, but the worker %d: every api, worker and scheduler must agree", p.workload, n, shards)
+		}
+	}
+
+	// KEDA: one redis trigger per queue on asynq's pending list (per shard of the batch queue,
+	// tasks.BatchQueues), authenticated.
 	scaled := 0
 	for _, o := range objs {
 		if o.Kind != "ScaledObject" {
@@ -828,12 +847,13 @@ func checkRendered(objs []object, img image, queues []string) []error {
 			}
 		}
 		var want []string
-		for _, q := range queues {
+		for _, q := range shardedQueues(queues, shards) {
 			want = append(want, "asynq:{"+q+"}:pending")
 		}
+		slices.Sort(want)
 		slices.Sort(lists)
 		if !slices.Equal(lists, want) {
-			fail("%s watches the lists %q, want one trigger per queue: %q", o, lists, want)
+			fail("%s watches the lists %q, want one trigger per queue (BATCH_SHARDS=%d): %q", o, lists, shards, want)
 		}
 	}
 	if scaled != 1 {
@@ -912,6 +932,21 @@ func triggerMatchesRedis(typ string, md map[string]string, auth bool, o redisdb.
 	return errs
 }
 
+// shardedQueues returns the queues that hold tasks when the batch queue has n shards: the
+// queues of internal/tasks with batch replaced by tasks.BatchQueues(n), as the worker drains
+// them (tasks.ShardQueues).
+func shardedQueues(queues []string, n int) []string {
+	var out []string
+	for _, q := range queues {
+		if q == tasks.QueueBatch {
+			out = append(out, tasks.BatchQueues(n)...)
+			continue
+		}
+		out = append(out, q)
+	}
+	return out
+}
+
 // placeholder marks the example values of secrets in the manifests.
 const placeholder = "REPLACE-ME"
 
@@ -934,7 +969,7 @@ func workerQueues(spec string) []string {
 	return qs
 }
 
-var kustomizations = []string{"k8s/base", "k8s/overlays/example"}
+var kustomizations = []string{"k8s/base", "k8s/overlays/example", "k8s/overlays/cluster"}
 
 func TestKustomizeRender(t *testing.T) {
 	t.Parallel()
@@ -1105,9 +1140,9 @@ func TestRenderedProblems(t *testing.T) {
 	require.NoError(t, err)
 
 	// mutate returns a copy of base with the JSON of kind/name edited by f.
-	mutate := func(t *testing.T, kind, name string, f func(m map[string]any)) []object {
+	mutateIn := func(t *testing.T, objs []object, kind, name string, f func(m map[string]any)) []object {
 		t.Helper()
-		out := slices.Clone(base)
+		out := slices.Clone(objs)
 		for i, o := range out {
 			if o.Kind == kind && o.Metadata.Name == name {
 				var m map[string]any
@@ -1123,6 +1158,10 @@ func TestRenderedProblems(t *testing.T) {
 		}
 		t.Fatalf("no %s/%s", kind, name)
 		return nil
+	}
+	mutate := func(t *testing.T, kind, name string, f func(m map[string]any)) []object {
+		t.Helper()
+		return mutateIn(t, base, kind, name, f)
 	}
 	get := func(m any, keys ...any) any {
 		for _, k := range keys {
@@ -1272,6 +1311,37 @@ func TestRenderedProblems(t *testing.T) {
 			requireProblem(t, checkRendered(mutate(t, tc.kind, tc.obj, tc.f), img, queues), tc.want)
 		})
 	}
+
+	// The Cluster overlay shards the batch queue (BATCH_SHARDS=3): its triggers must name
+	// exactly tasks.BatchQueues(3).
+	cluster, err := render(filesys.MakeFsOnDisk(), "k8s/overlays/cluster")
+	require.NoError(t, err)
+	requireNoProblems(t, checkRendered(cluster, img, queues))
+	for _, tc := range []struct {
+		name, kind, obj, want string
+		f                     func(m map[string]any)
+	}{
+		{"shard trigger missing", "ScaledObject", "predq-worker", "one trigger per queue (BATCH_SHARDS=3)", func(m map[string]any) {
+			tr := get(m, "spec", "triggers").([]any)
+			get(m, "spec").(map[string]any)["triggers"] = slices.Delete(slices.Clone(tr), 4, 5)
+		}},
+		{"wrong shard", "ScaledObject", "predq-worker", "one trigger per queue (BATCH_SHARDS=3)", func(m map[string]any) {
+			get(m, "spec", "triggers", 3, "metadata").(map[string]any)["listName"] = "asynq:{batch-1}:pending"
+		}},
+		{"more shards than triggers", "ConfigMap", "predq-config", "one trigger per queue (BATCH_SHARDS=4)", func(m map[string]any) {
+			m["data"].(map[string]any)["BATCH_SHARDS"] = "4"
+		}},
+	} {
+		t.Run("cluster/"+tc.name, func(t *testing.T) {
+			requireProblem(t, checkRendered(mutateIn(t, cluster, tc.kind, tc.obj, tc.f), img, queues), tc.want)
+		})
+	}
+	t.Run("shards disagree", func(t *testing.T) {
+		objs := mutateIn(t, cluster, "Deployment", "predq-api", func(m map[string]any) {
+			ctr(m)["env"] = append(ctr(m)["env"].([]any), map[string]any{"name": "BATCH_SHARDS", "value": "2"})
+		})
+		requireProblem(t, checkRendered(objs, img, queues), "must agree")
+	})
 
 	t.Run("worker HPA besides KEDA", func(t *testing.T) {
 		objs := mutate(t, "HorizontalPodAutoscaler", "predq-api", func(m map[string]any) {
