@@ -456,3 +456,24 @@ func metricWith(text, name string, labels ...string) float64 {
 	}
 	return total
 }
+
+// The job quotas are shared too: they are counted in Postgres under a per-key lock, so a key
+// allowed two queued jobs gets two across both apis, not two each.
+func TestReplicasShareTheQuotas(t *testing.T) {
+	t.Parallel()
+	r := startReplicas(t, stackOpts{noWorker: true, env: map[string]string{
+		"API_KEYS": "e2e:" + apiKey + ":predict+jobs:max_queued_jobs=2,other:" + otherKey,
+	}})
+	xs, _ := sonar(t)
+	body := ndjsonRows(xs, 10)
+	r.apis[0].mustSubmitAs(apiKey, body)
+	r.apis[1].mustSubmitAs(apiKey, body)
+	for i, api := range r.apis {
+		status, header, b, err := api.submitAs(apiKey, body, "")
+		require.NoError(t, err)
+		require.Equal(t, http.StatusTooManyRequests, status, "api %d: %s", i, b)
+		require.NotEmpty(t, header.Get("Retry-After"))
+		require.Contains(t, string(b), `"quota":"queued_jobs"`)
+	}
+	r.apis[1].mustSubmitAs(otherKey, body) // another key is unaffected
+}
