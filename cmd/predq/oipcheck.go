@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -26,17 +25,13 @@ Authorization: Bearer.`,
   predq oip-check http://triton:8000 --model densenet_onnx --model-version 1`,
 		Args: maxArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := a.loadProfile()
+			var override string
+			if len(args) == 1 {
+				override = args[0]
+			}
+			u, key, err := a.endpoint(override)
 			if err != nil {
 				return err
-			}
-			u := cmp.Or(a.url, a.getenv("PREDQ_URL"), p.URL, defaultURL)
-			if len(args) == 1 {
-				u = args[0]
-			}
-			key := cmp.Or(a.apiKey, a.getenv("PREDQ_API_KEY"))
-			if key == "" && (p.URL == "" || p.URL == u) {
-				key = p.APIKey // the profile's key goes only to the profile's server
 			}
 			rep, err := oipcheck.Run(cmd.Context(), oipcheck.Config{URL: u, APIKey: key, Model: model, Version: modelVersion}, a.stdout)
 			if err != nil {

@@ -121,6 +121,22 @@ func maxArgs(n int) cobra.PositionalArgs {
 	}
 }
 
+// endpoint resolves the server URL (override, when set, before --url, PREDQ_URL, the profile
+// and the default) and the API key for it (--api-key, PREDQ_API_KEY, or the profile's key when
+// the URL is the profile's server).
+func (a *app) endpoint(override string) (u, key string, err error) {
+	p, err := a.loadProfile()
+	if err != nil {
+		return "", "", err
+	}
+	u = cmp.Or(override, a.url, a.getenv("PREDQ_URL"), p.URL, defaultURL)
+	key = cmp.Or(a.apiKey, a.getenv("PREDQ_API_KEY"))
+	if key == "" && (p.URL == "" || p.URL == u) {
+		key = p.APIKey // the profile's key goes only to the profile's server
+	}
+	return u, key, nil
+}
+
 // profile is what 'predq login' stores.
 type profile struct {
 	URL    string `json:"url"`
@@ -162,14 +178,9 @@ func (a *app) loadProfile() (profile, error) {
 
 // client is the API client of the flags, the environment and the profile, in that order.
 func (a *app) client() (*client.Client, error) {
-	p, err := a.loadProfile()
+	u, key, err := a.endpoint("")
 	if err != nil {
 		return nil, err
-	}
-	u := cmp.Or(a.url, a.getenv("PREDQ_URL"), p.URL, defaultURL)
-	key := cmp.Or(a.apiKey, a.getenv("PREDQ_API_KEY"))
-	if key == "" && (p.URL == "" || p.URL == u) {
-		key = p.APIKey // the profile's key goes only to the profile's server
 	}
 	c, err := client.New(client.Config{BaseURL: u, APIKey: key, UserAgent: "predq/" + version})
 	if err != nil {
