@@ -139,27 +139,7 @@ func (a *api) do(method, path string, body any, out any) int {
 // doAs is do with key as the API key.
 func (a *api) doAs(key, method, path string, body any, out any) int {
 	a.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		require.NoError(a.t, err)
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, a.base+path, rd)
-	require.NoError(a.t, err)
-	req.Header.Set("Authorization", "Bearer "+key)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(a.t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(a.t, err)
-	if out != nil {
-		require.NoError(a.t, json.Unmarshal(b, out), string(b))
-	}
-	return resp.StatusCode
+	return a.callAs(key, method, path, nil, body, out)
 }
 
 type output struct {
