@@ -36,5 +36,10 @@ func StartPprof(addr string, logger *slog.Logger) (stop func(), err error) {
 	if logger != nil {
 		logger.Info("pprof listening", "addr", ln.Addr().String())
 	}
-	return func() { _ = srv.Close() }, nil
+	return func() {
+		err := srv.Close() // closes the listener: the port refuses connections once this returns
+		if logger != nil {
+			logger.Info("pprof stopped", "addr", ln.Addr().String(), "error", err)
+		}
+	}, nil
 }
