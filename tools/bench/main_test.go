@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -366,6 +368,15 @@ func TestDistinctBatchBodiesHoldDistinctRows(t *testing.T) {
 	req := inferRequest(grpcLoadConfig{Rows: 3, Raw: true, Sonar: rows}, 0)
 	require.Len(t, req.GetRawInputContents()[0], 3*60*8)
 	require.Equal(t, []int64{3, 60}, req.GetInputs()[0].GetShape())
+	raw := req.GetRawInputContents()[0]
+	for k, x := range distinctRow(rows, 2) {
+		require.Equal(t, x, math.Float64frombits(binary.LittleEndian.Uint64(raw[8*(120+k):])))
+	}
+	// A worker's one message, rewritten for each call, holds that call's rows alone.
+	calls := newCallBuilder(grpcLoadConfig{Rows: 2, Sonar: rows})
+	calls.next(0)
+	flat := calls.next(500).GetInputs()[0].GetContents().GetFp64Contents()
+	require.Equal(t, append(distinctRow(rows, 500), distinctRow(rows, 501)...), flat)
 }
 
 func TestGRPCRowsAreJudgedOnRatios(t *testing.T) {
