@@ -82,6 +82,8 @@ const (
 	DefaultMaxRecvMsgSize = 4 << 20
 	// DefaultHealthInterval is how often the health service's status follows readiness.
 	DefaultHealthInterval = 5 * time.Second
+	// DefaultStreamWorkers is the size of the pool of goroutines that answer calls.
+	DefaultStreamWorkers = 128
 )
 
 // Config holds the server's settings and collaborators. Inference and Auth are required.
@@ -95,6 +97,13 @@ type Config struct {
 	// HealthInterval is how often the health service's status is set from
 	// Inference.ServerReady (default DefaultHealthInterval).
 	HealthInterval time.Duration
+	// StreamWorkers is how many long-lived goroutines answer calls (default
+	// DefaultStreamWorkers); a call that finds them all busy gets a goroutine of its own.
+	// Why: without the pool, gRPC starts a goroutine per call whose stack grows from its
+	// minimum on every call (runtime.morestack copying it, a large share of a one-row call's
+	// CPU), where a worker keeps the stack it grew. net/http keeps one goroutine per
+	// connection for the same reason.
+	StreamWorkers  uint32
 	Logger         *slog.Logger
 	Registerer     prometheus.Registerer // nil: metrics not registered
 	TracerProvider trace.TracerProvider  // nil: no spans
@@ -125,6 +134,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.MaxRecvMsgSize = cmp.Or(cfg.MaxRecvMsgSize, DefaultMaxRecvMsgSize)
 	cfg.HealthInterval = cmp.Or(cfg.HealthInterval, DefaultHealthInterval)
+	cfg.StreamWorkers = cmp.Or(cfg.StreamWorkers, DefaultStreamWorkers)
 	s := &Server{cfg: cfg, log: cfg.Logger, health: health.NewServer(),
 		stop: make(chan struct{})}
 	if s.log == nil {
@@ -139,7 +149,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	unary := []grpc.UnaryServerInterceptor{s.observeUnary, s.authenticate}
-	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize)}
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize), grpc.NumStreamWorkers(cfg.StreamWorkers)}
 	switch tp := cfg.TracerProvider; {
 	case tp == nil:
 	case telemetry.RecordsNothing(tp):

@@ -198,3 +198,45 @@ func TestCallsContinueTheCallersTrace(t *testing.T) {
 		require.NotEqual(t, "00f067aa0ba902b7", seen.SpanID().String(), "a span of its own")
 	})
 }
+
+// The pool of stream workers bounds nothing: calls past it get goroutines of their own, so
+// more calls than workers are answered at once (here each call waits for all the others).
+func TestCallsBeyondTheStreamWorkersRunAtOnce(t *testing.T) {
+	t.Parallel()
+	const calls = 8
+	var arrived atomic.Int32
+	all := make(chan struct{})
+	inf := &standIn{infer: func(ctx context.Context) (oip.InferResponse, error) {
+		if arrived.Add(1) == calls {
+			close(all)
+		}
+		select {
+		case <-all:
+			return oip.InferResponse{ModelName: "sonar"}, nil
+		case <-ctx.Done():
+			return oip.InferResponse{}, oip.Unavailable(ctx.Err(), "not every call was running")
+		}
+	}}
+	keys, err := auth.NewKeys([]string{"unit:" + key}, nil, nil)
+	require.NoError(t, err)
+	srv, err := New(Config{Inference: inf, Auth: keys, StreamWorkers: 2})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	c := pb.NewGRPCInferenceServiceClient(conn)
+	errs := make(chan error, calls)
+	for range calls {
+		go func() {
+			_, err := c.ModelInfer(authed(t), oneRow)
+			errs <- err
+		}()
+	}
+	for range calls {
+		require.NoError(t, <-errs)
+	}
+}

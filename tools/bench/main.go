@@ -31,7 +31,7 @@
 // Usage (from tools/, or with -root):
 //
 //	bench [-smoke] [-json] [-root DIR] [-duration 10s] [-rounds 5] [-conns 16,64,256] [-job-rows 1000000]
-//	      [-queue-tasks 100000] [-no-pin] [-phases http,queue,smalljob,job,overload,grpc]
+//	      [-queue-tasks 100000] [-no-pin] [-phases http,queue,smalljob,job,overload,grpc] [-grpc-channels 4]
 //	      [-targets predict-miss,predict-hit,predict-hit-stored,predict-miss-queue,oip-miss] [-pprof]
 //	bench -render report.json      print the table of a report saved with -json
 //	bench gobench [-benchtime 1x]  run the in-process measurements the table names (go test -bench)
@@ -129,6 +129,8 @@ type options struct {
 	Targets    []string        // the HTTP targets measured, in order; the ceiling is always first
 	Render     string          // a -json report to print again, instead of measuring
 	Command    string
+	// GRPCChannels is how many gRPC client connections the unary gRPC point's workers share.
+	GRPCChannels int
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -143,6 +145,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	jobRows := fs.Int("job-rows", 0, "rows of the NDJSON job (default 1000000, smoke 20000)")
 	queueTasks := fs.Int("queue-tasks", 0, "tasks of the queue measurements (default 100000, smoke 5000)")
 	noPin := fs.Bool("no-pin", false, "do not pin processes to cores even when taskset works")
+	grpcChannels := fs.Int("grpc-channels", defaultGRPCChannels, "gRPC client connections the unary point's workers share (at most its connection count: one each)")
 	pprof := fs.Bool("pprof", false, "let the api and the worker serve net/http/pprof on free loopback ports (logged), to profile a run")
 	render := fs.String("render", "", "print the table of a report saved with -json, without measuring")
 	phases := fs.String("phases", "http,queue,smalljob,job,overload,grpc", "the measurements to run (a subset, for profiling)")
@@ -150,7 +153,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if err := fs.Parse(args[1:]); err != nil {
 		return options{}, err
 	}
-	o := options{Smoke: *smoke, JSON: *jsonOut, Root: *root, NoPin: *noPin, Pprof: *pprof, Render: *render,
+	o := options{Smoke: *smoke, JSON: *jsonOut, Root: *root, NoPin: *noPin, Pprof: *pprof, GRPCChannels: *grpcChannels, Render: *render,
 		Duration: 10 * time.Second, Warmup: 2 * time.Second, Rounds: 5, Conns: []int{16, 64, 256},
 		JobRows: 1_000_000, QueueTasks: 100_000,
 		Command: strings.Join(append([]string{"bench"}, args[1:]...), " ")}

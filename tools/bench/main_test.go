@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -366,6 +368,15 @@ func TestDistinctBatchBodiesHoldDistinctRows(t *testing.T) {
 	req := inferRequest(grpcLoadConfig{Rows: 3, Raw: true, Sonar: rows}, 0)
 	require.Len(t, req.GetRawInputContents()[0], 3*60*8)
 	require.Equal(t, []int64{3, 60}, req.GetInputs()[0].GetShape())
+	raw := req.GetRawInputContents()[0]
+	for k, x := range distinctRow(rows, 2) {
+		require.Equal(t, x, math.Float64frombits(binary.LittleEndian.Uint64(raw[8*(120+k):])))
+	}
+	// A worker's one message, rewritten for each call, holds that call's rows alone.
+	calls := newCallBuilder(grpcLoadConfig{Rows: 2, Sonar: rows})
+	calls.next(0)
+	flat := calls.next(500).GetInputs()[0].GetContents().GetFp64Contents()
+	require.Equal(t, append(distinctRow(rows, 500), distinctRow(rows, 501)...), flat)
 }
 
 func TestGRPCRowsAreJudgedOnRatios(t *testing.T) {
@@ -374,13 +385,25 @@ func TestGRPCRowsAreJudgedOnRatios(t *testing.T) {
 		UnaryGRPC: loadResult{Conns: 64, RPS: 10500}, UnaryREST: loadResult{Conns: 64, RPS: 10000},
 		BatchRows: 1000, BatchConns: 4,
 		BatchGRPC: loadResult{Conns: 4, RPS: 15}, BatchREST: loadResult{Conns: 4, RPS: 10},
+		CPUPerCallUS: map[string]map[string]float64{
+			"unary_grpc": {"api": 100}, "unary_rest": {"api": 125},
+			"batch_grpc": {"api": 10_000}, "batch_rest": {"api": 20_000},
+		},
 	}}
 	met := map[string]bool{}
+	cost := map[string]float64{}
 	for _, r := range buildRows(rep, options{}) {
 		if r.Met != nil {
 			met[r.Measure] = *r.Met
 		}
+		if r.Group == "grpc" && r.Met == nil {
+			require.NotNil(t, r.Ratio, r.Measure)
+			cost[r.Unit] = *r.Ratio
+		}
 	}
+	// The server-side rows: answers per CPU-second of the api, gRPC against REST.
+	require.InDelta(t, 1.25, cost["calls/api-CPU-s"], 1e-9)
+	require.InDelta(t, 2.0, cost["rows/api-CPU-s"], 1e-9)
 	require.True(t, met["gRPC 64 conns: ModelInfer, one row (fp64_contents), cache misses"], "1.05×")
 	require.False(t, met["gRPC 4 conns: ModelInfer, 1,000 rows per call in raw_input_contents, cache misses"], "1.5× < 2×")
 }
