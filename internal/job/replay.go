@@ -147,13 +147,13 @@ func chunkWidth(head []byte, size, rows, encoding int) int {
 // Comparison is the report of a replay against the job it replays, over the items both
 // answered (neither failed).
 type Comparison struct {
-	JobID    uuid.UUID      `json:"job_id"`
-	ReplayOf uuid.UUID      `json:"replay_of"`
-	Original ComparedJob    `json:"original"`
-	Replay   ComparedJob    `json:"replay"`
-	Complete bool           `json:"complete"` // both jobs are finished: the figures are final
-	Compared int            `json:"compared"` // items both answered
-	Agreed   int            `json:"agreed"`   // of them, items of the same class (p > 0.5)
+	JobID    uuid.UUID   `json:"job_id"`
+	ReplayOf uuid.UUID   `json:"replay_of"`
+	Original ComparedJob `json:"original"`
+	Replay   ComparedJob `json:"replay"`
+	Complete bool        `json:"complete"` // both jobs are finished: the figures are final
+	Compared int         `json:"compared"` // items both answered
+	Agreed   int         `json:"agreed"`   // of them, items of the same class (p > 0.5)
 	// AgreementRate is Agreed / Compared (0 when nothing was compared).
 	AgreementRate float64   `json:"agreement_rate"`
 	AbsDiff       DiffStats `json:"abs_diff"` // |p_replay - p_original| over the compared items
