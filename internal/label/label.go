@@ -81,8 +81,8 @@ type Label struct {
 	Revision int `json:"revision"`
 	// ModelVersion and Score are the subject's: the version that answered and its
 	// probability of the positive class (nil for a job row that failed).
-	ModelVersion string   `json:"model_version"`
-	Score        *float64 `json:"score"`
+	ModelVersion string    `json:"model_version"`
+	Score        *float64  `json:"score"`
 	CreatedAt    time.Time `json:"created_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
 	// Changed reports, on a write, whether it changed anything (false: the same label again).

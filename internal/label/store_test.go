@@ -14,9 +14,9 @@ import (
 
 	"github.com/predq/predq/internal/label"
 	"github.com/predq/predq/internal/maintenance"
+	"github.com/predq/predq/internal/pgtest"
 	"github.com/predq/predq/internal/postgres"
 	"github.com/predq/predq/internal/prediction"
-	"github.com/predq/predq/internal/pgtest"
 	"github.com/predq/predq/internal/validate"
 )
 
