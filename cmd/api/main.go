@@ -284,6 +284,7 @@ func serve(ctx context.Context, cfg config.Config, stdout io.Writer, logArgs ...
 		Promoter:    promoter{registry, queueRedis},
 		Predictions: predictionReads(pool, readPool, logger),
 		Jobs:        jobs,
+		Replays:     jobs,
 		Idempotency: idempotency.NewStore(pool, cfg.IdempotencyLease),
 		OIP:         oipSvc,
 	})

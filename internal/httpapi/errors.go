@@ -101,6 +101,7 @@ const (
 	slugQuotaExceeded    = "quota-exceeded"
 	slugUnavailable      = "service-unavailable"
 	slugInternal         = "internal-error"
+	slugInputsGone       = "job-inputs-gone"
 )
 
 // problemFor maps any error returned by a handler or middleware to the problem the client
@@ -157,6 +158,18 @@ func problemFor(err error) (p Problem, header http.Header, serverFault bool) {
 	if errors.Is(err, job.ErrNotFound) {
 		return newP(http.StatusNotFound, slugJobNotFound, "Job not found",
 			"No job with this id belongs to the API key."), nil, false
+	}
+	if errors.Is(err, job.ErrNotFinished) {
+		return newP(http.StatusConflict, slugConflict, "Job not finished",
+			"Only a finished job can be replayed; this one is "+lastWord(err.Error())+". Retry once it ends."), nil, false
+	}
+	if errors.Is(err, job.ErrInputsGone) {
+		return newP(http.StatusConflict, slugInputsGone, "Job inputs gone",
+			"The job's inputs are no longer stored (it finished before inputs were kept), so it cannot be replayed; submit its rows again."), nil, false
+	}
+	if errors.Is(err, job.ErrNotReplay) {
+		return newP(http.StatusConflict, slugConflict, "Not a replay",
+			"The job is not a replay of another job (POST /api/v1/jobs/{id}/replay makes one), so there is nothing to compare it with."), nil, false
 	}
 	if errors.Is(err, job.ErrConflict) {
 		return newP(http.StatusConflict, slugConflict, "Conflict", "The job is already finished: "+
@@ -216,6 +229,11 @@ func problemFor(err error) (p Problem, header http.Header, serverFault bool) {
 	}
 	return newP(http.StatusInternalServerError, slugInternal, "Internal server error",
 		"The server failed to answer; the request id identifies it in the logs."), nil, true
+}
+
+// lastWord returns the last space-separated word of s.
+func lastWord(s string) string {
+	return s[strings.LastIndexByte(s, ' ')+1:]
 }
 
 // quotaDetail explains a quota refusal.

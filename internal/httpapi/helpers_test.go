@@ -279,7 +279,7 @@ func setup(t testing.TB, cfgFn ...func(*Config)) (*Server, *testBundle) {
 	}
 	oipSvc, err := oip.NewService(oip.Config{Predictor: b.predictor, Models: shippedModels(t)})
 	require.NoError(t, err)
-	s, err := New(cfg, Deps{Predictor: b.predictor, Models: b.models, Auth: fakeAuth{}, Readiness: b.ready, Jobs: &fakeJobs{}, Promoter: fakePromoter{}, Predictions: fakePredictions{}, OIP: oipSvc})
+	s, err := New(cfg, Deps{Predictor: b.predictor, Models: b.models, Auth: fakeAuth{}, Readiness: b.ready, Jobs: &fakeJobs{}, Replays: &fakeJobs{}, Promoter: fakePromoter{}, Predictions: fakePredictions{}, OIP: oipSvc})
 	require.NoError(t, err)
 	return s, b
 }

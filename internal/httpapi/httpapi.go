@@ -161,6 +161,9 @@ type Deps struct {
 	Predictions PredictionReader
 	// Jobs answers the /api/v1/jobs routes.
 	Jobs JobService
+	// Replays answers POST /api/v1/jobs/{id}/replay and GET /api/v1/jobs/{id}/comparison
+	// (nil: the routes answer 404).
+	Replays JobReplayer
 	// Idempotency keeps Idempotency-Key answers of job submissions (nil: the header is
 	// ignored).
 	Idempotency IdempotencyStore

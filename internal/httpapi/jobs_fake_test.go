@@ -72,3 +72,11 @@ func (fakePredictions) List(context.Context, prediction.ListFilter) ([]predictio
 func (fakePredictions) Get(context.Context, string, string) (prediction.Stored, error) {
 	return prediction.Stored{}, prediction.ErrNotFound
 }
+
+func (*fakeJobs) Replay(context.Context, job.Owner, uuid.UUID, job.Options) (job.Job, error) {
+	return job.Job{}, job.ErrNotFound
+}
+
+func (*fakeJobs) Compare(context.Context, job.Owner, uuid.UUID) (job.Comparison, error) {
+	return job.Comparison{}, job.ErrNotFound
+}

@@ -451,6 +451,8 @@ func TestScopedRoutes(t *testing.T) {
 		"GET /api/v1/jobs/{id}/results":         auth.ScopeJobs,
 		"GET /api/v1/jobs/{id}/events":          auth.ScopeJobs,
 		"POST /api/v1/jobs/{id}/cancel":         auth.ScopeJobs,
+		"POST /api/v1/jobs/{id}/replay":         auth.ScopeJobs,
+		"GET /api/v1/jobs/{id}/comparison":      auth.ScopeJobs,
 	}
 	allBut := func(not auth.Scope) []auth.Scope {
 		var out []auth.Scope

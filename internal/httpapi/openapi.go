@@ -452,6 +452,9 @@ func (s *Server) openAPIDocument() *openAPIDoc {
 	for p, ops := range s.jobPaths() {
 		paths[p] = ops
 	}
+	for p, ops := range s.replayPaths() {
+		paths[p] = ops
+	}
 	for p, ops := range s.oipPaths() {
 		paths[p] = ops
 	}
@@ -740,6 +743,14 @@ func (s *Server) openAPIComponents() components {
 	}
 	for k, v := range jobResponses() {
 		c.Responses[k] = v
+	}
+	if s.deps.Replays != nil {
+		for k, v := range replaySchemas() {
+			c.Schemas[k] = v
+		}
+		for k, v := range replayResponses() {
+			c.Responses[k] = v
+		}
 	}
 	if s.deps.OIP != nil {
 		for k, v := range oipSchemas() {

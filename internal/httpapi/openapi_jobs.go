@@ -200,6 +200,8 @@ func jobSchemas(maxSamples int) map[string]*schema {
 					"delivered_at": {Type: "string", Format: "date-time"},
 				}},
 				"metadata": {Type: "object", AdditionalProperties: &schema{Type: "string"}},
+				"replay_of": {Type: "string", Format: "uuid",
+					Description: "The job whose stored inputs this job replays (POST /api/v1/jobs/{id}/replay)."},
 			},
 		},
 		"StoredPrediction": {Type: "object", Required: []string{"id", "request_id", "prediction", "model_version", "created_at"},

@@ -97,6 +97,10 @@ func (s *Server) routes() {
 	v1.GET("/jobs/:id/results", keyed(auth.ScopeJobs, s.handleJobResults()))
 	v1.GET("/jobs/:id/events", keyed(auth.ScopeJobs, s.handleJobEvents()))
 	v1.POST("/jobs/:id/cancel", keyed(auth.ScopeJobs, s.handleCancelJob()))
+	if s.deps.Replays != nil {
+		v1.POST("/jobs/:id/replay", keyed(auth.ScopeJobs, handleReplayJob(s.deps.Replays)))
+		v1.GET("/jobs/:id/comparison", keyed(auth.ScopeJobs, handleCompareJob(s.deps.Replays)))
+	}
 
 	// /v2: the Open Inference Protocol's REST binding (oip.go), its errors in the protocol's
 	// {"error"} shape. Health is open; the rest needs a key with the predict scope, and the

@@ -44,6 +44,13 @@ var (
 	ErrConflict = errors.New("job state conflict")
 	// ErrTooLarge: the submission has more rows than allowed.
 	ErrTooLarge = errors.New("job too large")
+	// ErrNotFinished: the job to replay is still queued or running.
+	ErrNotFinished = errors.New("job not finished")
+	// ErrInputsGone: the job to replay no longer holds its inputs (they were emptied before
+	// inputs were kept, or the job was made so).
+	ErrInputsGone = errors.New("job inputs gone")
+	// ErrNotReplay: the job is not a replay, so it has nothing to be compared with.
+	ErrNotReplay = errors.New("job is not a replay")
 	// ErrUnavailable: the job store cannot be reached; nothing was created.
 	ErrUnavailable = errors.New("job store unavailable")
 )
@@ -115,6 +122,8 @@ type Job struct {
 	Error               *string           `json:"error"`
 	Webhook             *Webhook          `json:"webhook"`
 	Metadata            map[string]string `json:"metadata"`
+	// ReplayOf is the job whose stored inputs this job replays (POST /jobs/{id}/replay).
+	ReplayOf *uuid.UUID `json:"replay_of,omitempty"`
 
 	deliveryID uuid.UUID // set by finish when a webhook delivery was recorded
 }

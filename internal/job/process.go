@@ -229,7 +229,9 @@ func (s *Service) commitChunk(ctx context.Context, id uuid.UUID, chunk int, writ
 			return err
 		}
 		// A statement of its own, so that it reads the job after the lock is granted.
-		err := tx.QueryRow(ctx, `UPDATE job_chunks c SET status = 'done', done_at = now(), features = ''::bytea,
+		// The chunk keeps its features: a finished job's inputs stay until retention deletes
+		// the job, so that it can be replayed on another model version (Replay).
+		err := tx.QueryRow(ctx, `UPDATE job_chunks c SET status = 'done', done_at = now(),
 				processed = $3, failed = $4, low_confidence = $5, lease_until = NULL
 			FROM jobs j
 			WHERE c.job_id = $1 AND c.chunk_index = $2 AND c.status = 'pending'
@@ -323,7 +325,7 @@ func (s *Service) finish(ctx context.Context, tx pgx.Tx, id uuid.UUID, forceStat
 		return nil, err
 	}
 	if forceStatus != "" {
-		if _, err := tx.Exec(ctx, `UPDATE job_chunks SET status = 'skipped', features = ''::bytea WHERE job_id = $1 AND status = 'pending'`, id); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE job_chunks SET status = 'skipped' WHERE job_id = $1 AND status = 'pending'`, id); err != nil {
 			return nil, err
 		}
 	}

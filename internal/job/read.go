@@ -25,7 +25,7 @@ const jobColumns = `j.id, j.status, j.priority, j.model_version, j.preprocessing
 	CASE WHEN j.status IN ('queued', 'running') THEN COALESCE(p.done, 0) ELSE j.chunks_done END,
 	j.input_format, j.created_at, j.started_at, j.finished_at,
 	j.deadline_at, j.error, j.metadata, j.webhook_url,
-	d.id, d.status, d.attempts, d.last_status, d.last_error, d.delivered_at`
+	d.id, d.status, d.attempts, d.last_status, d.last_error, d.delivered_at, j.replay_of`
 
 // jobFrom joins the latest webhook delivery of the job and, for an active job only, the
 // sums of its done chunks.
@@ -46,7 +46,7 @@ func scanJob(row pgx.Row) (Job, error) {
 	err := row.Scan(&j.ID, &j.Status, &j.Priority, &j.ModelVersion, &j.Preprocessing, &j.ConfidenceThreshold, &j.Total,
 		&j.Processed, &j.Failed, &j.LowConfidence, &j.ChunksTotal, &j.ChunksDone, &j.InputFormat, &j.CreatedAt,
 		&j.StartedAt, &j.FinishedAt, &j.DeadlineAt, &j.Error, &j.Metadata, &webhookURL,
-		&dID, &dStatus, &dAttempts, &dLast, &dError, &dAt)
+		&dID, &dStatus, &dAttempts, &dLast, &dError, &dAt, &j.ReplayOf)
 	if err != nil {
 		return Job{}, err
 	}
