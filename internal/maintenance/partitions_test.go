@@ -65,7 +65,7 @@ func TestEnsurePartitionsCreatesDaysAheadAndMovesDefaultRows(t *testing.T) {
 
 	n, err := EnsurePartitions(ctx, pool, now, 25)
 	require.NoError(t, err)
-	require.Equal(t, 2*(25-7), n, "days 8..25 ahead, of both tables")
+	require.Equal(t, len(postgres.PartitionedTables)*(25-7), n, "days 8..25 ahead, of every partitioned table")
 	require.Equal(t, postgres.PartitionName("predictions", far), partitionOf(t, pool, farID), "moved into its day")
 	require.Equal(t, "predictions_default", partitionOf(t, pool, oddID))
 	var total int

@@ -28,7 +28,21 @@ import (
 // (DropPartitionsBefore) and deletes the rest by rows.
 
 // PartitionedTables are the tables partitioned by day, with their partition key.
-var PartitionedTables = map[string]string{"predictions": "id", "job_results": "job_id"}
+var PartitionedTables = map[string]string{
+	"predictions": "id", "job_results": "job_id",
+	"prediction_labels": "prediction_id", "prediction_label_history": "prediction_id",
+	"job_labels": "job_id", "job_label_history": "job_id",
+}
+
+// Companions are, for a table that retention drops by day partitions, the tables partitioned
+// on the same key whose rows belong to its rows (the labels of a prediction, of a job row): a
+// day partition of the table is dropped with the companions' partitions of the same day, in
+// the same transaction (DropPartitionsBefore), so that no companion row outlives its subject
+// there. A companion's rows in a partition that stays are the deleter's to delete by rows.
+var Companions = map[string][]string{
+	"predictions": {"prediction_labels", "prediction_label_history"},
+	"job_results": {"job_labels", "job_label_history"},
+}
 
 // DayBound returns the smallest UUIDv7 of the UTC day of t: its Unix milliseconds at 00:00 UTC,
 // then zeros.
@@ -156,8 +170,9 @@ func createPartition(ctx context.Context, pool *pgxpool.Pool, table, key, name s
 }
 
 // DropPartitionsBefore drops table's day partitions that end at or before before and that
-// droppable (called in the transaction of the drop, holding the partition) says may go, and
-// returns how many rows went with them. A partition that straddles before, or one that
+// droppable (called in the transaction of the drop, holding the partition) says may go, each
+// with the partitions of the same day of table's Companions, and returns how many rows of
+// table went with them. A partition that straddles before, or one that
 // droppable keeps, stays: its old rows are the caller's to delete by rows.
 //
 // Each drop is its own transaction with a lock_timeout: dropping a partition takes an ACCESS
@@ -188,6 +203,16 @@ func DropPartitionsBefore(ctx context.Context, pool *pgxpool.Pool, table string,
 			name := pgx.Identifier{p.Name}.Sanitize()
 			if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+name).Scan(&n); err != nil {
 				return err
+			}
+			var companions []string
+			for _, c := range Companions[table] {
+				companions = append(companions, pgx.Identifier{PartitionName(c, p.Day)}.Sanitize())
+			}
+			if len(companions) > 0 {
+				// IF EXISTS: a companion added after its subject's day may lack old days.
+				if _, err := tx.Exec(ctx, `DROP TABLE IF EXISTS `+strings.Join(companions, ", ")); err != nil {
+					return err
+				}
 			}
 			_, err = tx.Exec(ctx, `DROP TABLE `+name)
 			return err

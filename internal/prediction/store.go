@@ -435,6 +435,8 @@ func (s *Store) Count(ctx context.Context) (int64, error) {
 // gave way to a lock, are deleted by rows, oldest first, a bounded batch per statement.
 // (The partition of a day holds the ids of that day, and created_at is set with the id, so
 // the check of created_at keeps only a row made at the edge of a day from dropping early.)
+// The labels of the predictions that go (internal/label) go with them: their partitions with
+// the predictions' (postgres.Companions), their rows with the rows.
 func (s *Store) DeleteOlderThan(ctx context.Context, before time.Time) (int64, error) {
 	var dropped int64
 	if s.pool != nil {
@@ -448,8 +450,13 @@ func (s *Store) DeleteOlderThan(ctx context.Context, before time.Time) (int64, e
 		}
 		dropped = n
 	}
-	n, err := postgres.DeleteInBatches(ctx, s.db, `DELETE FROM predictions WHERE id IN (
-		SELECT id FROM predictions WHERE created_at < $1 ORDER BY created_at LIMIT $2)`, before, 5000)
+	// The labels of the rows go in the same statement (they have no foreign key: see
+	// migrations/00022_labels.sql).
+	n, err := postgres.DeleteInBatches(ctx, s.db, `WITH gone AS MATERIALIZED (
+			SELECT id FROM predictions WHERE created_at < $1 ORDER BY created_at LIMIT $2),
+		labels AS (DELETE FROM prediction_labels WHERE prediction_id IN (SELECT id FROM gone)),
+		history AS (DELETE FROM prediction_label_history WHERE prediction_id IN (SELECT id FROM gone))
+		DELETE FROM predictions WHERE id IN (SELECT id FROM gone)`, before, 5000)
 	if err != nil {
 		return dropped + n, fmt.Errorf("prediction: delete older than %s: %w", before.Format(time.RFC3339), err)
 	}
